@@ -1,0 +1,164 @@
+"""Profiles and the lab configuration: one place for every knob a notebook can override.
+
+A profile is a named set of defaults (`gpu`, `cpu`, `smoke`); `auto` picks `gpu` when CUDA is
+available and `cpu` otherwise. Every field of :class:`LabConfig` can be overridden by keyword, so a
+notebook's `parameters` cell or the CLI changes exactly one value without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES = ("gpu", "cpu", "smoke")
+OFFLINE_SOURCE = "offline"  # the offline controlled corpus shipped as code in dpo_lab.corpus
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Every value the lab's stages read. Frozen: derive a new one with `dataclasses.replace`."""
+
+    profile: str
+    # --- model ---
+    model_name: str  # a Hub id or a local folder ("gpt2"), or "scratch" (built in 02) / "tiny-random"
+    # --- data ---
+    dataset: str  # "Anthropic/hh-rlhf", a local file/folder, or "offline"
+    dataset_subsets: tuple[str, ...]  # HH-RLHF data_dir values, or offline subsets
+    max_pairs: int | None  # cap on training pairs (None = all)
+    max_length: int  # prompt + response tokens, as TRL's max_length
+    max_prompt_length: int  # prompts at or over this many tokens are rejected / skipped
+    # --- SFT ---
+    sft_steps: int
+    sft_lr: float
+    sft_batch_size: int
+    # --- DPO ---
+    beta: float
+    dpo_steps: int
+    dpo_lr: float
+    dpo_batch_size: int
+    grad_accum: int
+    warmup_steps: int
+    # --- run ---
+    seed: int = 42
+    data_seed: int = 0  # the offline corpus' seed: kept apart so training seeds share one data set
+    run_dir: str = "runs/default"
+    # --- the `cpu` profile's from-scratch decoder and tokenizer ---
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dataset_subsets"] = list(self.dataset_subsets)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpu": dict(
+        model_name="gpt2",
+        dataset="Anthropic/hh-rlhf",
+        dataset_subsets=("helpful-base", "harmless-base"),
+        max_pairs=20_000,
+        max_length=512,
+        max_prompt_length=256,
+        sft_steps=2_000,
+        sft_lr=5e-5,
+        sft_batch_size=16,
+        beta=0.1,
+        dpo_steps=1_000,
+        dpo_lr=5e-6,
+        dpo_batch_size=8,
+        grad_accum=2,
+        warmup_steps=100,
+    ),
+    "cpu": dict(
+        model_name="scratch",
+        dataset=OFFLINE_SOURCE,
+        dataset_subsets=("helpful", "harmless"),
+        max_pairs=None,
+        max_length=256,
+        max_prompt_length=128,
+        sft_steps=600,
+        sft_lr=1e-3,
+        sft_batch_size=16,
+        beta=0.1,
+        dpo_steps=200,
+        dpo_lr=5e-5,
+        dpo_batch_size=8,
+        grad_accum=1,
+        warmup_steps=20,
+    ),
+    "smoke": dict(
+        model_name="tiny-random",
+        dataset=OFFLINE_SOURCE,
+        dataset_subsets=("helpful", "harmless"),
+        max_pairs=64,
+        max_length=128,
+        max_prompt_length=64,
+        sft_steps=4,
+        sft_lr=1e-3,
+        sft_batch_size=4,
+        beta=0.1,
+        dpo_steps=4,
+        dpo_lr=1e-4,
+        dpo_batch_size=2,
+        grad_accum=1,
+        warmup_steps=1,
+        vocab_size=512,
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+    ),
+}
+
+
+def resolve_profile(profile: str = "auto") -> str:
+    """Map `auto` to `gpu` when CUDA is available, else `cpu`; validate explicit names."""
+    if profile == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)} or 'auto'")
+    return profile
+
+
+def get_config(profile: str = "auto", **overrides: Any) -> LabConfig:
+    """The configuration of `profile` with `overrides` applied (unknown keys are an error, not ignored).
+
+    >>> get_config("smoke", beta=0.5).beta
+    0.5
+    """
+    name = resolve_profile(profile)
+    known = {f.name for f in dataclasses.fields(LabConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+    values = dict(_PROFILE_DEFAULTS[name])
+    values.update(overrides)
+    if isinstance(values.get("dataset_subsets"), (list, str)):
+        subsets = values["dataset_subsets"]
+        values["dataset_subsets"] = tuple([subsets] if isinstance(subsets, str) else subsets)
+    cfg = LabConfig(profile=name, **values)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: LabConfig) -> None:
+    if cfg.beta <= 0:
+        raise ValueError(f"beta must be > 0 (got {cfg.beta}); beta = 0 removes the DPO signal entirely")
+    for name in ("sft_lr", "dpo_lr"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be > 0 (got {getattr(cfg, name)})")
+    if cfg.max_prompt_length >= cfg.max_length:
+        raise ValueError(
+            f"max_prompt_length ({cfg.max_prompt_length}) must be smaller than max_length ({cfg.max_length}),"
+            " or no response token would fit"
+        )

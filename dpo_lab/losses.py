@@ -1,0 +1,162 @@
+r"""Sequence log-probabilities and the DPO loss — the math of the lab, written to be read.
+
+DPO (Rafailov et al., 2023) turns the KL-constrained RLHF objective into a classification loss on
+preference pairs. With :math:`\pi_\theta` the policy, :math:`\pi_{ref}` the frozen reference and
+:math:`(x, y_w, y_l)` a prompt with its chosen and rejected responses:
+
+.. math::
+    \mathcal{L} = -\log\sigma\Big(\beta\log\frac{\pi_\theta(y_w|x)}{\pi_{ref}(y_w|x)}
+                                 -\beta\log\frac{\pi_\theta(y_l|x)}{\pi_{ref}(y_l|x)}\Big)
+
+:math:`\log\pi(y|x)` is the SUM of the response tokens' log-probabilities (:func:`sequence_logprobs`);
+:math:`\beta\log\frac{\pi_\theta(y|x)}{\pi_{ref}(y|x)}` is the "implicit reward" of a response.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _shift(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):
+    """Align predictions with targets: the logits at position t predict the token at t + 1."""
+    if logits.shape[:2] != input_ids.shape or input_ids.shape != loss_mask.shape:
+        raise ValueError(
+            f"shape mismatch: logits {tuple(logits.shape)} must be [N, T, V] with input_ids {tuple(input_ids.shape)}"
+            f" and loss_mask {tuple(loss_mask.shape)} both [N, T]"
+        )
+    return logits[:, :-1, :], input_ids[:, 1:], loss_mask[:, 1:].to(torch.float32)
+
+
+def _reduce(token_logps: torch.Tensor, mask: torch.Tensor, average: bool) -> torch.Tensor:
+    """Masked sum (or mean) over tokens, accumulated in float64 and returned as float32.
+
+    A sequence log-prob is a sum of ~100 terms of size ~1-10; in fp32 the rounding of that sum alone
+    reaches a few 1e-5. Accumulating in float64 (a cheap [N, T] tensor) leaves only the final rounding.
+    (Apple's MPS has no float64, so it accumulates in fp32 there.)
+    """
+    acc = torch.float32 if token_logps.device.type == "mps" else torch.float64
+    mask = mask.to(acc)
+    total = (token_logps.to(acc) * mask).sum(dim=-1)
+    if average:
+        total = total / mask.sum(dim=-1).clamp(min=1.0)
+    return total.to(torch.float32)
+
+
+def sequence_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor, average: bool = False
+) -> torch.Tensor:
+    """Log-probability of each row's response: ``Tensor[N]`` (fp32).
+
+    Args:
+        logits: ``[N, T, V]`` — the model's output for ``input_ids`` (any float dtype).
+        input_ids: ``[N, T]`` — the token ids that were fed in.
+        loss_mask: ``[N, T]`` — 1 on the response tokens to score (EOS included), 0 on prompt/padding.
+        average: ``False`` (DPO): SUM over response tokens, :math:`\\log\\pi(y|x)`.
+            ``True``: MEAN over response tokens — the length-normalised variant (as in SimPO/IPO);
+            it divides each log-ratio by the length, which silently shrinks the effective beta.
+
+    Steps: (1) shift by one — position t predicts token t + 1, so the first token is never scored and
+    the mask is shifted WITH the labels; (2) log-softmax in fp32 (fp16/bf16 lose the small
+    probabilities and can give -inf/NaN); (3) gather the log-probability of the actual next token;
+    (4) masked sum (or mean).
+    """
+    logits, labels, mask = _shift(logits, input_ids, loss_mask)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, T-1, V]
+    token_logps = torch.gather(log_probs, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)  # [N, T-1]
+    return _reduce(token_logps, mask, average)
+
+
+def sequence_logprobs_lean(
+    logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor, average: bool = False, chunk_size: int = 512
+) -> torch.Tensor:
+    """Same result as :func:`sequence_logprobs`, without an fp32 ``[N, T, V]`` log-softmax.
+
+    ``log_softmax(z)[y] = z[y] - logsumexp(z)``: only the SCORED positions are taken (prompt and
+    padding never are), and their logsumexp is computed in fp32 ``chunk_size`` positions at a time, so
+    the extra memory is ``chunk_size × V`` floats instead of ``N × T × V``. Gradients flow the same way.
+    """
+    logits, labels, mask = _shift(logits, input_ids, loss_mask)
+    rows, cols = mask.nonzero(as_tuple=True)  # the scored positions, in row-major order
+    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
+    if rows.numel():
+        picked = []
+        for start in range(0, rows.numel(), chunk_size):
+            r, c = rows[start : start + chunk_size], cols[start : start + chunk_size]
+            z = logits[r, c].float()  # [chunk, V]
+            picked.append(z.gather(-1, labels[r, c].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1))
+        token_logps = token_logps.index_put((rows, cols), torch.cat(picked))
+    return _reduce(token_logps, mask, average)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO ("sigmoid") loss and implicit rewards: ``(losses, chosen_rewards, rejected_rewards)``, each ``[B]``.
+
+    * ``chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)``, likewise for rejected;
+      both DETACHED — they are for logging, the gradient flows through ``losses`` only.
+    * ``losses = -logsigmoid(beta * ((pc - rc) - (pr - rr)))``: beta multiplies the margin INSIDE the
+      sigmoid. Return per-pair values; the caller takes ``.mean()``.
+
+    At step 0 the policy IS the reference, so every log-ratio is 0 and every loss is
+    ``-log σ(0) = ln 2 ≈ 0.6931``. A LARGER beta keeps the policy CLOSER to the reference (a given
+    margin is reached with a smaller log-ratio); a smaller beta lets it move further.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    chosen_rewards = beta * chosen_logratios.detach()
+    rejected_rewards = beta * rejected_logratios.detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def dpo_metrics(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    losses: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Batch means under TRL's metric names.
+
+    ``rewards/accuracies`` uses a strict ``>``: when policy == reference both rewards are 0 and the
+    accuracy is 0.0, not 0.5 (TRL does the same).
+    """
+    out = {
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "logps/chosen": policy_chosen_logps.detach().mean().item(),
+        "logps/rejected": policy_rejected_logps.detach().mean().item(),
+    }
+    if losses is not None:
+        out = {"loss": losses.detach().mean().item(), **out}
+    return out
+
+
+def batch_logprobs(model, batch: dict[str, torch.Tensor], average: bool = False, lean: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over the collated ``[chosen rows; rejected rows]`` batch → ``(chosen_logps, rejected_logps)``, each ``[B]``.
+
+    One concatenated forward (not two) keeps both halves in the same kernels and halves the calls.
+    ``lean=True`` uses :func:`sequence_logprobs_lean` (same numbers, less memory).
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    fn = sequence_logprobs_lean if lean else sequence_logprobs
+    logps = fn(logits, batch["input_ids"], batch["loss_mask"], average=average)
+    chosen, rejected = logps.chunk(2, dim=0)
+    return chosen, rejected
+
+
+def reference_logprobs(ref_model, batch: dict[str, torch.Tensor], average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`batch_logprobs` for the frozen reference: no graph is built, nothing flows back to it."""
+    with torch.inference_mode():
+        chosen, rejected = batch_logprobs(ref_model, batch, average=average)
+    return chosen.clone(), rejected.clone()  # plain tensors again, usable in the policy's autograd graph

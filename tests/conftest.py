@@ -1,0 +1,68 @@
+"""Shared fixtures: everything offline, small, deterministic."""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import dpo_lab  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The `cpu` profile's BPE tokenizer trained on the offline corpus (pad == eos, like GPT-2)."""
+    return dpo_lab.corpus_tokenizer(seed=0, vocab_size=4096)
+
+
+MAX_RESPONSE_TOKENS = 48
+
+
+@pytest.fixture(scope="session")
+def pairs(tokenizer):
+    """Ten offline pairs of unequal lengths (helpful and harmless, subtle and obvious), responses ≤ 48 tokens.
+
+    Why short: a random tiny model gives about -8 nats per token, and an fp32 number of magnitude
+    ≥ 512 has a resolution (one ulp) of 6.1e-5 — coarser than the 5e-5 parity tolerance. Responses
+    of ≤ 48 tokens keep every |log-prob| < 512, where 5e-5 is at least 1.6 ulp. Longer pairs are
+    compared with a relative tolerance in `long_pairs`.
+    """
+    data, _ = dpo_lab.load_preference_data("offline", split="train", max_pairs=400)
+    short = [
+        p for p in data
+        if max(len(tokenizer(p[k] + tokenizer.eos_token)["input_ids"]) for k in ("chosen", "rejected")) <= MAX_RESPONSE_TOKENS
+    ][:10]
+    assert len(short) == 10
+    assert len({(len(p["chosen"]), len(p["rejected"])) for p in short}) > 5, "the fixture must mix lengths"
+    return short
+
+
+@pytest.fixture(scope="session")
+def long_pairs(tokenizer):
+    """Eight pairs whose chosen response is long (structured answers, 60+ tokens)."""
+    data, _ = dpo_lab.load_preference_data("offline", split="train", max_pairs=400)
+    long = [p for p in data if len(tokenizer(p["chosen"])["input_ids"]) >= 60][:8]
+    assert len(long) == 8
+    return long
+
+
+@pytest.fixture()
+def policy_and_reference(tokenizer):
+    """Two DIFFERENT tiny models (seeds 1 and 2), dropout off: a copy would give ln 2 whatever the code does."""
+    policy = dpo_lab.tiny_random_model(tokenizer, seed=1).eval()
+    reference = dpo_lab.tiny_random_model(tokenizer, seed=2).eval()
+    return policy, reference
+
+
+@pytest.fixture(scope="session")
+def tokenized_pairs(tokenizer, pairs):
+    return dpo_lab.tokenize_pairs(tokenizer, pairs)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)

@@ -1,0 +1,84 @@
+"""Our tokenisation, collation, log-probs and loss equal TRL 1.16's DPOTrainer on the same batch.
+
+The reference model is a DIFFERENT model (another seed): with a copy every log-ratio would be 0 and
+the loss ln 2 whatever the code did, so the comparison would prove nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import dpo_lab
+
+trl = pytest.importorskip("trl")
+from datasets import Dataset  # noqa: E402
+
+BETA = 0.1
+
+
+@pytest.fixture()
+def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
+    policy, reference = policy_and_reference
+    args = trl.DPOConfig(
+        output_dir=str(tmp_path),
+        beta=BETA,
+        per_device_train_batch_size=len(pairs),
+        max_length=1024,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        train_sampling_strategy="sequential",
+        logging_steps=1,
+    )
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    return trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+
+
+def test_tokenize_pair_matches_trl_token_split(trl_trainer, tokenized_pairs):
+    trl_rows = list(trl_trainer.train_dataset)
+    assert len(trl_rows) == len(tokenized_pairs)
+    for ours, theirs in zip(tokenized_pairs, trl_rows):
+        for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            assert ours[key] == theirs[key], key
+
+
+def test_collator_matches_trl_collator(trl_trainer, tokenizer, tokenized_pairs):
+    ours = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs)
+    theirs = trl_trainer.data_collator(list(trl_trainer.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])))
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
+    assert torch.equal(ours["loss_mask"], theirs["completion_mask"])
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["plain", "lean"])
+def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, policy_and_reference, lean):
+    policy, reference = policy_and_reference
+    batch = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs)
+    trl_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": batch["loss_mask"]}
+
+    with torch.no_grad():
+        ours_pc, ours_pr = dpo_lab.batch_logprobs(policy, batch, lean=lean)
+        ours_rc, ours_rr = dpo_lab.batch_logprobs(reference, batch, lean=lean)
+        trl_pc, trl_pr = trl_trainer.compute_ref_log_probs(policy, trl_batch)  # TRL's own log-prob path
+        trl_rc, trl_rr = trl_trainer.compute_ref_log_probs(reference, trl_batch)
+        trl_loss = trl_trainer.compute_loss(policy, trl_batch)
+
+    for ours, theirs in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)):
+        assert (ours - theirs).abs().max().item() <= 5e-5
+    # the models really differ, so the loss is not the trivial ln 2
+    assert (ours_pc - ours_rc).abs().min().item() > 1e-2
+
+    losses, chosen_rewards, rejected_rewards = dpo_lab.dpo_loss(ours_pc, ours_pr, ours_rc, ours_rr, BETA)
+    assert abs(losses.mean().item() - trl_loss.item()) <= 1e-6
+    assert abs(losses.mean().item() - math.log(2)) > 1e-3
+
+    metrics = dpo_lab.dpo_metrics(ours_pc, ours_pr, chosen_rewards, rejected_rewards, losses)
+    mode = "train" if policy.training else "eval"  # TRL files metrics by the model's mode; ours is in eval (no dropout)
+    trl_metrics = {k: v[-1] for k, v in trl_trainer._metrics[mode].items() if k.startswith(("rewards/", "logps/"))}
+    assert set(trl_metrics) == {k for k in metrics if k != "loss"}
+    for key, value in trl_metrics.items():
+        assert metrics[key] == pytest.approx(value, abs=5e-5), key
