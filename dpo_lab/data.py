@@ -22,6 +22,7 @@ Nothing is ever dropped silently.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -261,9 +262,14 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _from_arrow(value: Any) -> Any:
-    """Parquet lists come back as numpy arrays of dicts; make them plain lists again."""
+    """Parquet gives numpy arrays for lists and NaN for absent values; make them plain lists / None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return [_from_arrow(v) for v in value.tolist()] if isinstance(value.tolist(), list) else value.tolist()
+        plain = value.tolist()
+        return [_from_arrow(v) for v in plain] if isinstance(plain, list) else plain
+    if isinstance(value, dict):
+        return {k: _from_arrow(v) for k, v in value.items()}
     return value
 
 

@@ -19,6 +19,10 @@ from datasets import Dataset  # noqa: E402
 BETA = 0.1
 
 
+def pairs_of(batch):
+    return range(batch["input_ids"].shape[0] // 2)
+
+
 @pytest.fixture()
 def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
     policy, reference = policy_and_reference
@@ -67,12 +71,15 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
         trl_rc, trl_rr = trl_trainer.compute_ref_log_probs(reference, trl_batch)
         trl_loss = trl_trainer.compute_loss(policy, trl_batch)
 
-    for ours, theirs in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)):
-        assert (ours - theirs).abs().max().item() <= 5e-5
+    logp_diff = max((o - t).abs().max().item() for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)))
+    print(f"\n[{'lean' if lean else 'plain'}] {len(pairs_of(batch))} pairs, |logp| up to {ours_pc.abs().max().item():.1f}:"
+          f" max |Δ logp| vs TRL = {logp_diff:.3g}")
+    assert logp_diff <= 5e-5
     # the models really differ, so the loss is not the trivial ln 2
     assert (ours_pc - ours_rc).abs().min().item() > 1e-2
 
     losses, chosen_rewards, rejected_rewards = dpo_lab.dpo_loss(ours_pc, ours_pr, ours_rc, ours_rr, BETA)
+    print(f"loss ours {losses.mean().item():.8f} TRL {trl_loss.item():.8f} |Δ| = {abs(losses.mean().item() - trl_loss.item()):.3g}")
     assert abs(losses.mean().item() - trl_loss.item()) <= 1e-6
     assert abs(losses.mean().item() - math.log(2)) > 1e-3
 
@@ -82,3 +89,20 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
     assert set(trl_metrics) == {k for k in metrics if k != "loss"}
     for key, value in trl_metrics.items():
         assert metrics[key] == pytest.approx(value, abs=5e-5), key
+
+
+def test_long_sequences_match_trl_to_fp32_resolution(tmp_path, tokenizer, long_pairs, policy_and_reference):
+    """Long responses (|logp| > 512, where one fp32 ulp is 6.1e-5): agree to ≤ 2·eps relative (eps = 2^-23)."""
+    policy, reference = policy_and_reference
+    args = trl.DPOConfig(output_dir=str(tmp_path), beta=BETA, use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False)
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in long_pairs]
+    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    batch = dpo_lab.PreferenceDataCollator(tokenizer)(dpo_lab.tokenize_pairs(tokenizer, long_pairs))
+    trl_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": batch["loss_mask"]}
+    with torch.no_grad():
+        ours = torch.cat(dpo_lab.batch_logprobs(policy, batch))
+        theirs = torch.cat(trainer.compute_ref_log_probs(policy, trl_batch))
+    assert ours.abs().max() > 512
+    ulp = torch.finfo(torch.float32).eps * theirs.abs()  # about one fp32 ulp at this magnitude
+    print(f"\nlong pairs: max |Δ logp| = {(ours - theirs).abs().max().item():.3g} (= {((ours - theirs).abs() / ulp).max().item():.2f} eps·|logp|)")
+    assert torch.all((ours - theirs).abs() <= 2 * ulp)

@@ -1,0 +1,83 @@
+"""Stage 01 through the CLI: the run folder, its manifest, atomic replacement, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dpo_lab
+from dpo_lab.atomic import atomic_directory
+from dpo_lab.prepare import DATA_FILES, load_prepared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "dpo_lab", *args], capture_output=True, text=True, env=env, cwd=ROOT, check=check)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = _cli("data", "--profile", "smoke", "--run-dir", str(run_dir))
+    return run_dir, result
+
+
+def test_data_stage_writes_the_handoff_folder(smoke_run):
+    run_dir, result = smoke_run
+    folder = run_dir / "01_data"
+    for name in DATA_FILES:
+        assert (folder / f"{name}.jsonl").stat().st_size > 0
+    assert (folder / "tokenizer" / "tokenizer.json").exists()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["config"]["max_pairs"] == 64
+    assert manifest["versions"]["trl"] == "1.16.0" and manifest["versions"]["torch"].startswith("2.13.0")
+    assert manifest["metrics"]["pairs_train_rows"] == 64
+    # smoke's 64-token prompt budget skips some prompts: counted and reported, never silently dropped
+    skipped = manifest["metrics"]["skipped_train"]
+    assert "64 kept" in result.stdout and all(f"{reason}: {n}" in result.stdout for reason, n in skipped.items())
+    assert "distinct prompts" in result.stdout
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+
+
+def test_handoff_folder_loads_back(smoke_run):
+    run_dir, _ = smoke_run
+    prepared = load_prepared_data(run_dir)
+    assert prepared.config.profile == "smoke" and len(prepared.splits["pairs_train"]) == 64
+    tok = prepared.tokenizer
+    pair = prepared.splits["pairs_train"][0]
+    ids = dpo_lab.tokenize_pair(tok, pair["prompt"], pair["chosen"], pair["rejected"])
+    assert ids["chosen_ids"][-1] == tok.eos_token_id
+
+
+def test_missing_stage_says_which_notebook_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="01-Setup_and_Data.ipynb"):
+        load_prepared_data(tmp_path)
+
+
+def test_interrupted_write_keeps_the_previous_folder(tmp_path):
+    target = tmp_path / "01_data"
+    with atomic_directory(target) as tmp:
+        (tmp / "manifest.json").write_text("v1")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(target) as tmp:
+            (tmp / "manifest.json").write_text("half")
+            raise KeyboardInterrupt  # the user pressed Stop mid-save
+    assert (target / "manifest.json").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["01_data"]
+
+
+def test_cli_help_lists_options_and_bad_values_fail_clearly():
+    help_text = _cli("data", "--help").stdout
+    for option in ("--profile", "--run-dir", "--beta", "--set", "--errors"):
+        assert option in help_text
+    bad = _cli("data", "--profile", "smoke", "--beta", "0", check=False)
+    assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
+    bad = _cli("data", "--profile", "smoke", "--set", "nonsense=1", check=False)
+    assert bad.returncode != 0 and "FIELD=VALUE" in bad.stderr
