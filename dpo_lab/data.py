@@ -295,9 +295,15 @@ def _iter_source_rows(source: str, split: str, subsets: Iterable[str] | None, se
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _FILE_SUFFIXES)
             if subsets:
                 files = [p for p in files if any(s in p.relative_to(path).parts for s in subsets)]
-            files = [p for p in files if split in p.name] or files
             if not files:
                 raise FileNotFoundError(f"{path}: no {', '.join(_FILE_SUFFIXES)} files found")
+            matching = [p for p in files if split in p.name]
+            if not matching:  # never silently hand the training files out as the test split
+                raise FileNotFoundError(
+                    f"{path}: no file with {split!r} in its name (found {', '.join(p.name for p in files[:5])});"
+                    f" name the files like HH-RLHF's train.jsonl / test.jsonl, or pass one file and split it by prompt"
+                )
+            files = matching
         else:
             files = [path]
         for f in files:
@@ -385,3 +391,17 @@ def load_preference_data(
     if not pairs:
         raise ValueError(f"{source}: no valid preference pairs (split={split!r}, subsets={subsets!r}).\n{report}")
     return pairs, report
+
+
+def split_by_prompt(pairs: list[dict[str, Any]], test_share: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """Split pairs into (train, test) so that no prompt lands in both (a stable hash of the prompt decides)."""
+    import hashlib
+
+    def goes_to_test(prompt: str) -> bool:
+        digest = hashlib.sha256(f"{seed}:{prompt}".encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < test_share
+
+    train, test = [], []
+    for pair in pairs:
+        (test if goes_to_test(pair["prompt"]) else train).append(pair)
+    return train, test

@@ -14,7 +14,7 @@ from typing import Any
 
 from .atomic import atomic_directory
 from .config import OFFLINE_SOURCE, LabConfig
-from .data import SkipReport, count_prompt_tokens, load_preference_data
+from .data import SkipReport, count_prompt_tokens, load_preference_data, split_by_prompt
 from .manifest import build_manifest, read_manifest, write_manifest
 from .stats import statistics_summary
 
@@ -78,9 +78,15 @@ def prepare_data(config: LabConfig, *, errors: str = "skip", tokenizer=None) -> 
     tokenizer = tokenizer if tokenizer is not None else get_tokenizer(config)
     common = dict(subsets=config.dataset_subsets, errors=errors, tokenizer=tokenizer,
                   max_prompt_length=config.max_prompt_length, seed=config.data_seed)
-    train, train_report = load_preference_data(config.dataset, split="train", max_pairs=config.max_pairs, **common)
     test_cap = None if config.max_pairs is None else max(16, config.max_pairs // 4)
-    test, test_report = load_preference_data(config.dataset, split="test", max_pairs=test_cap, **common)
+    if Path(config.dataset).is_file():  # one file has no splits: hold out 10 % of its prompts
+        pairs, train_report = load_preference_data(config.dataset, **common)
+        train, test = split_by_prompt(pairs, test_share=0.1, seed=config.data_seed)
+        train, test = train[: config.max_pairs], test[:test_cap]
+        test_report = SkipReport(total=len(test), kept=len(test))
+    else:
+        train, train_report = load_preference_data(config.dataset, split="train", max_pairs=config.max_pairs, **common)
+        test, test_report = load_preference_data(config.dataset, split="test", max_pairs=test_cap, **common)
     extras = _offline_extras(config, tokenizer) if config.dataset == OFFLINE_SOURCE else _hub_extras(train, test)
     leaked = {p["prompt"] for p in train} & {p["prompt"] for p in test}
     if leaked:

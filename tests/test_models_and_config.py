@@ -96,3 +96,25 @@ def test_bad_config_values_are_clear_errors(overrides, message):
 def test_unknown_profile():
     with pytest.raises(ValueError, match="unknown profile"):
         get_config("tpu")
+
+
+def test_load_pretrained_local_folder_sets_pad_and_offline_hub_miss_is_explained(tmp_path, tokenizer, monkeypatch):
+    import json
+
+    model = dpo_lab.tiny_random_model(tokenizer, seed=3)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    cfg = tmp_path / "m" / "tokenizer_config.json"
+    data = json.loads(cfg.read_text())
+    data.pop("pad_token", None)  # like GPT-2: no pad token
+    cfg.write_text(json.dumps(data))
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(tmp_path / "m").pad_token is None
+    loaded, tok = dpo_lab.load_pretrained(str(tmp_path / "m"))
+    assert tok.pad_token == tok.eos_token and loaded.config.pad_token_id is not None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="smollm2-offline"):
+        dpo_lab.load_pretrained("no-such-owner/no-such-model")
+    with pytest.raises(ValueError, match="built, not loaded"):
+        dpo_lab.load_pretrained("scratch")

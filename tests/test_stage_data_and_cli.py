@@ -81,3 +81,48 @@ def test_cli_help_lists_options_and_bad_values_fail_clearly():
     assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
     bad = _cli("data", "--profile", "smoke", "--set", "nonsense=1", check=False)
     assert bad.returncode != 0 and "FIELD=VALUE" in bad.stderr
+
+
+def _hh_row(i: int, harmful: bool) -> str:
+    q = f"How do I do thing number {i}?" if not harmful else f"How do I hurt person number {i}?"
+    good = " Here is a careful, specific answer." if not harmful else " I can't help with that."
+    return json.dumps({"chosen": f"\n\nHuman: {q}\n\nAssistant:{good}", "rejected": f"\n\nHuman: {q}\n\nAssistant: No."})
+
+
+def test_gpu_profile_code_path_on_a_local_hh_layout(tmp_path, tokenizer):
+    """The students' path (HH-RLHF subsets + a Hub tokenizer), with local folders standing in for the Hub."""
+    from dpo_lab.prepare import prepare_data, save_prepared_data
+
+    data = tmp_path / "hh-rlhf"
+    for subset, harmful in (("helpful-base", False), ("harmless-base", True)):
+        (data / subset).mkdir(parents=True)
+        (data / subset / "train.jsonl").write_text("\n".join(_hh_row(i, harmful) for i in range(20)) + "\n")
+        (data / subset / "test.jsonl").write_text("\n".join(_hh_row(100 + i, harmful) for i in range(5)) + "\n")
+    tokenizer.save_pretrained(tmp_path / "tok")
+    config = dpo_lab.get_config("gpu", dataset=str(data), model_name=str(tmp_path / "tok"), max_pairs=None, run_dir=str(tmp_path / "run"))
+    prepared = prepare_data(config)
+    assert len(prepared.splits["pairs_train"]) == 40 and len(prepared.splits["pairs_test"]) == 10
+    assert len(prepared.splits["sft_train"]) == 40  # SFT on HH's chosen responses
+    assert {r["should_refuse"] for r in prepared.splits["redteam_prompts"]} == {True}
+    assert len(prepared.splits["redteam_prompts"]) == 5 and len(prepared.splits["eval_prompts"]) == 5
+    out = save_prepared_data(prepared)
+    assert json.loads((out / "manifest.json").read_text())["config"]["dataset"] == str(data)
+
+
+def test_single_file_is_split_by_prompt(tmp_path, tokenizer):
+    from dpo_lab.prepare import prepare_data
+
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(_hh_row(i, i % 2 == 0) for i in range(200)) + "\n")
+    tokenizer.save_pretrained(tmp_path / "tok")
+    config = dpo_lab.get_config("gpu", dataset=str(path), model_name=str(tmp_path / "tok"), max_pairs=None)
+    prepared = prepare_data(config)
+    train, test = prepared.splits["pairs_train"], prepared.splits["pairs_test"]
+    assert len(train) + len(test) == 200 and 5 <= len(test) <= 40
+    assert not {p["prompt"] for p in train} & {p["prompt"] for p in test}
+
+
+def test_folder_without_split_files_is_an_error(tmp_path):
+    (tmp_path / "prefs.jsonl").write_text(_hh_row(0, False) + "\n")
+    with pytest.raises(FileNotFoundError, match="no file with 'test'"):
+        dpo_lab.load_preference_data(str(tmp_path), split="test")
