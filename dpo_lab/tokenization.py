@@ -43,45 +43,38 @@ def _require_eos(tokenizer) -> str:
     return tokenizer.eos_token
 
 
+def _split_responses(tokenizer, prompt: str, responses: list[str], max_length: int | None) -> tuple[list[int], list[list[int]]]:
+    """Tokenize ``prompt + response + eos`` for each response and cut all of them at one token-level boundary."""
+    eos = _require_eos(tokenizer)
+    prompt_ids = _ids(tokenizer, prompt)
+    fulls = [_ids(tokenizer, prompt + add_eos(r, eos)) for r in responses]
+    n_prompt = min(common_prefix_length(prompt_ids, full) for full in fulls)
+    response_ids = [full[n_prompt:] for full in fulls]
+    if max_length is not None:
+        if n_prompt >= max_length:
+            raise ValueError(f"the prompt has {n_prompt} tokens, which fills max_length={max_length}: no response token fits")
+        response_ids = [ids[: max_length - n_prompt] for ids in response_ids]
+    return prompt_ids[:n_prompt], response_ids
+
+
 def tokenize_pair(tokenizer, prompt: str, chosen: str, rejected: str, max_length: int | None = None) -> dict[str, list[int]]:
     """Token ids of one preference pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``.
 
     ``prompt_ids + chosen_ids`` is exactly ``tokenizer(prompt + chosen + eos)`` (same for rejected), and
-    the response ids end with the EOS id. With ``max_length``, each full sequence is cut to its first
-    ``max_length`` tokens (TRL's ``keep_start``), the prompt is kept whole, and a pair whose prompt
-    alone fills ``max_length`` raises ``ValueError`` (validate with ``max_prompt_length`` first).
+    the response ids end with the EOS id. The prompt length is the smaller of its common token prefix
+    with the two full sequences, so both responses start at the same position. With ``max_length``,
+    each full sequence is cut to its first ``max_length`` tokens (TRL's ``keep_start``), the prompt is
+    kept whole, and a pair whose prompt alone fills ``max_length`` raises ``ValueError`` (validate with
+    ``max_prompt_length`` first).
     """
-    eos = _require_eos(tokenizer)
-    prompt_ids = _ids(tokenizer, prompt)
-    full_chosen = _ids(tokenizer, prompt + add_eos(chosen, eos))
-    full_rejected = _ids(tokenizer, prompt + add_eos(rejected, eos))
-    n_prompt = min(common_prefix_length(prompt_ids, full_chosen), common_prefix_length(prompt_ids, full_rejected))
-    out = {
-        "prompt_ids": prompt_ids[:n_prompt],
-        "chosen_ids": full_chosen[n_prompt:],
-        "rejected_ids": full_rejected[n_prompt:],
-    }
-    if max_length is not None:
-        if n_prompt >= max_length:
-            raise ValueError(f"the prompt has {n_prompt} tokens, which fills max_length={max_length}: no response token fits")
-        budget = max_length - n_prompt
-        out["chosen_ids"] = out["chosen_ids"][:budget]
-        out["rejected_ids"] = out["rejected_ids"][:budget]
-    return out
+    prompt_ids, (chosen_ids, rejected_ids) = _split_responses(tokenizer, prompt, [chosen, rejected], max_length)
+    return {"prompt_ids": prompt_ids, "chosen_ids": chosen_ids, "rejected_ids": rejected_ids}
 
 
 def tokenize_sft_example(tokenizer, prompt: str, response: str, max_length: int | None = None) -> dict[str, list[int]]:
     """Token ids of one SFT demonstration: ``{"prompt_ids", "response_ids"}``, same rules as a pair."""
-    eos = _require_eos(tokenizer)
-    prompt_ids = _ids(tokenizer, prompt)
-    full = _ids(tokenizer, prompt + add_eos(response, eos))
-    n_prompt = common_prefix_length(prompt_ids, full)
-    out = {"prompt_ids": prompt_ids[:n_prompt], "response_ids": full[n_prompt:]}
-    if max_length is not None:
-        if n_prompt >= max_length:
-            raise ValueError(f"the prompt has {n_prompt} tokens, which fills max_length={max_length}: no response token fits")
-        out["response_ids"] = out["response_ids"][: max_length - n_prompt]
-    return out
+    prompt_ids, (response_ids,) = _split_responses(tokenizer, prompt, [response], max_length)
+    return {"prompt_ids": prompt_ids, "response_ids": response_ids}
 
 
 def tokenize_pairs(tokenizer, pairs: list[dict[str, Any]], max_length: int | None = None) -> list[dict[str, list[int]]]:
