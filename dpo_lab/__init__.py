@@ -22,6 +22,7 @@ from .losses import (
     reference_logprobs,
     sequence_logprobs,
     sequence_logprobs_lean,
+    token_kl,
 )
 from .models import (
     build_decoder,
@@ -67,6 +68,7 @@ __all__ = [
     "tokenize_pair",
     "tokenize_pairs",
     "tokenize_sft_example",
+    "token_kl",
     "train_bpe_tokenizer",
     "write_corpus",
 ]

@@ -1,7 +1,9 @@
 """Command line: ``python -m dpo_lab <command> …`` runs the same functions the notebooks call.
 
-    python -m dpo_lab run    --profile auto --run-dir runs/default   # every stage that exists so far
+    python -m dpo_lab run    --profile auto --run-dir runs/default --beta 0.1   # 01 data -> 02 SFT -> 03 DPO
     python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
+    python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
+    python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
     python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
     python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
 """
@@ -48,10 +50,10 @@ def _config_from_args(args) -> LabConfig:
     return get_config(args.profile, **overrides)
 
 
-def _cmd_data(args) -> int:
+def _cmd_data(args, config: LabConfig | None = None) -> int:
     from .prepare import prepare_data, save_prepared_data
 
-    config = _config_from_args(args)
+    config = config or _config_from_args(args)
     t0 = time.perf_counter()
     prepared = prepare_data(config, errors=args.errors)
     out = save_prepared_data(prepared)
@@ -59,6 +61,54 @@ def _cmd_data(args) -> int:
     for split, report in prepared.reports.items():
         print(f"  {split}: {report}".replace("\n", "\n  "))
     print(prepared.summary.to_string(index=False))
+    return 0
+
+
+def _stage_overrides(args) -> dict:
+    """Overrides given on the command line for a stage that reads its config from 01_data's manifest."""
+    overrides = {}
+    for item in getattr(args, "set", []):
+        key, sep, value = item.partition("=")
+        if not sep or key not in _CONFIG_FIELDS:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}")
+        overrides[key] = _parse_value(value)
+    if getattr(args, "seed", None) is not None:
+        overrides["seed"] = args.seed
+    if overrides.get("dpo_adam_betas") is not None:
+        overrides["dpo_adam_betas"] = tuple(overrides["dpo_adam_betas"])
+    return overrides
+
+
+def _cmd_sft(args) -> int:
+    from .pipeline import run_sft_stage
+
+    t0 = time.perf_counter()
+    out, result = run_sft_stage(args.run_dir, progress=not args.quiet, **_stage_overrides(args))
+    print(f"[02 sft] -> {out} ({time.perf_counter() - t0:.1f} s): best held-out loss {result.best_eval_loss:.4f}"
+          f" at step {result.best_step}")
+    return 0
+
+
+def _cmd_dpo(args) -> int:
+    from .pipeline import run_dpo_stage
+
+    t0 = time.perf_counter()
+    out, result = run_dpo_stage(args.run_dir, beta=args.beta, use_cache=not args.no_cache, progress=not args.quiet,
+                                **_stage_overrides(args))
+    before, after = result.initial_eval, result.final_eval
+    print(f"[03 dpo] -> {out} ({time.perf_counter() - t0:.1f} s): {result.stop_reason}")
+    for key in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_loss", "eval_kl"):
+        if key in after:
+            print(f"  {key}: {before.get(key, float('nan')):.4f} -> {after[key]:.4f}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    config = _config_from_args(args)
+    _cmd_data(args, config)
+    args.run_dir = config.run_dir
+    _cmd_sft(argparse.Namespace(run_dir=config.run_dir, quiet=args.quiet, set=[], seed=None))
+    _cmd_dpo(argparse.Namespace(run_dir=config.run_dir, beta=config.beta, no_cache=False, quiet=args.quiet, set=[], seed=None))
     return 0
 
 
@@ -82,11 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, help_text in (("run", "run every stage available so far (now: 01 data)"), ("data", "stage 01: prepare the preference data")):
+    for name, help_text, func in (("run", "01 data -> 02 SFT -> 03 DPO on one run folder", _cmd_run),
+                                  ("data", "stage 01: prepare the preference data", _cmd_data)):
         p = sub.add_parser(name, help=help_text)
         _add_config_args(p)
         p.add_argument("--errors", choices=("skip", "raise"), default="skip", help="bad rows: count and skip, or stop")
-        p.set_defaults(func=_cmd_data)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+
+    for name, help_text, func in (("sft", "stage 02: SFT on an existing run folder (needs 01_data)", _cmd_sft),
+                                  ("dpo", "stage 03: DPO at one beta on an existing run folder (needs 02_sft)", _cmd_dpo)):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--run-dir", required=True, help="the run folder written by the earlier stages")
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help=f"override a config field for this stage; fields: {', '.join(sorted(_CONFIG_FIELDS))}")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "dpo":
+            p.add_argument("--beta", type=float, default=None, help="DPO beta (> 0); default: the run's config")
+            p.add_argument("--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)
@@ -101,9 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import quiet_hf
+
     args = build_parser().parse_args(argv)
+    quiet_hf()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

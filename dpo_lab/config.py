@@ -41,6 +41,14 @@ class LabConfig:
     grad_accum: int
     warmup_steps: int
     # --- run ---
+    dpo_adam_betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas of the course text
+    schedule: str = "cosine"
+    eval_every: int = 25  # steps between held-out evaluations (SFT and DPO)
+    eval_pairs: int = 128  # held-out pairs (and SFT examples) used by those evaluations
+    save_every: int = 50  # steps between resumable training states
+    early_stopping_patience: int = 0  # evaluations without a better held-out margin before stopping (0 = off)
+    lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
+    lora_r: int = 16
     seed: int = 42
     data_seed: int = 0  # the offline corpus' seed: kept apart so training seeds share one data set
     run_dir: str = "runs/default"
@@ -54,6 +62,7 @@ class LabConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["dataset_subsets"] = list(self.dataset_subsets)
+        d["dpo_adam_betas"] = list(self.dpo_adam_betas)
         return d
 
     def to_json(self) -> str:
@@ -111,6 +120,9 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         dpo_batch_size=2,
         grad_accum=1,
         warmup_steps=1,
+        eval_every=2,
+        eval_pairs=8,
+        save_every=2,
         vocab_size=512,
         n_layer=2,
         n_embd=32,
@@ -143,6 +155,8 @@ def get_config(profile: str = "auto", **overrides: Any) -> LabConfig:
         raise TypeError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
     values = dict(_PROFILE_DEFAULTS[name])
     values.update(overrides)
+    if isinstance(values.get("dpo_adam_betas"), list):
+        values["dpo_adam_betas"] = tuple(values["dpo_adam_betas"])
     if isinstance(values.get("dataset_subsets"), (list, str)):
         subsets = values["dataset_subsets"]
         values["dataset_subsets"] = tuple([subsets] if isinstance(subsets, str) else subsets)
@@ -154,6 +168,9 @@ def get_config(profile: str = "auto", **overrides: Any) -> LabConfig:
 def _validate(cfg: LabConfig) -> None:
     if cfg.beta <= 0:
         raise ValueError(f"beta must be > 0 (got {cfg.beta}); beta = 0 removes the DPO signal entirely")
+    for name in ("sft_steps", "dpo_steps", "sft_batch_size", "dpo_batch_size", "grad_accum", "eval_every", "eval_pairs"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1 (got {getattr(cfg, name)})")
     for name in ("sft_lr", "dpo_lr"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be > 0 (got {getattr(cfg, name)})")

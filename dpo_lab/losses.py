@@ -160,3 +160,14 @@ def reference_logprobs(ref_model, batch: dict[str, torch.Tensor], average: bool 
     with torch.inference_mode():
         chosen, rejected = batch_logprobs(ref_model, batch, average=average)
     return chosen.clone(), rejected.clone()  # plain tensors again, usable in the policy's autograd graph
+
+
+def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(policy ‖ reference) of the next-token distributions, one value per row of ``[M, V]`` logits (fp32).
+
+    Summed over the positions of a response it is the teacher-forced sequence KL, the "stay close to
+    the reference" quantity that beta trades against the reward.
+    """
+    log_p = torch.log_softmax(policy_logits.float(), dim=-1)
+    log_q = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)

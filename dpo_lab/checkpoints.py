@@ -1,0 +1,116 @@
+"""Checkpoints that hand off between notebooks, and the periodic training state used to resume.
+
+A stage folder (``02_sft/``, ``03_dpo/beta_<b>/``) holds a model + tokenizer loadable with plain
+``AutoModelForCausalLM.from_pretrained(folder)``, ``manifest.json`` and ``history.jsonl``. It is written
+atomically (temporary folder, then rename) and its manifest records the SHA-256 of every file, so a
+folder that was tampered with or half-copied is detected; ``inputs`` records the id of the stage it was
+built from, so a folder built from data that has since changed is reported as stale.
+
+The training state (``train_state/``: optimizer, scheduler, RNG, step, history) lives beside it and
+is replaced atomically at every save, so a process killed mid-save leaves the previous one loadable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_directory, atomic_write_text
+from .manifest import MANIFEST, read_manifest, sha256_file, stage_id
+
+HISTORY = "history.jsonl"
+TRAIN_STATE = "train_state"
+
+
+class StaleCheckpointError(RuntimeError):
+    """A checkpoint exists but does not match what it claims to be, or what it was built from changed."""
+
+
+def write_history(folder: str | Path, history: list[dict[str, Any]]) -> Path:
+    return atomic_write_text(Path(folder) / HISTORY, "".join(json.dumps(row, sort_keys=True) + "\n" for row in history))
+
+
+def read_history(folder: str | Path) -> list[dict[str, Any]]:
+    path = Path(folder) / HISTORY
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def save_model_checkpoint(folder: str | Path, model, tokenizer, manifest: dict[str, Any], history: list[dict[str, Any]]) -> Path:
+    """Model (safetensors) + tokenizer + history + manifest with file hashes, in one atomic rename."""
+    folder = Path(folder)
+    with atomic_directory(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_history(tmp, history)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        manifest = {**manifest, "files": files}
+        manifest["id"] = stage_id(manifest)
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return folder
+
+
+def verify_checkpoint(folder: str | Path, *, produced_by: str, expected_inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """The manifest of a complete, unmodified, up-to-date checkpoint — or a clear error saying what to re-run."""
+    folder = Path(folder)
+    manifest = read_manifest(folder, produced_by=produced_by)
+    for name, digest in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.exists():
+            raise StaleCheckpointError(f"{folder}: {name} is missing (incomplete copy?); re-run {produced_by}.")
+        if sha256_file(path) != digest:
+            raise StaleCheckpointError(f"{folder}: {name} does not match its manifest (modified or half-written); re-run {produced_by}.")
+    for stage, expected_id in (expected_inputs or {}).items():
+        recorded = manifest.get("inputs", {}).get(stage)
+        if recorded != expected_id:
+            raise StaleCheckpointError(
+                f"{folder} was built from {stage} {recorded!r}, but {stage} is now {expected_id!r}: it is stale."
+                f" Re-run {produced_by}."
+            )
+    return manifest
+
+
+def load_model_checkpoint(folder: str | Path, *, produced_by: str, expected_inputs: dict[str, str] | None = None,
+                          device: torch.device | str = "cpu"):
+    """``(model, tokenizer, manifest)`` from a verified stage folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = verify_checkpoint(folder, produced_by=produced_by, expected_inputs=expected_inputs)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer, manifest
+
+
+def save_training_state(folder: str | Path, *, model, optimizer, scheduler, step: int, history: list[dict[str, Any]],
+                        rng: dict, extra: dict[str, Any] | None = None) -> Path:
+    """Everything needed to continue a run exactly where it stopped (atomic: the old state survives a crash)."""
+    target = Path(folder) / TRAIN_STATE
+    with atomic_directory(target) as tmp:
+        trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "step": step, "rng": rng, "extra": extra or {}}, tmp / "state.pt")
+        write_history(tmp, history)
+    return target
+
+
+def load_training_state(folder: str | Path) -> dict[str, Any] | None:
+    """The saved state (with its history), or None when the run never saved one."""
+    target = Path(folder) / TRAIN_STATE
+    if not (target / "state.pt").exists():
+        return None
+    state = torch.load(target / "state.pt", map_location="cpu", weights_only=False)
+    state["history"] = read_history(target)
+    return state
+
+
+def restore_training_state(state: dict[str, Any], *, model, optimizer, scheduler) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["model"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,292 @@
+"""DPO training (notebook 03), hand-written on the package's own pieces.
+
+One training step, as the course describes it::
+
+    batch  = collate(pairs)                          # [chosen rows; rejected rows], one forward
+    pc, pr = batch_logprobs(policy, batch)           # log π_θ(y|x), summed over response tokens
+    rc, rr = reference log-probs (cache or frozen model, no gradients)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta)
+    losses.mean().backward(); clip; optimizer.step(); scheduler.step()
+
+Everything else here is monitoring: the metrics TRL logs, a held-out evaluation with a KL estimate,
+early stopping with the reason written down, and a diagnosis when something becomes NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .batching import batch_stream
+from .checkpoints import load_training_state, restore_training_state, save_training_state
+from .collator import PreferenceDataCollator
+from .losses import batch_logprobs, dpo_loss, dpo_metrics, sequence_logprobs_lean, token_kl
+from .optim import build_optimizer, build_scheduler
+from .runtime import autocast, disable_dropout, freeze, pick_device, rng_state, seed_everything, set_rng_state
+from .sft import TrainingDivergedError
+
+
+@dataclass
+class DPOArgs:
+    beta: float
+    lr: float
+    steps: int
+    batch_size: int
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    betas: tuple[float, float] = (0.9, 0.95)  # the course text's AdamW betas
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
+    eval_every: int = 25
+    save_every: int = 0
+    seed: int = 0
+    shuffle: bool = True
+    bucket: bool = True
+    max_length: int | None = None
+    # early stopping and the course's over-optimisation rules
+    patience: int = 0  # stop after this many evaluations without a better held-out margin (0 = off)
+    kl_limit: float | None = 20.0  # held-out KL above this = over-optimisation
+    train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
+    accuracy_window: int = 20
+    progress: bool = True
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta} (beta = 0 removes the preference signal)")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must all be >= 1")
+
+
+class DPOTrainer:
+    """Holds the policy, the frozen reference and beta; computes the loss and runs optimizer steps.
+
+    The reference can be a separate frozen model, the policy itself with its LoRA adapters switched
+    off (``reference=None`` on a peft model), or absent when every batch carries cached reference
+    log-probs (``ref_chosen_logps`` / ``ref_rejected_logps``).
+    """
+
+    def __init__(self, policy, reference=None, *, beta: float, average_logps: bool = False, ref_lm_head: dict | None = None):
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        if reference is not None and reference is policy:
+            raise ValueError("the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)")
+        self.policy = disable_dropout(policy)
+        self.reference = freeze(disable_dropout(reference)) if reference is not None else None
+        self.beta = beta
+        self.average_logps = average_logps
+        self.ref_lm_head = ref_lm_head  # from the cache: reference logits = hidden @ W.T (+ b) for the KL
+
+    # ---------------------------------------------------------------- reference side
+    def _uses_adapters_as_reference(self) -> bool:
+        return self.reference is None and hasattr(self.policy, "disable_adapter")
+
+    def reference_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ref_chosen_logps" in batch:
+            return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        with torch.no_grad():
+            if self._uses_adapters_as_reference():
+                with self.policy.disable_adapter():
+                    return batch_logprobs(self.policy, batch, average=self.average_logps)
+            if self.reference is None:
+                raise ValueError("no reference: pass a reference model, use LoRA, or attach cached reference log-probs")
+            return batch_logprobs(self.reference, batch, average=self.average_logps)
+
+    # ---------------------------------------------------------------- the loss
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean DPO loss of a collated batch and its metrics (TRL's names)."""
+        pc, pr = batch_logprobs(self.policy, batch, average=self.average_logps)
+        rc, rr = self.reference_logps(batch)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+        return losses.mean(), dpo_metrics(pc, pr, chosen_rewards, rejected_rewards, losses)
+
+    def train_step(self, micro_batches: list[dict[str, torch.Tensor]], optimizer, scheduler, max_grad_norm: float,
+                   step: int, device: torch.device) -> dict[str, float]:
+        """One optimizer step over ``len(micro_batches)`` accumulated micro-batches."""
+        self.policy.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        n_tokens = 0
+        for micro in micro_batches:
+            batch = {k: v.to(device) for k, v in micro.items()}
+            with autocast(device):
+                loss, metrics = self.compute_loss(batch)
+            _diagnose(step, loss, metrics)
+            (loss / len(micro_batches)).backward()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+            n_tokens += int(batch["attention_mask"].sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad], max_grad_norm)
+        if not math.isfinite(float(grad_norm)):
+            raise TrainingDivergedError(
+                f"grad_norm is {float(grad_norm)} at step {step} although the loss was finite: lower the learning rate,"
+                " keep max_grad_norm=1.0, and train in fp32/bf16, not fp16."
+            )
+        lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
+        optimizer.step()
+        scheduler.step()
+        return {**sums, "grad_norm": float(grad_norm), "lr": lr, "tokens": n_tokens}
+
+    # ---------------------------------------------------------------- held-out evaluation
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict[str, torch.Tensor]], device: torch.device, ref_hidden: list[torch.Tensor] | None = None) -> dict[str, float]:
+        """Held-out loss/rewards/accuracy and the teacher-forced KL(policy ‖ reference) on chosen responses.
+
+        KL per pair = sum over the chosen response's positions of KL between the next-token
+        distributions; reported as the mean over pairs (nats).
+        """
+        self.policy.eval()
+        totals: dict[str, float] = {}
+        kls: list[float] = []
+        n_pairs, hidden_at = 0, 0
+        for micro in batches:
+            batch = {k: v.to(device) for k, v in micro.items()}
+            with autocast(device):
+                outputs = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+                logps = sequence_logprobs_lean(outputs.logits, batch["input_ids"], batch["loss_mask"], average=self.average_logps)
+            pc, pr = logps.chunk(2)
+            rc, rr = self.reference_logps(batch)
+            losses, cr, rj = dpo_loss(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+            b = pc.shape[0]
+            for key, value in dpo_metrics(pc, pr, cr, rj, losses).items():
+                totals[key] = totals.get(key, 0.0) + value * b
+            n_pairs += b
+            ref_logits = self._reference_logits(batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device)
+            hidden_at += b
+            if ref_logits is not None:
+                mask = batch["loss_mask"][:b, 1:].bool()
+                pol = outputs.logits[:b, :-1]
+                for i in range(b):
+                    kls.append(token_kl(pol[i][mask[i]], ref_logits[i]).sum().item())
+        out = {f"eval_{k}": v / n_pairs for k, v in totals.items()}
+        if kls:
+            out["eval_kl"] = sum(kls) / len(kls)
+        return out
+
+    def _reference_logits(self, batch, b: int, hidden: list[torch.Tensor] | None, device) -> list[torch.Tensor] | None:
+        """Reference logits at each chosen row's scored positions: from the model, the adapters-off policy, or the cache."""
+        mask = batch["loss_mask"][:b, 1:].bool()
+        if hidden is not None and self.ref_lm_head is not None:
+            w = self.ref_lm_head["weight"].to(device)
+            bias = self.ref_lm_head["bias"]
+            return [h.to(device) @ w.T + (bias.to(device) if bias is not None else 0) for h in hidden]
+        model = self.reference
+        if model is None and self._uses_adapters_as_reference():
+            with self.policy.disable_adapter(), autocast(device):
+                logits = self.policy(input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False).logits
+        elif model is not None:
+            with autocast(device):
+                logits = model(input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False).logits
+        else:
+            return None
+        return [logits[i, :-1][mask[i]] for i in range(b)]
+
+
+def _diagnose(step: int, loss: torch.Tensor, metrics: dict[str, float]) -> None:
+    """Name the first non-finite quantity and say what usually causes it."""
+    if math.isfinite(loss.item()):
+        return
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    hint = ("policy log-probs are not finite: log_softmax ran in fp16/bf16, or a response has no scored token"
+            if any(k.startswith("logps/") for k in bad) else
+            "the rewards overflowed: the learning rate or beta is too large, or the reference log-probs are wrong")
+    raise TrainingDivergedError(f"DPO loss is {loss.item()} at step {step}; non-finite: {bad or ['loss']}. Likely: {hint}."
+                                " Try a smaller learning rate, max_grad_norm=1.0, fp32 on CPU / bf16 on GPU.")
+
+
+@dataclass
+class DPOResult:
+    history: list[dict[str, Any]]
+    stop_reason: str
+    final_eval: dict[str, float] = field(default_factory=dict)
+    initial_eval: dict[str, float] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]],
+              args: DPOArgs, *, device=None, state_dir=None, ref_lm_head: dict | None = None,
+              eval_ref_hidden: list[torch.Tensor] | None = None) -> DPOResult:
+    """Train `policy` in place with DPO; return the per-step history and why it stopped.
+
+    ``train_examples`` / ``eval_examples`` are :func:`dpo_lab.tokenize_pair` outputs, optionally carrying
+    cached reference log-probs (then `reference` may be None). ``state_dir`` enables resume.
+    """
+    device = pick_device(device)
+    policy.to(device)
+    if reference is not None:
+        reference.to(device)
+    trainer = DPOTrainer(policy, reference, beta=args.beta, average_logps=args.average_logps, ref_lm_head=ref_lm_head)
+    seed_everything(args.seed)
+    collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
+    optimizer = build_optimizer(policy, args.lr, args.betas, args.weight_decay)
+    scheduler = build_scheduler(optimizer, args.warmup_steps, args.steps, args.schedule)
+    eval_batches = [collate(eval_examples[s : s + args.batch_size]) for s in range(0, len(eval_examples), args.batch_size)]
+
+    history: list[dict[str, Any]] = []
+    start_step, initial_eval = 0, {}
+    best_margin, evals_without_gain = -math.inf, 0
+    state = load_training_state(state_dir) if state_dir else None
+    if state is not None:
+        restore_training_state(state, model=policy, optimizer=optimizer, scheduler=scheduler)
+        start_step, history = state["step"], state["history"]
+        extra = state["extra"]
+        initial_eval, best_margin, evals_without_gain = extra["initial_eval"], extra["best_margin"], extra["evals_without_gain"]
+        set_rng_state(state["rng"])
+    elif eval_batches:
+        initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+    recent_acc: deque = deque((r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window)
+    stream = batch_stream(train_examples, args.batch_size, collate, seed=args.seed, shuffle=args.shuffle, bucket=args.bucket,
+                          start_batch=start_step * args.grad_accum)
+    progress = None
+    if args.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=args.steps, initial=start_step, desc=f"DPO beta={args.beta:g}", dynamic_ncols=True)
+    stop_reason = "completed all steps"
+    final_eval: dict[str, float] = {}
+    for step in range(start_step, args.steps):
+        t0 = time.perf_counter()
+        row = trainer.train_step([next(stream) for _ in range(args.grad_accum)], optimizer, scheduler, args.max_grad_norm,
+                                 step + 1, device)
+        row = {"step": step + 1, **row, "tokens_per_s": row.pop("tokens") / (time.perf_counter() - t0)}
+        recent_acc.append(row["rewards/accuracies"])
+        reason = None
+        if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
+            final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+            row.update(final_eval)
+            if final_eval["eval_rewards/margins"] > best_margin:
+                best_margin, evals_without_gain = final_eval["eval_rewards/margins"], 0
+            else:
+                evals_without_gain += 1
+            if args.kl_limit is not None and final_eval.get("eval_kl", 0.0) > args.kl_limit:
+                reason = f"over-optimisation: held-out KL {final_eval['eval_kl']:.2f} > {args.kl_limit:g}"
+            elif args.patience and evals_without_gain >= args.patience:
+                reason = f"early stop: held-out margin did not improve for {args.patience} evaluations"
+        if reason is None and args.train_accuracy_limit is not None and len(recent_acc) == args.accuracy_window:
+            mean_acc = sum(recent_acc) / len(recent_acc)
+            if mean_acc > args.train_accuracy_limit:
+                reason = f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps) > {args.train_accuracy_limit:.0%}"
+        history.append(row)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4f}", margin=f"{row['rewards/margins']:.3f}", acc=f"{row['rewards/accuracies']:.2f}")
+        if reason is not None:
+            stop_reason = reason
+            break
+        if state_dir and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            save_training_state(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler, step=step + 1,
+                                history=history, rng=rng_state(),
+                                extra={"initial_eval": initial_eval, "best_margin": best_margin, "evals_without_gain": evals_without_gain})
+    if progress is not None:
+        progress.close()
+    if eval_batches and not final_eval:
+        final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+    return DPOResult(history=history, stop_reason=stop_reason, final_eval=final_eval, initial_eval=initial_eval, args=asdict(args))

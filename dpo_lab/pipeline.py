@@ -1,0 +1,205 @@
+"""Stages 02 (SFT) and 03 (DPO) on a run folder: what notebooks 02/03 and the CLI call.
+
+    runs/<run>/01_data/              ← stage 01 (dpo_lab.prepare)
+    runs/<run>/02_sft/               model + tokenizer + manifest + history; ref_cache/ beside the weights
+    runs/<run>/03_dpo/beta_<b>/      one folder per beta: re-running another beta never touches the others
+    runs/<run>/.state/<stage>/       resumable training state while a stage runs (removed when it ends)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import load_model_checkpoint, save_model_checkpoint, verify_checkpoint
+from .config import LabConfig
+from .dpo import DPOArgs, DPOResult, dpo_train
+from .manifest import build_manifest, read_manifest
+from .prepare import STAGE_DIR as DATA_DIR
+from .prepare import load_prepared_data
+from .reference_cache import attach_reference_logps, cache_key, compute_reference_cache, load_reference_cache, save_reference_cache
+from .runtime import pick_device
+from .sft import SFTArgs, SFTResult, sft_train
+from .tokenization import tokenize_pairs, tokenize_sft_example
+
+SFT_DIR = "02_sft"
+DPO_DIR = "03_dpo"
+RUN_01 = "01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)"
+RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
+
+
+def _remove_state(run_dir: Path, state: Path) -> None:
+    """Drop a finished stage's training state, and the empty folders above it."""
+    shutil.rmtree(state, ignore_errors=True)
+    parent = state.parent
+    while parent != run_dir and parent.exists() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def beta_dir(run_dir: str | Path, beta: float) -> Path:
+    return Path(run_dir) / DPO_DIR / f"beta_{beta:g}"
+
+
+def state_dir(run_dir: str | Path, stage: str) -> Path:
+    return Path(run_dir) / ".state" / stage
+
+
+def sft_args(config: LabConfig, progress: bool = True) -> SFTArgs:
+    return SFTArgs(steps=config.sft_steps, lr=config.sft_lr, batch_size=config.sft_batch_size, grad_accum=config.grad_accum,
+                   warmup_steps=config.warmup_steps, schedule=config.schedule, eval_every=config.eval_every,
+                   save_every=config.save_every, seed=config.seed, max_length=config.max_length, progress=progress)
+
+
+def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
+    return DPOArgs(beta=config.beta, lr=config.dpo_lr, steps=config.dpo_steps, batch_size=config.dpo_batch_size,
+                   grad_accum=config.grad_accum, warmup_steps=config.warmup_steps, schedule=config.schedule,
+                   betas=config.dpo_adam_betas, eval_every=config.eval_every, save_every=config.save_every, seed=config.seed,
+                   max_length=config.max_length, patience=config.early_stopping_patience, progress=progress)
+
+
+def build_base_model(config: LabConfig, tokenizer):
+    """The model SFT starts from: tiny random (smoke), a from-scratch decoder (cpu), or pretrained weights."""
+    from .models import build_decoder, load_pretrained, tiny_random_model
+
+    if config.model_name == "tiny-random":
+        return tiny_random_model(tokenizer, seed=config.seed, n_positions=max(512, config.max_length))
+    if config.model_name == "scratch":
+        return build_decoder(tokenizer, n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head,
+                             n_positions=max(512, config.max_length), seed=config.seed)
+    model, _ = load_pretrained(config.model_name)
+    return model
+
+
+def _data_id(run_dir: Path) -> str:
+    return read_manifest(run_dir / DATA_DIR, produced_by=RUN_01)["id"]
+
+
+# -------------------------------------------------------------------------------------------- 02 SFT
+
+
+def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, device=None, progress: bool = True,
+                  **overrides: Any) -> tuple[Path, SFTResult]:
+    """Train the SFT model on 01_data's demonstrations and save ``02_sft/`` (resumes an interrupted run)."""
+    run_dir = Path(run_dir)
+    prepared = load_prepared_data(run_dir)
+    config = dataclasses.replace(config or prepared.config, **overrides)
+    tok = prepared.tokenizer
+    train = [tokenize_sft_example(tok, r["prompt"], r["response"], config.max_length) for r in prepared.splits["sft_train"]]
+    held_out = [tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
+                for p in prepared.splits["pairs_test"][: config.eval_pairs]]
+    model = build_base_model(config, tok)
+    t0 = time.perf_counter()
+    state = state_dir(run_dir, SFT_DIR)
+    result = sft_train(model, tok, train, held_out, sft_args(config, progress), device=device, state_dir=state)
+    seconds = time.perf_counter() - t0
+    last_eval = [r for r in result.history if "eval_loss" in r]
+    metrics = {"best_step": result.best_step, "best_eval_loss": result.best_eval_loss,
+               "best_eval_perplexity": None if result.best_eval_loss is None else float(torch.tensor(result.best_eval_loss).exp()),
+               "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None, "train_seconds": seconds,
+               "train_examples": len(train), "parameters": sum(p.numel() for p in model.parameters())}
+    manifest = build_manifest(SFT_DIR, config, inputs={DATA_DIR: _data_id(run_dir)}, metrics=metrics)
+    manifest["train_args"] = result.args
+    out = save_model_checkpoint(run_dir / SFT_DIR, model.cpu(), tok, manifest, result.history)
+    _remove_state(run_dir, state)
+    return out, result
+
+
+# -------------------------------------------------------------------------------------------- 03 DPO
+
+
+def load_sft_checkpoint(run_dir: str | Path, device=None):
+    """``(model, tokenizer, manifest)`` of ``02_sft/``, verified complete and built from the current 01_data."""
+    run_dir = Path(run_dir)
+    return load_model_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: _data_id(run_dir)},
+                                 device=device or "cpu")
+
+
+def load_reference_model(sft_folder: Path, device):
+    """A second, separate copy of the SFT model: the frozen reference (hook point for tests)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(sft_folder, dtype=torch.float32).to(device)
+
+
+def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: LabConfig | None = None, use_cache: bool = True,
+                  device=None, progress: bool = True, **overrides: Any) -> tuple[Path, DPOResult]:
+    """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/``. Other betas' folders are never touched.
+
+    With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
+    run); a re-run with another beta then never loads or runs the reference model.
+    """
+    run_dir = Path(run_dir)
+    device = pick_device(device)
+    prepared = load_prepared_data(run_dir)
+    if beta is not None:
+        overrides["beta"] = beta
+    config = dataclasses.replace(config or prepared.config, **overrides)
+    args = dpo_args(config, progress)  # validates beta/lr before any heavy work
+    policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+    sft_folder = run_dir / SFT_DIR
+    train = tokenize_pairs(tok, prepared.splits["pairs_train"], max_length=config.max_length)
+    held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
+    if not train:
+        raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
+
+    reference, cache, cache_status = None, None, "off"
+    if config.lora:
+        policy = _add_lora(policy, config)  # reference = the same weights with the adapters disabled
+    else:
+        key = cache_key(sft_manifest["id"], train, held_out, average=args.average_logps,
+                        precision="bf16-autocast" if device.type == "cuda" else "fp32")
+        cache = load_reference_cache(sft_folder, key) if use_cache else None
+        cache_status = "hit" if cache is not None else "miss"
+        if cache is None:
+            reference = load_reference_model(sft_folder, device)
+            if use_cache:
+                cache = compute_reference_cache(reference, tok, train, held_out, batch_size=args.batch_size, average=args.average_logps,
+                                                device=device, max_length=args.max_length)
+                save_reference_cache(sft_folder, key, cache)
+                if "hidden" in cache["eval"]:
+                    reference = None  # everything the loop needs is cached: free the memory
+    lm_head, eval_hidden = None, None
+    if cache is not None:
+        train = attach_reference_logps(train, cache["train"])
+        held_out = attach_reference_logps(held_out, cache["eval"])
+        lm_head, eval_hidden = cache.get("lm_head"), cache["eval"].get("hidden")
+
+    t0 = time.perf_counter()
+    state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
+    result = dpo_train(policy, reference, tok, train, held_out, args, device=device, state_dir=state,
+                       ref_lm_head=lm_head, eval_ref_hidden=eval_hidden)
+    seconds = time.perf_counter() - t0
+    if config.lora:
+        policy = policy.merge_and_unload()  # a plain model again: 04 loads it like any other
+    metrics = {"stop_reason": result.stop_reason, "steps_run": len(result.history), "train_seconds": seconds,
+               "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval}
+    manifest = build_manifest(DPO_DIR, config, inputs={DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}, metrics=metrics)
+    manifest["train_args"] = result.args
+    out = save_model_checkpoint(beta_dir(run_dir, config.beta), policy.cpu(), tok, manifest, result.history)
+    _remove_state(run_dir, state)
+    return out, result
+
+
+def _add_lora(model, config: LabConfig):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, lora_dropout=0.0,
+                                            target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def list_dpo_runs(run_dir: str | Path) -> dict[float, Path]:
+    """Every completed ``03_dpo/beta_*`` folder, by beta (what notebook 04 compares)."""
+    out = {}
+    for folder in sorted((Path(run_dir) / DPO_DIR).glob("beta_*")):
+        try:
+            verify_checkpoint(folder, produced_by="03-DPO_Training.ipynb")
+        except (FileNotFoundError, RuntimeError):
+            continue
+        out[float(folder.name.removeprefix("beta_"))] = folder
+    return out

@@ -1,0 +1,76 @@
+"""Where and how the loops run: device, mixed precision, seeding, RNG state, dropout.
+
+Device-agnostic by construction: CUDA when present (bf16 autocast), otherwise the CPU in fp32. bf16
+autocast is never used on the CPU: on AVX2-only CPUs it is ~50x slower and shifts the log-probs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (weights stay fp32: the optimizer state keeps full precision); nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG a loop touches, so a resumed run draws the same numbers as an uninterrupted one."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Dropout p = 0 everywhere (as TRL does): the policy's and the reference's log-probs must be deterministic,
+    otherwise the step-0 loss is not ln 2 and the implicit rewards are noise."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for name in ("attn_pdrop", "resid_pdrop", "embd_pdrop", "attention_dropout", "hidden_dropout", "dropout"):
+        if hasattr(model.config, name) and isinstance(getattr(model.config, name), float):
+            setattr(model.config, name, 0.0)
+    return model
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference model: eval mode, no gradients, ever."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def quiet_hf() -> None:
+    """Hide transformers' per-call progress bars and info warnings (notebook and CLI output stay readable)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
