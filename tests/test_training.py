@@ -1,0 +1,333 @@
+"""Training loops, the reference cache, checkpoints and resume, on the smoke profile (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dpo_lab
+from dpo_lab import pipeline
+from dpo_lab.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
+from dpo_lab.dpo import DPOArgs, DPOTrainer, dpo_train
+from dpo_lab.prepare import prepare_data, save_prepared_data
+from dpo_lab.sft import SFTArgs, TrainingDivergedError, sft_train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dpo_args(**kw):
+    base = dict(beta=0.1, lr=5e-3, steps=6, batch_size=2, eval_every=3, progress=False, kl_limit=None, train_accuracy_limit=None)
+    return DPOArgs(**{**base, **kw})
+
+
+# ------------------------------------------------------------------ the DPO loop itself
+
+
+def test_every_policy_parameter_changes_and_no_reference_parameter_does(tokenizer, tokenized_pairs):
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    before_p = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    before_r = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    dpo_train(policy, reference, tokenizer, tokenized_pairs, tokenized_pairs[:4], _dpo_args(), device="cpu")
+    unchanged = [n for n, p in policy.named_parameters() if torch.equal(p, before_p[n])]
+    assert not unchanged, f"policy parameters that never moved: {unchanged}"
+    assert all(torch.equal(p, before_r[n]) for n, p in reference.named_parameters())
+    assert all(not p.requires_grad for p in reference.parameters()) and not reference.training
+
+
+def test_step_zero_is_ln2_and_kl_zero_when_reference_is_a_copy(tokenizer, tokenized_pairs):
+    import copy
+
+    policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    reference = copy.deepcopy(policy)
+    result = dpo_train(policy, reference, tokenizer, tokenized_pairs, tokenized_pairs[:4], _dpo_args(steps=2), device="cpu")
+    assert result.history[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
+    assert result.initial_eval["eval_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert result.final_eval["eval_kl"] > 0  # it moved
+
+
+def test_reference_must_not_be_the_policy_object(tokenizer):
+    policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    with pytest.raises(ValueError, match="separate frozen copy"):
+        DPOTrainer(policy, policy, beta=0.1)
+
+
+@pytest.mark.parametrize("kw, message", [({"beta": 0.0}, "beta must be > 0"), ({"beta": -1.0}, "beta must be > 0"),
+                                         ({"lr": 0.0}, "lr must be > 0")])
+def test_bad_hyperparameters(kw, message):
+    with pytest.raises(ValueError, match=message):
+        _dpo_args(**kw)
+
+
+def test_empty_training_data_is_a_clear_error(tokenizer):
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    with pytest.raises(ValueError, match="no training examples"):
+        dpo_train(policy, reference, tokenizer, [], [], _dpo_args(), device="cpu")
+
+
+def test_nan_stops_with_a_diagnosis(tokenizer, tokenized_pairs):
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    with torch.no_grad():
+        policy.lm_head.weight[0, 0] = float("nan")  # a corrupted weight
+    with pytest.raises(TrainingDivergedError, match=r"step 1.*logps/chosen"):
+        dpo_train(policy, reference, tokenizer, tokenized_pairs, [], _dpo_args(), device="cpu")
+
+
+def test_over_optimisation_rule_stops_and_records_the_reason(tokenizer, tokenized_pairs):
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    args = _dpo_args(steps=30, lr=2e-2, train_accuracy_limit=0.5, accuracy_window=3)
+    result = dpo_train(policy, reference, tokenizer, tokenized_pairs, [], args, device="cpu")
+    assert result.stop_reason.startswith("over-optimisation: train accuracy") and len(result.history) < 30
+
+
+def test_lora_policy_uses_adapters_off_as_reference(tokenizer, tokenized_pairs):
+    peft = pytest.importorskip("peft")
+    base = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    batch = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs[:4])
+    with torch.no_grad():
+        base_logps = torch.cat(dpo_lab.batch_logprobs(base.eval(), batch))
+    policy = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], lora_dropout=0.0))
+    trainer = DPOTrainer(policy, None, beta=0.1)
+    with torch.no_grad():
+        ref = torch.cat(trainer.reference_logps(batch))
+    assert torch.allclose(ref, base_logps, atol=1e-5)
+    dpo_train(policy, None, tokenizer, tokenized_pairs, tokenized_pairs[:2], _dpo_args(steps=3, lr=5e-2), device="cpu")
+    trained = [n for n, p in policy.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    with torch.no_grad():
+        assert torch.allclose(torch.cat(trainer.reference_logps(batch)), base_logps, atol=1e-5)  # reference unchanged
+
+
+# ------------------------------------------------------------------ stages on a run folder
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("smoke")
+    config = dpo_lab.get_config("smoke", run_dir=str(run_dir))
+    save_prepared_data(prepare_data(config), run_dir)
+    pipeline.run_sft_stage(run_dir, progress=False)
+    return run_dir
+
+
+def test_sft_stage_writes_a_loadable_checkpoint(smoke_run):
+    from transformers import AutoModelForCausalLM
+
+    folder = smoke_run / "02_sft"
+    manifest = verify_checkpoint(folder, produced_by="02")
+    assert manifest["inputs"]["01_data"] and manifest["metrics"]["best_eval_loss"] > 0
+    assert manifest["versions"]["trl"] == "1.16.0"
+    AutoModelForCausalLM.from_pretrained(folder)  # plain transformers, no dpo_lab needed
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == [1, 2, 3, 4] and "eval_perplexity" in history[-1]
+    assert not (smoke_run / ".state").exists()
+
+
+def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monkeypatch):
+    calls = []
+    original = pipeline.load_reference_model
+    monkeypatch.setattr(pipeline, "load_reference_model", lambda *a, **k: calls.append(1) or original(*a, **k))
+    first, r1 = pipeline.run_dpo_stage(smoke_run, beta=0.1, progress=False)
+    assert calls == [1]  # the first run computes the cache
+    monkeypatch.setattr(pipeline, "load_reference_model", lambda *a, **k: pytest.fail("reference model loaded on a cached re-run"))
+    second, r2 = pipeline.run_dpo_stage(smoke_run, beta=0.5, progress=False)
+    assert json.loads((second / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
+    assert first.exists() and second.exists() and first != second  # the other beta's run is kept
+    assert pipeline.list_dpo_runs(smoke_run).keys() == {0.1, 0.5}
+    # the cached numbers are the reference's: step-0 held-out loss is ln 2 for both betas
+    assert r1.initial_eval["eval_loss"] == pytest.approx(0.693147, abs=1e-5) == r2.initial_eval["eval_loss"]
+    assert r2.initial_eval["eval_kl"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_cached_and_live_reference_give_the_same_run(smoke_run):
+    _, cached = pipeline.run_dpo_stage(smoke_run, beta=0.2, progress=False)
+    _, live = pipeline.run_dpo_stage(smoke_run, beta=0.2, use_cache=False, progress=False)
+    for a, b in zip(cached.history, live.history):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["rewards/margins"] == pytest.approx(b["rewards/margins"], abs=1e-5)
+    assert cached.final_eval["eval_kl"] == pytest.approx(live.final_eval["eval_kl"], rel=1e-3, abs=1e-6)
+
+
+def test_cache_for_other_inputs_is_not_used(smoke_run):
+    from dpo_lab.reference_cache import cache_key, load_reference_cache
+
+    sft_id = verify_checkpoint(smoke_run / "02_sft", produced_by="02")["id"]
+    examples = [{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]}]
+    key_a = cache_key(sft_id, examples, examples, average=False, precision="fp32")
+    key_other_data = cache_key(sft_id, examples + examples, examples, average=False, precision="fp32")
+    key_other_ckpt = cache_key("another-sft", examples, examples, average=False, precision="fp32")
+    assert len({key_a["key"], key_other_data["key"], key_other_ckpt["key"]}) == 3
+    assert load_reference_cache(smoke_run / "02_sft", key_other_data) is None
+    # a cache file whose recorded inputs differ from its name is rejected loudly
+    real = next((smoke_run / "02_sft" / "ref_cache").glob("*.pt"))
+    fake = real.parent / f"{key_other_ckpt['key']}.pt"
+    fake.write_bytes(real.read_bytes())
+    try:
+        with pytest.raises(ValueError, match="sft_checkpoint"):
+            load_reference_cache(smoke_run / "02_sft", key_other_ckpt)
+    finally:
+        fake.unlink()
+
+
+def test_dpo_without_sft_says_which_notebook_to_run(tmp_path):
+    config = dpo_lab.get_config("smoke", run_dir=str(tmp_path))
+    save_prepared_data(prepare_data(config), tmp_path)
+    with pytest.raises(FileNotFoundError, match="02-SFT_Baseline.ipynb"):
+        pipeline.run_dpo_stage(tmp_path, beta=0.1, progress=False)
+
+
+def test_stale_and_tampered_checkpoints_are_reported(smoke_run, tmp_path):
+    import shutil
+
+    copy_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, copy_dir)
+    (copy_dir / "02_sft" / "model.safetensors").write_bytes(b"half-written")
+    with pytest.raises(StaleCheckpointError, match="does not match its manifest"):
+        pipeline.load_sft_checkpoint(copy_dir)
+    shutil.rmtree(copy_dir)
+    shutil.copytree(smoke_run, copy_dir)
+    config = dpo_lab.get_config("smoke", run_dir=str(copy_dir), max_pairs=32)  # 01 re-run with other data
+    save_prepared_data(prepare_data(config), copy_dir)
+    with pytest.raises(StaleCheckpointError, match="stale"):
+        pipeline.load_sft_checkpoint(copy_dir)
+
+
+# ------------------------------------------------------------------ interruption and resume
+
+
+def test_killed_during_checkpoint_save_leaves_previous_checkpoint_loadable(tmp_path, tokenizer):
+    folder = tmp_path / "ckpt"
+    tokenizer.save_pretrained(tmp_path / "tok")
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        import torch, dpo_lab
+        from dpo_lab.checkpoints import save_model_checkpoint
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({str(tmp_path / 'tok')!r})
+        save_model_checkpoint({str(folder)!r}, dpo_lab.tiny_random_model(tok, seed=1), tok, {{"stage": "v1"}}, [])
+        model = dpo_lab.tiny_random_model(tok, seed=2)
+        original = model.save_pretrained
+        def slow_save(path, **kw):
+            original(path, **kw)
+            print("WRITING", flush=True)
+            time.sleep(60)  # killed here, in the middle of the v2 save
+        model.save_pretrained = slow_save
+        save_model_checkpoint({str(folder)!r}, model, tok, {{"stage": "v2"}}, [])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "WRITING"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    model, _, manifest = load_model_checkpoint(folder, produced_by="test")
+    assert manifest["stage"] == "v1"
+    expected = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    assert torch.equal(model.lm_head.weight, expected.lm_head.weight)
+
+
+def _count_calls(monkeypatch, target, method: str) -> dict:
+    original = getattr(target, method)
+    count = {"n": 0}
+
+    def wrapper(*a, **k):
+        count["n"] += 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(target, method, wrapper)
+    return count
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, target, method: str, calls: int):
+    original = getattr(target, method)
+    count = {"n": 0}
+
+    def wrapper(*a, **k):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise _Interrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(target, method, wrapper)
+
+
+def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokenized_pairs, monkeypatch):
+    args = _dpo_args(steps=8, save_every=3, eval_every=4)
+    data, held = tokenized_pairs, tokenized_pairs[:4]
+    full = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
+                     tokenizer, data, held, args, device="cpu")
+    with monkeypatch.context() as m:
+        _interrupt_after(m, DPOTrainer, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
+        with pytest.raises(_Interrupt):
+            dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
+                      tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
+    assert (tmp_path / "train_state" / "state.pt").exists()
+    steps_run = _count_calls(monkeypatch, DPOTrainer, "train_step")
+    resumed = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
+                        tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
+    assert steps_run["n"] == 2  # steps 7 and 8 only: it really resumed from the step-6 state
+    assert [r["step"] for r in resumed.history] == list(range(1, 9))
+    for a, b in zip(full.history, resumed.history):
+        for key in ("loss", "rewards/margins", "grad_norm", "lr"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+    assert resumed.final_eval == pytest.approx(full.final_eval, abs=1e-6)
+
+
+def test_sft_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, pairs, monkeypatch):
+    examples = [dpo_lab.tokenize_sft_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs]
+    args = SFTArgs(steps=6, lr=1e-3, batch_size=2, eval_every=2, save_every=2, progress=False)
+    full_model = dpo_lab.tiny_random_model(tokenizer, seed=5)  # dropout ON: the RNG state must be restored too
+    full = sft_train(full_model, tokenizer, examples, examples[:3], args, device="cpu")
+    with monkeypatch.context() as m:
+        _interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)  # dies in step 6
+        with pytest.raises(_Interrupt):
+            sft_train(dpo_lab.tiny_random_model(tokenizer, seed=5), tokenizer, examples, examples[:3], args, device="cpu",
+                      state_dir=tmp_path)
+    resumed_model = dpo_lab.tiny_random_model(tokenizer, seed=5)
+    steps_run = _count_calls(monkeypatch, torch.nn.utils, "clip_grad_norm_")
+    resumed = sft_train(resumed_model, tokenizer, examples, examples[:3], args, device="cpu", state_dir=tmp_path)
+    assert steps_run["n"] == 2  # steps 5 and 6 only (the state of step 4 was on disk)
+    assert [r["step"] for r in resumed.history] == list(range(1, 7))
+    for a, b in zip(full.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert resumed.best_step == full.best_step and resumed.best_eval_loss == pytest.approx(full.best_eval_loss, abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_model.parameters(), resumed_model.parameters()))
+
+
+def test_sft_lowers_held_out_loss_and_keeps_the_best(tokenizer, pairs):
+    examples = [dpo_lab.tokenize_sft_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs]
+    model = dpo_lab.tiny_random_model(tokenizer, seed=5)
+    result = sft_train(model, tokenizer, examples, examples[:4], SFTArgs(steps=12, lr=5e-3, batch_size=4, eval_every=3,
+                                                                         progress=False), device="cpu")
+    evals = [r["eval_loss"] for r in result.history if "eval_loss" in r]
+    assert evals[-1] < evals[0] and result.best_eval_loss == min(evals)
+    import pandas as pd
+
+    frame = pd.DataFrame(result.history)  # history goes into pandas as is
+    assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "eval_loss", "eval_perplexity"} <= set(frame.columns)
+
+
+def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dpo_lab", *a], capture_output=True, text=True, env=env, cwd=ROOT)  # noqa: E731
+    bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.1")
+    assert bad.returncode == 2 and "01-Setup_and_Data.ipynb" in bad.stderr
+    assert run("data", "--profile", "smoke", "--run-dir", str(tmp_path)).returncode == 0
+    bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.1")
+    assert bad.returncode == 2 and "02-SFT_Baseline.ipynb" in bad.stderr
+    assert run("sft", "--run-dir", str(tmp_path), "--quiet").returncode == 0
+    bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "-1")
+    assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
+    ok = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.3", "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    assert "eval_rewards/accuracies" in ok.stdout and (tmp_path / "03_dpo" / "beta_0.3" / "model.safetensors").exists()
