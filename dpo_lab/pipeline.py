@@ -22,7 +22,8 @@ from .dpo import DPOArgs, DPOResult, dpo_train
 from .manifest import build_manifest, read_manifest
 from .prepare import STAGE_DIR as DATA_DIR
 from .prepare import load_prepared_data
-from .reference_cache import attach_reference_logps, cache_key, compute_reference_cache, load_reference_cache, save_reference_cache
+from .batching import visited_indices
+from .reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
 from .runtime import pick_device
 from .sft import SFTArgs, SFTResult, sft_train
 from .tokenization import tokenize_pairs, tokenize_sft_example
@@ -134,6 +135,7 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
     run); a re-run with another beta then never loads or runs the reference model.
     """
+    stage_start = time.perf_counter()
     run_dir = Path(run_dir)
     device = pick_device(device)
     prepared = load_prepared_data(run_dir)
@@ -148,27 +150,27 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     if not train:
         raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
 
-    reference, cache, cache_status = None, None, "off"
+    reference, cache_status, lm_head, eval_hidden = None, "off", None, None
     if config.lora:
         policy = _add_lora(policy, config)  # reference = the same weights with the adapters disabled
+    elif not use_cache:
+        reference = load_reference_model(sft_folder, device)
     else:
-        key = cache_key(sft_manifest["id"], train, held_out, average=args.average_logps,
+        visited = visited_indices(train, args.batch_size, args.steps * args.grad_accum, seed=args.seed,
+                                  shuffle=args.shuffle, bucket=args.bucket)
+        key = cache_key(sft_manifest["id"], average=args.average_logps, max_length=args.max_length,
                         precision="bf16-autocast" if device.type == "cuda" else "fp32")
-        cache = load_reference_cache(sft_folder, key) if use_cache else None
-        cache_status = "hit" if cache is not None else "miss"
-        if cache is None:
-            reference = load_reference_model(sft_folder, device)
-            if use_cache:
-                cache = compute_reference_cache(reference, tok, train, held_out, batch_size=args.batch_size, average=args.average_logps,
-                                                device=device, max_length=args.max_length)
-                save_reference_cache(sft_folder, key, cache)
-                if "hidden" in cache["eval"]:
-                    reference = None  # everything the loop needs is cached: free the memory
-    lm_head, eval_hidden = None, None
-    if cache is not None:
-        train = attach_reference_logps(train, cache["train"])
-        held_out = attach_reference_logps(held_out, cache["eval"])
-        lm_head, eval_hidden = cache.get("lm_head"), cache["eval"].get("hidden")
+        cached = ensure_reference_logps(sft_folder, key, [train[i] for i in visited], held_out,
+                                        lambda: load_reference_model(sft_folder, device), tokenizer=tok,
+                                        batch_size=args.batch_size, device=device, average=args.average_logps,
+                                        max_length=args.max_length)
+        cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
+        for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
+            train[i] = ex
+        held_out = attach_reference_logps(held_out, cached["held_out"])
+        lm_head, eval_hidden = cached["lm_head"], cached["held_out_hidden"]
+        if eval_hidden is None:  # this architecture's logits are not hidden @ W.T: the KL needs the live reference
+            reference = cached["reference"] or load_reference_model(sft_folder, device)
 
     t0 = time.perf_counter()
     state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
@@ -178,6 +180,7 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     if config.lora:
         policy = policy.merge_and_unload()  # a plain model again: 04 loads it like any other
     metrics = {"stop_reason": result.stop_reason, "steps_run": len(result.history), "train_seconds": seconds,
+               "stage_seconds": time.perf_counter() - stage_start,
                "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval}
     manifest = build_manifest(DPO_DIR, config, inputs={DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}, metrics=metrics)
     manifest["train_args"] = result.args

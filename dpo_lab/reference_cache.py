@@ -1,126 +1,64 @@
-"""Reference log-prob cache: run the frozen reference ONCE per (SFT checkpoint, data, tokenisation).
+"""Reference log-prob cache: the frozen reference runs ONCE per (SFT checkpoint, pair, tokenisation).
 
-The reference never changes during DPO, so its log-probs of every training pair are the same at every
-step and for every beta. They are computed once and stored beside the SFT checkpoint under a key that
-covers everything that changes them: the SFT checkpoint's id (its manifest hashes every weight file),
-the token ids of every pair (so the data, the tokenizer and max_length), sum vs mean, and the
-precision. A beta re-run finds the cache and never calls the reference model; a changed input gives
-another key, so a stale cache is never used.
+The reference never changes during DPO, so its log-probs of a pair are the same at every step and for
+every beta. They are stored beside the SFT checkpoint (``02_sft/ref_cache/<key>.pt``):
 
-For the held-out KL(policy ‖ reference) the cache also keeps the reference's final hidden states at
-the scored positions of each held-out chosen response and its LM head: ``hidden @ W.T`` gives back the
-reference's logits there (checked when the cache is built), so the KL needs no reference forward either.
+* the FILE key covers the SFT checkpoint's id (its manifest hashes every weight file), sum vs mean,
+  and the precision — another checkpoint or setting gives another file;
+* each ENTRY is keyed by the hash of the pair's token ids, which covers the data, the tokenizer and
+  max_length — a changed pair simply has no entry.
+
+A run asks for the pairs it will actually visit; only missing entries are computed (the reference is
+loaded only then), so a beta re-run over the same pairs never loads or runs the reference model, and
+the first run costs no more reference forwards than a live-reference run.
+
+For the held-out KL(policy ‖ reference) the cache also keeps, for each held-out pair, the reference's
+final hidden states at the chosen response's scored positions, plus its LM head: ``hidden @ W.T``
+gives back the reference logits there (checked when computed), so the KL needs no reference forward.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .collator import PreferenceDataCollator
+from .losses import sequence_logprobs_lean
 from .runtime import autocast
 
 CACHE_DIR = "ref_cache"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
-def examples_fingerprint(examples: list[dict[str, Any]]) -> str:
-    h = hashlib.sha256()
-    for ex in examples:
-        for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
-            h.update(key.encode())
-            h.update(json.dumps(list(ex[key])).encode())
-    return h.hexdigest()
+def example_hash(ex: dict[str, Any]) -> str:
+    """Hash of a tokenized pair's ids: equal ids ⇔ equal reference log-probs (for one checkpoint)."""
+    payload = json.dumps([list(ex["prompt_ids"]), list(ex["chosen_ids"]), list(ex["rejected_ids"])])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def cache_key(sft_id: str, train_examples, eval_examples, *, average: bool, precision: str) -> dict[str, Any]:
-    """Everything the cached numbers depend on, and its hash (the file name)."""
-    parts = {
-        "format": CACHE_FORMAT,
-        "sft_checkpoint": sft_id,
-        "train_examples": examples_fingerprint(train_examples),
-        "eval_examples": examples_fingerprint(eval_examples),
-        "average": average,
-        "precision": precision,
-    }
+def cache_key(sft_id: str, *, average: bool, precision: str, max_length: int | None) -> dict[str, Any]:
+    """What every number in one cache file depends on besides the pair itself, and its hash (the file name)."""
+    parts = {"format": CACHE_FORMAT, "sft_checkpoint": sft_id, "average": average, "precision": precision,
+             "max_length": max_length}
     parts["key"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
     return parts
-
-
-def _scored_hidden(outputs, loss_mask: torch.Tensor, rows: range) -> list[torch.Tensor]:
-    """Final hidden states at the positions that predict response tokens, one [n_i, d] tensor per row."""
-    hidden = outputs.hidden_states[-1][:, :-1]
-    mask = loss_mask[:, 1:].bool()
-    return [hidden[r][mask[r]].float().cpu() for r in rows]
-
-
-@torch.inference_mode()
-def compute_reference_cache(reference, tokenizer, train_examples, eval_examples, *, batch_size: int, average: bool = False,
-                            device: torch.device, max_length: int | None = None) -> dict[str, Any]:
-    """Reference log-probs for every train and eval pair (+ eval hidden states for the KL)."""
-    from .losses import sequence_logprobs_lean
-
-    reference.eval()
-    collate = PreferenceDataCollator(tokenizer, max_length=max_length)
-    out: dict[str, Any] = {}
-    head = reference.get_output_embeddings()
-    checked = False
-    for split, examples in (("train", train_examples), ("eval", eval_examples)):
-        chosen, rejected, hidden = [], [], []
-        for start in range(0, len(examples), batch_size):
-            part = examples[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate(part).items()}
-            with autocast(device):
-                outputs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                                    output_hidden_states=(split == "eval"))
-            logps = sequence_logprobs_lean(outputs.logits, batch["input_ids"], batch["loss_mask"], average=average)
-            c, r = logps.chunk(2)
-            chosen.append(c.cpu())
-            rejected.append(r.cpu())
-            if split == "eval":
-                rows = range(len(part))
-                hidden += _scored_hidden(outputs, batch["loss_mask"], rows)
-                if not checked:  # hidden @ W.T must give the logits back, or the KL would be wrong
-                    mask = batch["loss_mask"][:, 1:].bool()
-                    expected = outputs.logits[:, :-1][0][mask[0]].float()
-                    rebuilt = head(hidden[0].to(device).to(head.weight.dtype)).float()
-                    if not torch.allclose(rebuilt, expected, atol=1e-3, rtol=1e-3):
-                        hidden = None
-                    checked = True
-        out[split] = {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)} if chosen else {"chosen": torch.zeros(0), "rejected": torch.zeros(0)}
-        if split == "eval" and hidden is not None:
-            out["eval"]["hidden"] = hidden
-    if "hidden" in out.get("eval", {}):
-        out["lm_head"] = {"weight": head.weight.detach().float().cpu().clone(),
-                          "bias": None if getattr(head, "bias", None) is None else head.bias.detach().float().cpu().clone()}
-    return out
 
 
 def cache_path(sft_dir: str | Path, key: dict[str, Any]) -> Path:
     return Path(sft_dir) / CACHE_DIR / f"{key['key']}.pt"
 
 
-def save_reference_cache(sft_dir: str | Path, key: dict[str, Any], cache: dict[str, Any]) -> Path:
-    import io
-
-    path = cache_path(sft_dir, key)
-    buffer = io.BytesIO()
-    torch.save({"key": key, **cache}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    atomic_write_text(path.with_suffix(".json"), json.dumps(key, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def load_reference_cache(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The cache for exactly this key, or None. A file whose recorded key differs is rejected loudly."""
+def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The cache file for `key` (empty if none). A file whose recorded key differs is rejected loudly."""
     path = cache_path(sft_dir, key)
     if not path.exists():
-        return None
+        return {"key": key, "logps": {}, "hidden": {}, "lm_head": None}
     cache = torch.load(path, map_location="cpu", weights_only=False)
     stored = cache.get("key", {})
     if stored != key:
@@ -129,9 +67,86 @@ def load_reference_cache(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, 
     return cache
 
 
-def attach_reference_logps(examples: list[dict[str, Any]], logps: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+def save_cache_file(sft_dir: str | Path, cache: dict[str, Any]) -> Path:
+    path = cache_path(sft_dir, cache["key"])
+    buffer = io.BytesIO()
+    torch.save(cache, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    summary = {**cache["key"], "pairs": len(cache["logps"]), "held_out_pairs_with_hidden_states": len(cache["hidden"])}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+@torch.inference_mode()
+def _compute(reference, tokenizer, examples, *, batch_size, average, device, max_length, want_hidden) -> tuple[list, list, bool]:
+    """Reference (chosen, rejected) log-probs per example, and hidden states for the KL when asked."""
+    reference.eval()
+    collate = PreferenceDataCollator(tokenizer, max_length=max_length)
+    head = reference.get_output_embeddings()
+    logps, hidden, hidden_ok = [], [], want_hidden
+    for start in range(0, len(examples), batch_size):
+        part = examples[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(part).items()}
+        with autocast(device):
+            out = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                            output_hidden_states=hidden_ok)
+        c, r = sequence_logprobs_lean(out.logits, batch["input_ids"], batch["loss_mask"], average=average).chunk(2)
+        logps += list(zip(c.tolist(), r.tolist()))
+        if hidden_ok:
+            mask = batch["loss_mask"][:, 1:].bool()
+            states = out.hidden_states[-1][:, :-1]
+            rows = [states[i][mask[i]].float() for i in range(len(part))]
+            rebuilt = head(rows[0].to(head.weight.dtype)).float()  # hidden @ W.T must give the logits back
+            if not torch.allclose(rebuilt, out.logits[0, :-1][mask[0]].float(), atol=1e-3, rtol=1e-3):
+                hidden_ok, hidden = False, []
+            else:
+                hidden += [h.cpu() for h in rows]
+    return logps, hidden, hidden_ok
+
+
+def ensure_reference_logps(sft_dir: str | Path, key: dict[str, Any], train: list[dict], held_out: list[dict],
+                           make_reference: Callable[[], Any], *, tokenizer, batch_size: int, device, average: bool = False,
+                           max_length: int | None = None) -> dict[str, Any]:
+    """Cached reference values for `train` and `held_out`, computing (and saving) only what is missing.
+
+    Returns ``{"train": [(c, r)…], "held_out": [(c, r)…], "held_out_hidden": [Tensor…] | None,
+    "lm_head": {...} | None, "computed": n, "reference": model-or-None}``. ``make_reference`` is called
+    at most once, and only if something is missing.
+    """
+    cache = load_cache_file(sft_dir, key)
+    hashes_train = [example_hash(ex) for ex in train]
+    hashes_eval = [example_hash(ex) for ex in held_out]
+    missing_train = list({h: ex for h, ex in zip(hashes_train, train) if h not in cache["logps"]}.items())
+    missing_eval = list({h: ex for h, ex in zip(hashes_eval, held_out) if h not in cache["hidden"]}.items())
+    reference = None
+    if missing_train or missing_eval:
+        reference = make_reference()
+        common = dict(batch_size=batch_size, average=average, device=device, max_length=max_length)
+        if missing_train:
+            logps, _, _ = _compute(reference, tokenizer, [ex for _, ex in missing_train], want_hidden=False, **common)
+            cache["logps"].update({h: v for (h, _), v in zip(missing_train, logps)})
+        if missing_eval:
+            logps, hidden, ok = _compute(reference, tokenizer, [ex for _, ex in missing_eval], want_hidden=True, **common)
+            cache["logps"].update({h: v for (h, _), v in zip(missing_eval, logps)})
+            if ok:
+                cache["hidden"].update({h: t for (h, _), t in zip(missing_eval, hidden)})
+                head = reference.get_output_embeddings()
+                cache["lm_head"] = {"weight": head.weight.detach().float().cpu().clone(),
+                                    "bias": None if getattr(head, "bias", None) is None else head.bias.detach().float().cpu().clone()}
+        save_cache_file(sft_dir, cache)
+    have_hidden = all(h in cache["hidden"] for h in hashes_eval) and cache["lm_head"] is not None
+    return {
+        "train": [cache["logps"][h] for h in hashes_train],
+        "held_out": [cache["logps"][h] for h in hashes_eval],
+        "held_out_hidden": [cache["hidden"][h] for h in hashes_eval] if have_hidden else None,
+        "lm_head": cache["lm_head"] if have_hidden else None,
+        "computed": len(missing_train) + len(missing_eval),
+        "reference": reference,
+    }
+
+
+def attach_reference_logps(examples: list[dict[str, Any]], logps: list[tuple[float, float]]) -> list[dict[str, Any]]:
     """Copies of `examples` carrying ``ref_chosen_logps`` / ``ref_rejected_logps`` (the collator passes them on)."""
-    if len(examples) != len(logps["chosen"]):
-        raise ValueError(f"cache has {len(logps['chosen'])} entries for {len(examples)} examples")
-    return [dict(ex, ref_chosen_logps=float(c), ref_rejected_logps=float(r))
-            for ex, c, r in zip(examples, logps["chosen"].tolist(), logps["rejected"].tolist())]
+    if len(examples) != len(logps):
+        raise ValueError(f"cache has {len(logps)} entries for {len(examples)} examples")
+    return [dict(ex, ref_chosen_logps=float(c), ref_rejected_logps=float(r)) for ex, (c, r) in zip(examples, logps)]

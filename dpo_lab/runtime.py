@@ -19,9 +19,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device | str):
     """bf16 autocast on CUDA (weights stay fp32: the optimizer state keeps full precision); nothing elsewhere."""
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -139,6 +139,7 @@ def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monk
     assert calls == [1]  # the first run computes the cache
     monkeypatch.setattr(pipeline, "load_reference_model", lambda *a, **k: pytest.fail("reference model loaded on a cached re-run"))
     second, r2 = pipeline.run_dpo_stage(smoke_run, beta=0.5, progress=False)
+    assert json.loads((first / "manifest.json").read_text())["metrics"]["reference_cache"].startswith("computed")
     assert json.loads((second / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
     assert first.exists() and second.exists() and first != second  # the other beta's run is kept
     assert pipeline.list_dpo_runs(smoke_run).keys() == {0.1, 0.5}
@@ -155,23 +156,36 @@ def test_cached_and_live_reference_give_the_same_run(smoke_run):
     assert cached.final_eval["eval_kl"] == pytest.approx(live.final_eval["eval_kl"], rel=1e-3, abs=1e-6)
 
 
-def test_cache_for_other_inputs_is_not_used(smoke_run):
-    from dpo_lab.reference_cache import cache_key, load_reference_cache
+def test_cache_for_other_inputs_is_not_used(smoke_run, tokenizer):
+    from dpo_lab.reference_cache import cache_key, cache_path, ensure_reference_logps, load_cache_file
 
-    sft_id = verify_checkpoint(smoke_run / "02_sft", produced_by="02")["id"]
-    examples = [{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4]}]
-    key_a = cache_key(sft_id, examples, examples, average=False, precision="fp32")
-    key_other_data = cache_key(sft_id, examples + examples, examples, average=False, precision="fp32")
-    key_other_ckpt = cache_key("another-sft", examples, examples, average=False, precision="fp32")
-    assert len({key_a["key"], key_other_data["key"], key_other_ckpt["key"]}) == 3
-    assert load_reference_cache(smoke_run / "02_sft", key_other_data) is None
+    sft_dir = smoke_run / "02_sft"
+    sft_id = verify_checkpoint(sft_dir, produced_by="02")["id"]
+    key = cache_key(sft_id, average=False, precision="fp32", max_length=128)
+    other_ckpt = cache_key("another-sft-checkpoint", average=False, precision="fp32", max_length=128)
+    assert key["key"] != other_ckpt["key"] != cache_key(sft_id, average=True, precision="fp32", max_length=128)["key"]
+    reference = pipeline.load_reference_model(sft_dir, "cpu")
+    calls = []
+
+    def make_reference():
+        calls.append(1)
+        return reference
+
+    examples = [{"prompt_ids": [5, 6, 7], "chosen_ids": [8, 9, 0], "rejected_ids": [10, 0]}]
+    common = dict(tokenizer=tokenizer, batch_size=2, device="cpu", max_length=128)
+    first = ensure_reference_logps(sft_dir, key, examples, [], make_reference, **common)
+    again = ensure_reference_logps(sft_dir, key, examples, [], make_reference, **common)
+    assert calls == [1] and first["train"] == again["train"] and again["computed"] == 0
+    changed = [{**examples[0], "rejected_ids": [11, 0]}]  # other data (or tokenizer): no entry, computed afresh
+    fresh = ensure_reference_logps(sft_dir, key, changed, [], make_reference, **common)
+    assert calls == [1, 1] and fresh["computed"] == 1 and fresh["train"][0][0] == first["train"][0][0]
     # a cache file whose recorded inputs differ from its name is rejected loudly
-    real = next((smoke_run / "02_sft" / "ref_cache").glob("*.pt"))
-    fake = real.parent / f"{key_other_ckpt['key']}.pt"
+    real = cache_path(sft_dir, key)
+    fake = cache_path(sft_dir, other_ckpt)
     fake.write_bytes(real.read_bytes())
     try:
         with pytest.raises(ValueError, match="sft_checkpoint"):
-            load_reference_cache(smoke_run / "02_sft", key_other_ckpt)
+            load_cache_file(sft_dir, other_ckpt)
     finally:
         fake.unlink()
 
