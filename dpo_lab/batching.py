@@ -51,14 +51,15 @@ def batch_stream(examples: list[dict[str, Any]], batch_size: int, collate: Calla
 
 def visited_indices(examples: list[dict[str, Any]], batch_size: int, n_batches: int, *, seed: int, shuffle: bool = True,
                     bucket: bool = True) -> list[int]:
-    """The example indices that the first `n_batches` batches of :func:`batch_stream` will contain."""
-    seen: set[int] = set()
+    """The example indices that the first `n_batches` batches of :func:`batch_stream` will contain, in the
+    order they are first met (so a cache computed in this order sees the same batches as training)."""
+    seen: dict[int, None] = {}
     produced, epoch = 0, 0
     while produced < n_batches and examples:
         for idx in batch_indices(examples, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, bucket=bucket):
             if produced >= n_batches:
                 break
-            seen.update(idx)
+            seen.update(dict.fromkeys(idx))
             produced += 1
         epoch += 1
-    return sorted(seen)
+    return list(seen)

@@ -146,6 +146,10 @@ def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monk
     # the cached numbers are the reference's: step-0 held-out loss is ln 2 for both betas
     assert r1.initial_eval["eval_loss"] == pytest.approx(0.693147, abs=1e-5) == r2.initial_eval["eval_loss"]
     assert r2.initial_eval["eval_kl"] == pytest.approx(0.0, abs=1e-5)
+    # the cache is computed over the very batches training sees, so step 1 (policy == reference) is exact:
+    # zero margins and a strict-">" accuracy of 0, as TRL shows
+    for r in (r1, r2):
+        assert r.history[0]["rewards/margins"] == 0.0 and r.history[0]["rewards/accuracies"] == 0.0
 
 
 def test_cached_and_live_reference_give_the_same_run(smoke_run):
