@@ -36,14 +36,19 @@ def batch_indices(examples: list[dict[str, Any]], batch_size: int, *, seed: int,
 
 
 def batch_stream(examples: list[dict[str, Any]], batch_size: int, collate: Callable, *, seed: int, shuffle: bool = True,
-                 bucket: bool = True, start_batch: int = 0):
-    """Endless stream of collated batches, epoch after epoch; ``start_batch`` skips ahead (resume)."""
+                 bucket: bool = True, start_batch: int = 0, shard: tuple[int, int] = (0, 1)):
+    """Endless stream of collated batches, epoch after epoch.
+
+    ``start_batch`` skips that many batches of the global order (resume); ``shard=(rank, world)`` keeps
+    every world-th batch, so each of several processes trains on different data.
+    """
     if not examples:
         raise ValueError("no training examples: check the data stage's output (01_data) and max_pairs")
+    rank, world = shard
     epoch, produced = 0, 0
     while True:
         for idx in batch_indices(examples, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, bucket=bucket):
-            if produced >= start_batch:
+            if produced >= start_batch and produced % world == rank:
                 yield collate([examples[i] for i in idx])
             produced += 1
         epoch += 1

@@ -27,7 +27,18 @@ from .checkpoints import load_training_state, restore_training_state, save_train
 from .collator import PreferenceDataCollator
 from .losses import batch_logprobs, dpo_loss, dpo_metrics, sequence_logprobs_lean, token_kl
 from .optim import build_optimizer, build_scheduler
-from .runtime import autocast, disable_dropout, freeze, pick_device, rng_state, seed_everything, set_rng_state
+from .runtime import (
+    autocast,
+    disable_dropout,
+    distributed,
+    freeze,
+    is_main_process,
+    mean_across_processes,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from .sft import TrainingDivergedError
 
 
@@ -79,7 +90,8 @@ class DPOTrainer:
             raise ValueError(f"beta must be > 0, got {beta}")
         if reference is not None and reference is policy:
             raise ValueError("the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)")
-        self.policy = disable_dropout(policy)
+        self.policy = disable_dropout(policy)  # what forward/backward go through (a DDP wrapper when distributed)
+        self.unwrapped = policy  # the model itself (LoRA adapters are switched off here)
         self.reference = freeze(disable_dropout(reference)) if reference is not None else None
         self.beta = beta
         self.average_logps = average_logps
@@ -87,15 +99,15 @@ class DPOTrainer:
 
     # ---------------------------------------------------------------- reference side
     def _uses_adapters_as_reference(self) -> bool:
-        return self.reference is None and hasattr(self.policy, "disable_adapter")
+        return self.reference is None and hasattr(self.unwrapped, "disable_adapter")
 
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         with torch.no_grad():
             if self._uses_adapters_as_reference():
-                with self.policy.disable_adapter():
-                    return batch_logprobs(self.policy, batch, average=self.average_logps)
+                with self.unwrapped.disable_adapter():
+                    return batch_logprobs(self.unwrapped, batch, average=self.average_logps)
             if self.reference is None:
                 raise ValueError("no reference: pass a reference model, use LoRA, or attach cached reference log-probs")
             return batch_logprobs(self.reference, batch, average=self.average_logps)
@@ -180,8 +192,8 @@ class DPOTrainer:
             return [h.to(device) @ w.T + (bias.to(device) if bias is not None else 0) for h in hidden]
         model = self.reference
         if model is None and self._uses_adapters_as_reference():
-            with self.policy.disable_adapter(), autocast(device):
-                logits = self.policy(input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False).logits
+            with self.unwrapped.disable_adapter(), autocast(device):
+                logits = self.unwrapped(input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False).logits
         elif model is not None:
             with autocast(device):
                 logits = model(input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False).logits
@@ -219,7 +231,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
     ``train_examples`` / ``eval_examples`` are :func:`dpo_lab.tokenize_pair` outputs, optionally carrying
     cached reference log-probs (then `reference` may be None). ``state_dir`` enables resume.
     """
-    device = pick_device(device)
+    acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
+    device = acc.device if acc is not None else pick_device(device)
     policy.to(device)
     if reference is not None:
         reference.to(device)
@@ -242,11 +255,14 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
         set_rng_state(state["rng"])
     elif eval_batches:
         initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    if acc is not None:
+        trainer.policy, optimizer = acc.prepare(trainer.policy, optimizer)  # gradients are averaged across processes
     recent_acc: deque = deque((r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window)
     stream = batch_stream(train_examples, args.batch_size, collate, seed=args.seed, shuffle=args.shuffle, bucket=args.bucket,
-                          start_batch=start_step * args.grad_accum)
+                          start_batch=start_step * args.grad_accum * world, shard=(rank, world))
     progress = None
-    if args.progress:
+    if args.progress and is_main_process(acc):
         from tqdm.auto import tqdm
 
         progress = tqdm(total=args.steps, initial=start_step, desc=f"DPO beta={args.beta:g}", dynamic_ncols=True)
@@ -256,7 +272,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
         t0 = time.perf_counter()
         row = trainer.train_step([next(stream) for _ in range(args.grad_accum)], optimizer, scheduler, args.max_grad_norm,
                                  step + 1, device)
-        row = {"step": step + 1, **row, "tokens_per_s": row.pop("tokens") / (time.perf_counter() - t0)}
+        row = {"step": step + 1, **row, "tokens_per_s": world * row.pop("tokens") / (time.perf_counter() - t0)}
+        row = mean_across_processes(acc, row)
         recent_acc.append(row["rewards/accuracies"])
         reason = None
         if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
@@ -282,11 +299,17 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
             stop_reason = reason
             break
         if state_dir and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            save_training_state(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler, step=step + 1,
-                                history=history, rng=rng_state(),
-                                extra={"initial_eval": initial_eval, "best_margin": best_margin, "evals_without_gain": evals_without_gain})
+            if is_main_process(acc):
+                save_training_state(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler, step=step + 1,
+                                    history=history, rng=rng_state(),
+                                    extra={"initial_eval": initial_eval, "best_margin": best_margin,
+                                           "evals_without_gain": evals_without_gain})
+            if acc is not None:
+                acc.wait_for_everyone()
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:
         final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
-    return DPOResult(history=history, stop_reason=stop_reason, final_eval=final_eval, initial_eval=initial_eval, args=asdict(args))
+    trainer.policy = policy  # unwrap: the caller gets its own model back, trained in place
+    return DPOResult(history=history, stop_reason=stop_reason, final_eval=final_eval, initial_eval=initial_eval,
+                     args={**asdict(args), "world_size": world})

@@ -24,7 +24,7 @@ from .prepare import STAGE_DIR as DATA_DIR
 from .prepare import load_prepared_data
 from .batching import visited_indices
 from .reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
-from .runtime import pick_device
+from .runtime import distributed, is_main_process, pick_device
 from .sft import SFTArgs, SFTResult, sft_train
 from .tokenization import tokenize_pairs, tokenize_sft_example
 
@@ -106,8 +106,7 @@ def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, devic
                "train_examples": len(train), "parameters": sum(p.numel() for p in model.parameters())}
     manifest = build_manifest(SFT_DIR, config, inputs={DATA_DIR: _data_id(run_dir)}, metrics=metrics)
     manifest["train_args"] = result.args
-    out = save_model_checkpoint(run_dir / SFT_DIR, model.cpu(), tok, manifest, result.history)
-    _remove_state(run_dir, state)
+    out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
     return out, result
 
 
@@ -137,7 +136,9 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     """
     stage_start = time.perf_counter()
     run_dir = Path(run_dir)
-    device = pick_device(device)
+    acc = distributed()
+    device = acc.device if acc is not None else pick_device(device)
+    world = acc.num_processes if acc is not None else 1
     prepared = load_prepared_data(run_dir)
     if beta is not None:
         overrides["beta"] = beta
@@ -156,14 +157,20 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     elif not use_cache:
         reference = load_reference_model(sft_folder, device)
     else:
-        visited = visited_indices(train, args.batch_size, args.steps * args.grad_accum, seed=args.seed,
+        visited = visited_indices(train, args.batch_size, args.steps * args.grad_accum * world, seed=args.seed,
                                   shuffle=args.shuffle, bucket=args.bucket)
         key = cache_key(sft_manifest["id"], average=args.average_logps, max_length=args.max_length,
                         precision="bf16-autocast" if device.type == "cuda" else "fp32")
-        cached = ensure_reference_logps(sft_folder, key, [train[i] for i in visited], held_out,
-                                        lambda: load_reference_model(sft_folder, device), tokenizer=tok,
-                                        batch_size=args.batch_size, device=device, average=args.average_logps,
-                                        max_length=args.max_length)
+        def fill_cache():
+            return ensure_reference_logps(sft_folder, key, [train[i] for i in visited], held_out,
+                                          lambda: load_reference_model(sft_folder, device), tokenizer=tok,
+                                          batch_size=args.batch_size, device=device, average=args.average_logps,
+                                          max_length=args.max_length)
+
+        cached = fill_cache() if is_main_process(acc) else None  # one process computes, the others read
+        if acc is not None:
+            acc.wait_for_everyone()
+            cached = cached or fill_cache()
         cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
         for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
             train[i] = ex
@@ -184,9 +191,19 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
                "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval}
     manifest = build_manifest(DPO_DIR, config, inputs={DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}, metrics=metrics)
     manifest["train_args"] = result.args
-    out = save_model_checkpoint(beta_dir(run_dir, config.beta), policy.cpu(), tok, manifest, result.history)
-    _remove_state(run_dir, state)
+    out = _save_on_main(beta_dir(run_dir, config.beta), policy, tok, manifest, result.history, run_dir, state)
     return out, result
+
+
+def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, state: Path) -> Path:
+    """Only the main process writes (all processes hold the same weights); the others wait for it."""
+    acc = distributed()
+    if is_main_process(acc):
+        save_model_checkpoint(folder, model.cpu(), tok, manifest, history)
+        _remove_state(run_dir, state)
+    if acc is not None:
+        acc.wait_for_everyone()
+    return folder
 
 
 def _add_lora(model, config: LabConfig):

@@ -7,6 +7,7 @@ autocast is never used on the CPU: on AVX2-only CPUs it is ~50x slower and shift
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -74,3 +75,26 @@ def quiet_hf() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
+def distributed():
+    """An ``accelerate.Accelerator`` when several processes were started (``accelerate launch`` on GPUs,
+    ``torchrun`` anywhere), else None: one process needs no launcher and runs the plain loop."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())  # on CPUs: DDP over gloo
+
+
+def is_main_process(acc) -> bool:
+    return acc is None or acc.is_main_process
+
+
+def mean_across_processes(acc, row: dict) -> dict:
+    """Average a row of float metrics over all processes (each saw different batches)."""
+    if acc is None:
+        return row
+    keys = [k for k, v in row.items() if isinstance(v, float)]
+    values = acc.reduce(torch.tensor([row[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
+    return {**row, **dict(zip(keys, values.tolist()))}

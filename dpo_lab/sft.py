@@ -19,7 +19,16 @@ from .batching import batch_stream
 from .checkpoints import load_training_state, restore_training_state, save_training_state
 from .collator import SFTDataCollator
 from .optim import build_optimizer, build_scheduler
-from .runtime import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from .runtime import (
+    autocast,
+    distributed,
+    is_main_process,
+    mean_across_processes,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -95,7 +104,8 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
     ``state_dir``: where the periodic training state goes; if it already holds one, the run RESUMES
     from it (same batches, same RNG) and ends exactly where an uninterrupted run would.
     """
-    device = pick_device(device)
+    acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
+    device = acc.device if acc is not None else pick_device(device)
     model.to(device).train()
     seed_everything(args.seed)
     collate = SFTDataCollator(tokenizer, max_length=args.max_length)
@@ -110,9 +120,13 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
         start_step, history = state["step"], state["history"]
         best = state["extra"].get("best", best)
         set_rng_state(state["rng"])
+    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    net = model  # what forward/backward go through: a DDP wrapper when distributed
+    if acc is not None:
+        net, optimizer = acc.prepare(model, optimizer)
     stream = batch_stream(train_examples, args.batch_size, collate, seed=args.seed, bucket=args.bucket,
-                          start_batch=start_step * args.grad_accum)
-    progress = _progress(args, start_step)
+                          start_batch=start_step * args.grad_accum * world, shard=(rank, world))
+    progress = _progress(args, start_step) if is_main_process(acc) else None
     for step in range(start_step, args.steps):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -120,7 +134,7 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
         for _ in range(args.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
             with autocast(device):
-                loss = model(**batch).loss  # mean NLL over response tokens (labels = -100 elsewhere)
+                loss = net(**batch).loss  # mean NLL over response tokens (labels = -100 elsewhere)
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach().float().item()
             n_tokens += int(batch["attention_mask"].sum())
@@ -130,7 +144,8 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
         optimizer.step()
         scheduler.step()
         row = {"step": step + 1, "loss": loss_sum / args.grad_accum, "lr": lr,
-               "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / (time.perf_counter() - t0)}
+               "grad_norm": float(grad_norm), "tokens_per_s": world * n_tokens / (time.perf_counter() - t0)}
+        row = mean_across_processes(acc, row)
         if eval_examples and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
             row.update(evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device))
             if row["eval_loss"] < best["loss"]:
@@ -141,14 +156,17 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.3f}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}))
         if state_dir and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            save_training_state(state_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step + 1,
-                                history=history, rng=rng_state(), extra={"best": best})
+            if is_main_process(acc):
+                save_training_state(state_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step + 1,
+                                    history=history, rng=rng_state(), extra={"best": best})
+            if acc is not None:
+                acc.wait_for_everyone()
     if progress is not None:
         progress.close()
     if best["weights"] is not None:
         model.load_state_dict(best["weights"])
     return SFTResult(history=history, best_step=best["step"], best_eval_loss=None if best["step"] is None else best["loss"],
-                     args=asdict(args))
+                     args={**asdict(args), "world_size": world})
 
 
 def _progress(args, start_step: int):
