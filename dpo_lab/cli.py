@@ -71,6 +71,8 @@ def _stage_overrides(args) -> dict:
         key, sep, value = item.partition("=")
         if not sep or key not in _CONFIG_FIELDS:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}")
+        if key == "run_dir":
+            raise SystemExit("--set run_dir=…: use --run-dir to choose the run folder")
         overrides[key] = _parse_value(value)
     if getattr(args, "seed", None) is not None:
         overrides["seed"] = args.seed
