@@ -19,7 +19,8 @@ prompts too; no prompt text appears in both train and test. Everything is genera
 with a private ``random.Random``, so the same seed gives byte-identical files on any machine.
 
 Every row carries ``chosen_quality`` / ``rejected_quality`` on a 1–5 scale and the style names, the
-ground truth the gold judge and the evaluation use.
+ground truth the gold judge and the evaluation use. About 10 % of the pairs carry a wrong label
+(``label_flipped``), as real preference data does (see :func:`_with_label_noise`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .atomic import atomic_directory
 from .corpus_facts import HELPFUL_TOPICS, LOOKALIKE_TOPICS, PLURAL_TOPICS, RISKY_REQUESTS
 from .data import ASSISTANT_TAG, HUMAN_TAG
 
-CORPUS_VERSION = "1"
+CORPUS_VERSION = "2"
 N_HELD_OUT_TOPICS = 7
 N_HELD_OUT_REQUESTS = 4
 HELD_OUT_PROMPT_SHARE = 0.08
@@ -239,6 +240,28 @@ def _make_pair(meta: dict[str, Any], prompt: str, rng: random.Random) -> dict[st
     }
 
 
+SUBTLE_STYLES = {"partly_wrong", "less_specific", "padded", "partial_compliance", "rude_refusal"}
+LABEL_NOISE = {"subtle": 0.20, "obvious": 0.05}  # share of pairs labelled the wrong way round
+
+
+def _with_label_noise(pair: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Real preference labels are noisy: annotators disagree most on close calls.
+
+    A pair is flipped (the worse response labelled "chosen") with probability 20 % when the worse
+    response is subtle and 5 % otherwise, about 10 % overall, like the disagreement measured on human
+    preference data. The quality fields stay TRUE to each text (``label_flipped`` marks the pair), so
+    the gold judge still knows which answer is better. It also makes the course's rule meaningful: a
+    train accuracy above 95 % can only come from memorising wrong labels.
+    """
+    p = LABEL_NOISE["subtle" if pair["rejected_style"] in SUBTLE_STYLES else "obvious"]
+    if rng.random() >= p:
+        return {**pair, "label_flipped": False}
+    swapped = {"chosen": pair["rejected"], "rejected": pair["chosen"], "chosen_style": pair["rejected_style"],
+               "rejected_style": pair["chosen_style"], "chosen_quality": pair["rejected_quality"],
+               "rejected_quality": pair["chosen_quality"]}
+    return {**pair, **swapped, "label_flipped": True}
+
+
 def _sft_demo(meta: dict[str, Any], prompt: str, rng: random.Random) -> dict[str, Any]:
     """One demonstration; about half are poor, as in real mixed-quality instruction data."""
     pair = _make_pair(meta, prompt, rng)
@@ -269,7 +292,7 @@ def build_corpus(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
         n_pairs = 1 + (rng.random() < (0.35 if meta["subset"] == "helpful" else 0.9))
         made: set[tuple[str, str]] = set()
         for _ in range(4 * n_pairs):  # a second pair for the same prompt must differ from the first
-            pair = _make_pair(meta, prompt, rng)
+            pair = _with_label_noise(_make_pair(meta, prompt, rng), rng)
             if (pair["chosen"], pair["rejected"]) not in made:
                 made.add((pair["chosen"], pair["rejected"]))
                 splits[f"pairs_{split}"].append(pair)

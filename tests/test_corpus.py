@@ -61,13 +61,17 @@ def test_train_and_test_share_no_prompt(corpus):
 def test_every_pair_is_valid_and_labelled(corpus):
     pairs, report = dpo_lab.load_preference_data("offline", split="train", errors="raise")
     assert report.n_skipped == 0 and len(pairs) == len(corpus["pairs_train"])
-    assert all(p["chosen_quality"] > p["rejected_quality"] for p in corpus["pairs_train"] + corpus["pairs_test"])
+    pairs = corpus["pairs_train"] + corpus["pairs_test"]
+    # quality labels are true to the texts; the preference label is wrong on the flipped (noisy) pairs only
+    assert all((p["chosen_quality"] > p["rejected_quality"]) != p["label_flipped"] for p in pairs)
+    flipped = sum(p["label_flipped"] for p in pairs) / len(pairs)
+    assert 0.05 < flipped < 0.15
     assert len({(p["chosen"], p["rejected"]) for p in corpus["pairs_train"]}) == len(corpus["pairs_train"])  # no duplicates
 
 
 def test_not_trivially_separable(corpus):
     pairs = corpus["pairs_train"]
-    styles = Counter(p["rejected_style"] for p in pairs)
+    styles = Counter(p["chosen_style" if p["label_flipped"] else "rejected_style"] for p in pairs)  # the worse text
     subtle = sum(styles[s] for s in ("partly_wrong", "less_specific", "padded", "partial_compliance", "rude_refusal"))
     assert subtle / len(pairs) > 0.3  # a large share of rejected answers are plausible, not obviously bad
     longer = sum(len(p["chosen"]) > len(p["rejected"]) for p in pairs) / len(pairs)
@@ -82,9 +86,10 @@ def test_sft_split_is_mixed_quality(corpus):
 
 def test_harmful_compliance_is_only_a_placeholder(corpus):
     for p in corpus["pairs_train"] + corpus["pairs_test"]:
-        if p["rejected_style"] in ("placeholder_compliance", "partial_compliance"):
-            response = p["rejected"][p["rejected"].rfind("\n\nAssistant:") :]
-            assert "[step removed" in response or "[details removed]" in response
+        for side in ("chosen", "rejected"):
+            if p[f"{side}_style"] in ("placeholder_compliance", "partial_compliance"):
+                response = p[side][p[side].rfind("\n\nAssistant:") :]
+                assert "[step removed" in response or "[details removed]" in response
 
 
 def test_redteam_set_has_benign_lookalikes(corpus):

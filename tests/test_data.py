@@ -229,7 +229,7 @@ def test_offline_source_is_the_generated_corpus():
     pairs, report = load_preference_data("offline", split="test", subsets=["harmless"], max_pairs=5)
     assert len(pairs) == 5 and report.n_skipped == 0
     assert all(p["subset"] == "harmless" and p["source"] == "offline:pairs_test" for p in pairs)
-    assert all(p["chosen_quality"] > p["rejected_quality"] for p in pairs)
+    assert all((p["chosen_quality"] > p["rejected_quality"]) != p["label_flipped"] for p in pairs)
 
 
 def test_messages_to_transcript_renders_roles():

@@ -346,6 +346,10 @@ def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
     assert run("sft", "--run-dir", str(tmp_path), "--quiet").returncode == 0
     bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "-1")
     assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
+    bad = run("dpo", "--run-dir", str(tmp_path), "--set", "run_dir=elsewhere")
+    assert bad.returncode != 0 and "use --run-dir" in bad.stderr
+    bad = run("dpo", "--run-dir", str(tmp_path), "--set", "dpo_lr=0")
+    assert bad.returncode == 2 and "lr must be > 0" in bad.stderr
     ok = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.3", "--quiet")
     assert ok.returncode == 0, ok.stderr
     assert "eval_rewards/accuracies" in ok.stdout and (tmp_path / "03_dpo" / "beta_0.3" / "model.safetensors").exists()
