@@ -306,9 +306,7 @@ def _iter_source_rows(source: str, split: str, subsets: Iterable[str] | None, se
             files = matching
         else:
             files = [path]
-        for f in files:
-            for location, row in _iter_file_rows(f):
-                yield str(f), location, row
+        yield from _round_robin([_named_file_rows(f) for f in files])
         return
     looks_local = path.suffix.lower() in _FILE_SUFFIXES or source.startswith((".", "/", "~")) or source.count("/") != 1
     if looks_local:  # a Hub id is exactly "owner/name"; anything else was meant as a local path
@@ -316,24 +314,46 @@ def _iter_source_rows(source: str, split: str, subsets: Iterable[str] | None, se
     yield from _iter_hub_rows(source, split, subsets)
 
 
+def _named_file_rows(path: Path) -> Iterator[tuple[str, str, Any]]:
+    for location, row in _iter_file_rows(path):
+        yield str(path), location, row
+
+
+def _round_robin(iterators: list[Iterator]) -> Iterator:
+    """One row from each source in turn, so ``max_pairs`` takes a fair share of every subset/file."""
+    active = list(iterators)
+    while active:
+        for it in list(active):
+            try:
+                yield next(it)
+            except StopIteration:
+                active.remove(it)
+
+
 def _iter_hub_rows(repo_id: str, split: str, subsets: Iterable[str] | None) -> Iterator[tuple[str, str, Any]]:
-    """Rows of a Hub data set (the students' path: ``Anthropic/hh-rlhf`` on a machine with internet)."""
+    """Rows of a Hub data set (the students' path: ``Anthropic/hh-rlhf`` on a machine with internet).
+
+    With several subsets (helpful-base, harmless-base) the rows are interleaved, so a ``max_pairs``
+    cap keeps both kinds of preference instead of filling up on the first subset.
+    """
+    yield from _round_robin([_iter_one_hub_subset(repo_id, split, subset) for subset in list(subsets or [None])])
+
+
+def _iter_one_hub_subset(repo_id: str, split: str, subset: str | None) -> Iterator[tuple[str, str, Any]]:
     from datasets import load_dataset
 
-    for subset in list(subsets or [None]):
-        try:
-            ds = load_dataset(repo_id, data_dir=subset, split=split)
-        except Exception as e:  # noqa: BLE001 - re-raised with the context a student needs
-            hint = " (offline? HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, or there is no network)" if os.environ.get(
-                "HF_HUB_OFFLINE"
-            ) or os.environ.get("HF_DATASETS_OFFLINE") else ""
-            raise RuntimeError(
-                f"could not load {repo_id!r} (data_dir={subset!r}, split={split!r}) from the Hugging Face Hub{hint}: {e}."
-                " Without the Hub, use profile='cpu' (the offline corpus) or a local file."
-            ) from e
-        name = f"{repo_id}/{subset}" if subset else repo_id
-        for i, row in enumerate(ds):
-            yield name, f"row {i}", row
+    try:
+        ds = load_dataset(repo_id, data_dir=subset, split=split)
+    except Exception as e:  # noqa: BLE001 - re-raised with the context a student needs
+        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
+        hint = " (offline? HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, or there is no network)" if offline else ""
+        raise RuntimeError(
+            f"could not load {repo_id!r} (data_dir={subset!r}, split={split!r}) from the Hugging Face Hub{hint}: {e}."
+            " Without the Hub, use profile='cpu' (the offline corpus) or a local file."
+        ) from e
+    name = f"{repo_id}/{subset}" if subset else repo_id
+    for i, row in enumerate(ds):
+        yield name, f"row {i}", row
 
 
 def count_prompt_tokens(tokenizer, prompt: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -205,6 +206,9 @@ def test_folder_of_files_with_subset_and_split(tmp_path):
     test, _ = load_preference_data(str(tmp_path), split="test")
     assert len(train) == 1 and "harmless-base" in train[0]["source"]
     assert len(test) == 4
+    # a max_pairs cap takes rows from every subset in turn, not only from the first one
+    capped, _ = load_preference_data(str(tmp_path), split="test", max_pairs=2)
+    assert {Path(p["source"]).parent.name for p in capped} == {"helpful-base", "harmless-base"}
 
 
 def test_all_rows_bad_is_an_error_not_an_empty_list(tmp_path):
