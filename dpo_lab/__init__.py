@@ -33,6 +33,7 @@ from .models import (
     tiny_random_model,
     train_bpe_tokenizer,
 )
+from .plots import plot_dpo_history, plot_sft_history
 from .stats import dataset_statistics, plot_length_distributions, statistics_summary
 from .tokenization import tokenize_pair, tokenize_pairs, tokenize_sft_example
 
@@ -58,7 +59,9 @@ __all__ = [
     "load_preference_data",
     "messages_to_transcript",
     "normalize_row",
+    "plot_dpo_history",
     "plot_length_distributions",
+    "plot_sft_history",
     "reference_logprobs",
     "resolve_profile",
     "sequence_logprobs",

@@ -1,0 +1,99 @@
+"""Training-curve figures for notebooks 02 and 03 (inputs: the loops' history lists, or history.jsonl).
+
+Each panel has a title, labelled axes and, where the course gives one, the reference line a student
+should compare against (ln 2 at step 0, KL 10 "ideal" / 20 "over-optimised", accuracy 95 %).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    rows = [r for r in history if key in r]
+    return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_sft_history(history: list[dict[str, Any]], title: str = "SFT training"):
+    """Train loss (raw and smoothed), held-out loss, and held-out perplexity."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    steps, loss = _series(history, "loss")
+    ax_loss.plot(steps, loss, color="tab:blue", alpha=0.25, label="train (per step)")
+    ax_loss.plot(steps, _smooth(loss, 20), color="tab:blue", label="train (20-step mean)")
+    e_steps, e_loss = _series(history, "eval_loss")
+    ax_loss.plot(e_steps, e_loss, "o-", color="tab:orange", label="held-out")
+    ax_loss.set(title="Loss on response tokens", xlabel="optimizer step", ylabel="cross-entropy (nats/token)")
+    ax_loss.legend()
+    p_steps, ppl = _series(history, "eval_perplexity")
+    ax_ppl.plot(p_steps, ppl, "o-", color="tab:orange")
+    ax_ppl.set(title="Held-out perplexity", xlabel="optimizer step", ylabel="perplexity", yscale="log")
+    for ax in (ax_loss, ax_ppl):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_dpo_history(history: list[dict[str, Any]], beta: float | None = None, window: int = 10,
+                     initial_eval: dict[str, float] | None = None):
+    """Six panels: loss, implicit rewards, margin, accuracy, KL, policy log-probs (train = smoothed, held-out = dots).
+
+    ``initial_eval`` (``DPOResult.initial_eval``, or the manifest's ``metrics.initial_eval``) adds the
+    held-out point at step 0, where the policy IS the reference: loss ln 2, rewards 0, KL 0.
+    """
+    import matplotlib.pyplot as plt
+
+    if initial_eval:
+        history = [{"step": 0, **initial_eval}] + list(history)
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), constrained_layout=True)
+    (ax_loss, ax_rew, ax_margin), (ax_acc, ax_kl, ax_logp) = axes
+
+    def train_and_eval(ax, key, label, color):
+        steps, values = _series(history, key)
+        if steps:
+            ax.plot(steps, _smooth(values, window), color=color, label=f"{label} (train, {window}-step mean)")
+        e_steps, e_values = _series(history, f"eval_{key}")
+        if e_steps:
+            ax.plot(e_steps, e_values, "o--", color=color, alpha=0.8, label=f"{label} (held-out)")
+
+    train_and_eval(ax_loss, "loss", "loss", "tab:blue")
+    ax_loss.axhline(math.log(2), color="gray", ls=":", label="ln 2 (policy = reference)")
+    ax_loss.set(title="DPO loss", xlabel="optimizer step", ylabel="loss")
+    train_and_eval(ax_rew, "rewards/chosen", "chosen", "tab:green")
+    train_and_eval(ax_rew, "rewards/rejected", "rejected", "tab:red")
+    ax_rew.axhline(0, color="gray", ls=":")
+    ax_rew.set(title="Implicit rewards β·log(π/π_ref)", xlabel="optimizer step", ylabel="reward")
+    train_and_eval(ax_margin, "rewards/margins", "margin", "tab:purple")
+    ax_margin.axhline(0, color="gray", ls=":")
+    ax_margin.set(title="Reward margin (chosen − rejected)", xlabel="optimizer step", ylabel="margin")
+    train_and_eval(ax_acc, "rewards/accuracies", "accuracy", "tab:olive")
+    ax_acc.axhline(0.95, color="tab:red", ls="--", label="95 %: over-fitting the preferences")
+    ax_acc.axhline(0.6, color="tab:green", ls=":", label="60 %: course target")
+    ax_acc.set(title="Reward accuracy (chosen reward > rejected)", xlabel="optimizer step", ylabel="share of pairs", ylim=(-0.02, 1.02))
+    k_steps, kl = _series(history, "eval_kl")
+    ax_kl.plot(k_steps, kl, "o-", color="tab:brown", label="held-out KL")
+    ax_kl.axhline(10, color="tab:orange", ls="--", label="10: keep below")
+    ax_kl.axhline(20, color="tab:red", ls="--", label="20: over-optimised")
+    ax_kl.set(title="KL(policy ‖ reference), held-out", xlabel="optimizer step", ylabel="nats per response")
+    train_and_eval(ax_logp, "logps/chosen", "chosen", "tab:green")
+    train_and_eval(ax_logp, "logps/rejected", "rejected", "tab:red")
+    ax_logp.set(title="Policy log-probs log π(y|x) (both may fall)", xlabel="optimizer step", ylabel="sum of token log-probs")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("DPO training" + (f" (β = {beta:g})" if beta is not None else ""))
+    return fig
