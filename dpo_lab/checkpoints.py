@@ -20,6 +20,7 @@ import torch
 
 from .atomic import atomic_directory, atomic_write_text
 from .manifest import MANIFEST, read_manifest, sha256_file, stage_id
+from .runtime import is_main_process, rng_state, set_rng_state
 
 HISTORY = "history.jsonl"
 TRAIN_STATE = "train_state"
@@ -114,3 +115,28 @@ def restore_training_state(state: dict[str, Any], *, model, optimizer, scheduler
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+
+
+def resume_training(state_dir, *, model, optimizer, scheduler) -> tuple[int, list[dict[str, Any]], dict[str, Any]] | None:
+    """Restore the last periodic state in `state_dir` (weights, optimizer, scheduler, RNG).
+
+    Returns ``(step, history, extra)``, or None when there is nothing to resume.
+    """
+    state = load_training_state(state_dir) if state_dir else None
+    if state is None:
+        return None
+    restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler)
+    set_rng_state(state["rng"])
+    return state["step"], state["history"], state["extra"]
+
+
+def save_periodic_state(state_dir, step: int, total_steps: int, every: int, acc, *, model, optimizer, scheduler,
+                        history: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """Every `every` steps (not at the last one), the main process saves the state; the others wait for it."""
+    if not (state_dir and every and step % every == 0 and step < total_steps):
+        return
+    if is_main_process(acc):
+        save_training_state(state_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step, history=history,
+                            rng=rng_state(), extra=extra)
+    if acc is not None:
+        acc.wait_for_everyone()

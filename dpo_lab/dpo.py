@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .batching import batch_stream
-from .checkpoints import load_training_state, restore_training_state, save_training_state
+from .checkpoints import resume_training, save_periodic_state
 from .collator import PreferenceDataCollator
 from .losses import batch_logprobs, dpo_loss, dpo_metrics, sequence_logprobs_lean, token_kl
 from .optim import build_optimizer, build_scheduler
@@ -35,9 +35,7 @@ from .runtime import (
     is_main_process,
     mean_across_processes,
     pick_device,
-    rng_state,
     seed_everything,
-    set_rng_state,
 )
 from .sft import TrainingDivergedError
 
@@ -246,13 +244,10 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
     history: list[dict[str, Any]] = []
     start_step, initial_eval = 0, {}
     best_margin, evals_without_gain = -math.inf, 0
-    state = load_training_state(state_dir) if state_dir else None
-    if state is not None:
-        restore_training_state(state, model=policy, optimizer=optimizer, scheduler=scheduler)
-        start_step, history = state["step"], state["history"]
-        extra = state["extra"]
+    resumed = resume_training(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler)
+    if resumed is not None:
+        start_step, history, extra = resumed
         initial_eval, best_margin, evals_without_gain = extra["initial_eval"], extra["best_margin"], extra["evals_without_gain"]
-        set_rng_state(state["rng"])
     elif eval_batches:
         initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
     world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
@@ -298,14 +293,9 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
         if reason is not None:
             stop_reason = reason
             break
-        if state_dir and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            if is_main_process(acc):
-                save_training_state(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler, step=step + 1,
-                                    history=history, rng=rng_state(),
-                                    extra={"initial_eval": initial_eval, "best_margin": best_margin,
-                                           "evals_without_gain": evals_without_gain})
-            if acc is not None:
-                acc.wait_for_everyone()
+        save_periodic_state(state_dir, step + 1, args.steps, args.save_every, acc, model=policy, optimizer=optimizer,
+                            scheduler=scheduler, history=history,
+                            extra={"initial_eval": initial_eval, "best_margin": best_margin, "evals_without_gain": evals_without_gain})
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:

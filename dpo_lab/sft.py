@@ -16,19 +16,10 @@ from typing import Any
 import torch
 
 from .batching import batch_stream
-from .checkpoints import load_training_state, restore_training_state, save_training_state
+from .checkpoints import resume_training, save_periodic_state
 from .collator import SFTDataCollator
 from .optim import build_optimizer, build_scheduler
-from .runtime import (
-    autocast,
-    distributed,
-    is_main_process,
-    mean_across_processes,
-    pick_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from .runtime import autocast, distributed, is_main_process, mean_across_processes, pick_device, seed_everything
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -114,12 +105,10 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
     history: list[dict[str, Any]] = []
     best = {"loss": math.inf, "step": None, "weights": None}
     start_step = 0
-    state = load_training_state(state_dir) if state_dir else None
-    if state is not None:
-        restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler)
-        start_step, history = state["step"], state["history"]
-        best = state["extra"].get("best", best)
-        set_rng_state(state["rng"])
+    resumed = resume_training(state_dir, model=model, optimizer=optimizer, scheduler=scheduler)
+    if resumed is not None:
+        start_step, history, extra = resumed
+        best = extra.get("best", best)
     world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
     net = model  # what forward/backward go through: a DDP wrapper when distributed
     if acc is not None:
@@ -155,12 +144,8 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{row['loss']:.3f}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}))
-        if state_dir and args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            if is_main_process(acc):
-                save_training_state(state_dir, model=model, optimizer=optimizer, scheduler=scheduler, step=step + 1,
-                                    history=history, rng=rng_state(), extra={"best": best})
-            if acc is not None:
-                acc.wait_for_everyone()
+        save_periodic_state(state_dir, step + 1, args.steps, args.save_every, acc, model=model, optimizer=optimizer,
+                            scheduler=scheduler, history=history, extra={"best": best})
     if progress is not None:
         progress.close()
     if best["weights"] is not None:

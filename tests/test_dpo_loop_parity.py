@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import dpo_lab
 from dpo_lab.dpo import DPOArgs, dpo_train
