@@ -33,9 +33,11 @@ from .models import (
     tiny_random_model,
     train_bpe_tokenizer,
 )
+from .dpo import dpo_step
 from .plots import plot_dpo_history, plot_sft_history
 from .stats import dataset_statistics, plot_length_distributions, statistics_summary
 from .tokenization import tokenize_pair, tokenize_pairs, tokenize_sft_example
+from .winrate import bootstrap_ci, win_rate
 
 __all__ = [
     "DataValidationError",
@@ -44,6 +46,7 @@ __all__ = [
     "SFTDataCollator",
     "SkipReport",
     "batch_logprobs",
+    "bootstrap_ci",
     "build_corpus",
     "build_decoder",
     "convert_smollm2",
@@ -52,6 +55,7 @@ __all__ = [
     "dataset_statistics",
     "dpo_loss",
     "dpo_metrics",
+    "dpo_step",
     "ensure_pad_token",
     "extract_prompt",
     "get_config",
@@ -73,6 +77,7 @@ __all__ = [
     "tokenize_sft_example",
     "token_kl",
     "train_bpe_tokenizer",
+    "win_rate",
     "write_corpus",
 ]
 

@@ -1,6 +1,8 @@
 """Command line: ``python -m dpo_lab <command> …`` runs the same functions the notebooks call.
 
-    python -m dpo_lab run    --profile auto --run-dir runs/default --beta 0.1   # 01 data -> 02 SFT -> 03 DPO
+    python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
+    python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
+    python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
     python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
     python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
     python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
@@ -106,6 +108,25 @@ def _cmd_dpo(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from .notebooks import run_lab
+
+    per_notebook: dict[str, dict] = {}
+    for item in args.param:
+        target, _, assignment = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("*", "", item)
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--param {item!r}: expected [NN:]KEY=VALUE, e.g. 03:learning_rate=1e-5")
+        per_notebook.setdefault(target, {})[key] = _parse_value(value)
+    t0 = time.perf_counter()
+    results = run_lab(args.profile, args.run_dir or "runs/default", beta=args.beta, seed=args.seed, only=args.only,
+                      parameters=per_notebook, progress=not args.quiet)
+    print(f"[lab] {len(results)} notebook(s) in {time.perf_counter() - t0:.1f} s:")
+    for r in results:
+        print(f"  {r['notebook']:<36} {r['seconds']:>7.1f} s  -> {r['output']}")
+    return 0
+
+
+def _cmd_pipeline(args) -> int:
     config = _config_from_args(args)
     _cmd_data(args, config)
     args.run_dir = config.run_dir
@@ -134,7 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, help_text, func in (("run", "01 data -> 02 SFT -> 03 DPO on one run folder", _cmd_run),
+    p = sub.add_parser("run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/")
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu")
+    p.add_argument("--run-dir", default=None, help="output folder of this run (default: runs/default)")
+    p.add_argument("--beta", type=float, default=None, help="notebook 03's beta (default: its parameters cell, 0.1)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--only", nargs="+", default=None, metavar="NN", help="run only these notebooks, e.g. --only 03 04")
+    p.add_argument("--param", action="append", default=[], metavar="[NN:]KEY=VALUE",
+                   help="a notebook parameter, e.g. --param 03:learning_rate=1e-5 (without NN: every notebook declaring KEY)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    for name, help_text, func in (("pipeline", "stages 01 data -> 02 SFT -> 03 DPO without the notebooks", _cmd_pipeline),
                                   ("data", "stage 01: prepare the preference data", _cmd_data)):
         p = sub.add_parser(name, help=help_text)
         _add_config_args(p)
@@ -174,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_hf()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as e:
+    except Exception as e:  # a clear one-line error for the user; papermill's names the failing notebook cell
+        if not isinstance(e, (ValueError, FileNotFoundError, TypeError, RuntimeError)) and type(e).__name__ != "PapermillExecutionError":
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2

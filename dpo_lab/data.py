@@ -356,6 +356,16 @@ def _iter_one_hub_subset(repo_id: str, split: str, subset: str | None) -> Iterat
         yield name, f"row {i}", row
 
 
+def peek_raw_rows(source: str, split: str = "train", n: int = 3, subsets: Iterable[str] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a source exactly as stored (before prompt extraction), to look at in notebook 01."""
+    rows = []
+    for _, _, row in _iter_source_rows(source, split, subsets, seed):
+        rows.append(row)
+        if len(rows) >= n:
+            break
+    return rows
+
+
 def count_prompt_tokens(tokenizer, prompt: str) -> int:
     """Prompt length in tokens, as the model will see it (same call as :func:`dpo_lab.tokenize_pair`)."""
     return len(tokenizer(prompt, add_special_tokens=True)["input_ids"])

@@ -25,7 +25,7 @@ import torch
 from .batching import batch_stream
 from .checkpoints import resume_training, save_periodic_state
 from .collator import PreferenceDataCollator
-from .losses import batch_logprobs, dpo_loss, dpo_metrics, sequence_logprobs_lean, token_kl
+from .losses import batch_logprobs, dpo_loss, dpo_metrics, reference_logprobs, sequence_logprobs_lean, token_kl
 from .optim import build_optimizer, build_scheduler
 from .runtime import (
     autocast,
@@ -73,6 +73,28 @@ class DPOArgs:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must all be >= 1")
+
+
+def dpo_step(policy, reference, batch: dict[str, torch.Tensor], optimizer, beta: float, max_grad_norm: float = 1.0) -> dict[str, float]:
+    """ONE DPO optimizer step on one collated batch: the heart of notebook 03, without the bookkeeping.
+
+    ``batch`` is a :class:`dpo_lab.PreferenceDataCollator` output (``[chosen rows; rejected rows]``);
+    ``reference`` a separate frozen model. Steps: policy log-probs (with gradients) → reference
+    log-probs (no gradients) → per-pair DPO losses → mean → backward → clip the gradient norm →
+    optimizer step. Returns :func:`dpo_lab.dpo_metrics` plus ``grad_norm``. Dropout should be off on
+    both models (:func:`dpo_lab.runtime.disable_dropout`), or the step-0 loss is not ln 2.
+    """
+    if reference is policy:
+        raise ValueError("the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)")
+    policy.train()
+    optimizer.zero_grad(set_to_none=True)
+    policy_chosen, policy_rejected = batch_logprobs(policy, batch)
+    ref_chosen, ref_rejected = reference_logprobs(reference, batch)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    losses.mean().backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], max_grad_norm)
+    optimizer.step()
+    return {**dpo_metrics(policy_chosen, policy_rejected, chosen_rewards, rejected_rewards, losses), "grad_norm": float(grad_norm)}
 
 
 class DPOTrainer:

@@ -81,6 +81,20 @@ def _data_id(run_dir: Path) -> str:
     return read_manifest(run_dir / DATA_DIR, produced_by=RUN_01)["id"]
 
 
+def stage_config(prepared_config: LabConfig, profile: str = "auto", **overrides: Any) -> LabConfig:
+    """The config a later notebook trains with: the run folder's own (from 01_data), with the non-None overrides.
+
+    A notebook asking for a profile other than the one its run folder was prepared with is an error
+    (a ``smoke`` SFT model on ``cpu`` data would be a silent mix-up); ``"auto"`` accepts the folder's.
+    """
+    from .config import resolve_profile
+
+    if profile != "auto" and resolve_profile(profile) != prepared_config.profile:
+        raise ValueError(f"this run folder was prepared with profile '{prepared_config.profile}', but the notebook asks for"
+                         f" '{profile}': use profile='auto' or '{prepared_config.profile}', or another run_dir (and run 01 there)")
+    return dataclasses.replace(prepared_config, **{k: v for k, v in overrides.items() if v is not None})
+
+
 # -------------------------------------------------------------------------------------------- 02 SFT
 
 

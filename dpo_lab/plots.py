@@ -97,3 +97,90 @@ def plot_dpo_history(history: list[dict[str, Any]], beta: float | None = None, w
             ax.legend(fontsize=8)
     fig.suptitle("DPO training" + (f" (β = {beta:g})" if beta is not None else ""))
     return fig
+
+
+def plot_overoptimization(history: list[dict[str, Any]], initial_eval: dict[str, float] | None = None, beta: float | None = None,
+                          window: int = 20):
+    """The course's three over-optimisation signs on one figure.
+
+    (1) held-out margin against held-out KL along training — the reward the policy buys with its
+    distance from the reference (KL > 10 is the caution zone, > 20 over-optimised); (2) train loss
+    falling while the held-out loss rises = the preferences are memorised, not learned; (3) the
+    ``window``-step train accuracy that the > 95 % rule watches.
+    """
+    import matplotlib.pyplot as plt
+
+    evals = ([{"step": 0, **initial_eval}] if initial_eval else []) + [r for r in history if "eval_loss" in r]
+    fig, (ax_front, ax_gap, ax_acc) = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+
+    kl_rows = [r for r in evals if "eval_kl" in r]
+    if kl_rows:
+        kl = [r["eval_kl"] for r in kl_rows]
+        margin = [r["eval_rewards/margins"] for r in kl_rows]
+        ax_front.plot(kl, margin, "o-", color="tab:purple", label="held-out evaluations")
+        for r, x, y in zip(kl_rows, kl, margin):
+            if r is kl_rows[0] or r is kl_rows[-1]:
+                ax_front.annotate(f"step {r['step']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        right = max(25.0, max(kl) * 1.1)
+        ax_front.axvspan(10, 20, color="tab:orange", alpha=0.12, label="KL 10–20: caution")
+        ax_front.axvspan(20, right, color="tab:red", alpha=0.12, label="KL > 20: over-optimised")
+        ax_front.set_xlim(left=min(0.0, min(kl)), right=right)
+        ax_front.legend(fontsize=8)
+    else:
+        ax_front.text(0.5, 0.5, "no KL measured", ha="center", va="center", transform=ax_front.transAxes)
+    ax_front.set(title="Reward bought with KL (held-out)", xlabel="KL(policy ‖ reference), nats per response",
+                 ylabel="reward margin (chosen − rejected)")
+
+    steps, loss = _series(history, "loss")
+    ax_gap.plot(steps, _smooth(loss, window), color="tab:blue", label=f"train ({window}-step mean)")
+    ax_gap.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", color="tab:orange", label="held-out")
+    ax_gap.axhline(math.log(2), color="gray", ls=":", label="ln 2")
+    ax_gap.set(title="Train vs held-out DPO loss", xlabel="optimizer step", ylabel="loss")
+    ax_gap.legend(fontsize=8)
+
+    steps, acc = _series(history, "rewards/accuracies")
+    ax_acc.plot(steps, _smooth(acc, window), color="tab:olive", label=f"train accuracy ({window}-step mean)")
+    ax_acc.axhline(0.95, color="tab:red", ls="--", label="95 %: stop (over-fitting)")
+    ax_acc.set(title="The > 95 % train-accuracy rule", xlabel="optimizer step", ylabel="share of pairs", ylim=(-0.02, 1.02))
+    ax_acc.legend(fontsize=8, loc="lower right")
+    for ax in (ax_front, ax_gap, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Over-optimisation check" + (f" (β = {beta:g})" if beta is not None else ""))
+    return fig
+
+
+def plot_model_comparison(table):
+    """Bars per model (SFT and each DPO beta) for held-out accuracy, margin, KL and perplexity (``summarize_runs`` output)."""
+    import matplotlib.pyplot as plt
+
+    panels = [("heldout_accuracy", "Held-out reward accuracy", "share of pairs", 0.6),
+              ("heldout_margin", "Held-out reward margin", "β·Δlog-ratio", 0.5),
+              ("heldout_kl", "KL(policy ‖ SFT), held-out", "nats per response", 10.0),
+              ("perplexity", "Perplexity on held-out chosen", "perplexity", None)]
+    panels = [p for p in panels if p[0] in table.columns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), constrained_layout=True, squeeze=False)
+    labels = list(table["model"])
+    colors = ["tab:gray" if m == "SFT" else "tab:blue" for m in labels]
+    for ax, (col, title, ylabel, target) in zip(axes[0], panels):
+        values = [float("nan") if v is None else v for v in table[col]]
+        ax.bar(labels, values, color=colors)
+        if target is not None:
+            ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"course line: {target:g}")
+            ax.legend(fontsize=8)
+        ax.set(title=title, xlabel="model", ylabel=ylabel)
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("SFT vs DPO at each beta")
+    return fig
+
+
+def save_figure(fig, path) -> "Path":
+    """Save a figure as PNG atomically (a half-written image never replaces a good one)."""
+    import io
+    from pathlib import Path
+
+    from .atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(Path(path), buf.getvalue())

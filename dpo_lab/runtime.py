@@ -98,3 +98,18 @@ def mean_across_processes(acc, row: dict) -> dict:
     keys = [k for k, v in row.items() if isinstance(v, float)]
     values = acc.reduce(torch.tensor([row[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
     return {**row, **dict(zip(keys, values.tolist()))}
+
+
+def environment_report(config=None, device=None) -> str:
+    """One line: device, dtype, profile and the versions that change the numbers (printed at the top of every notebook)."""
+    from .manifest import library_versions
+
+    device = pick_device(device)
+    if device.type == "cuda":
+        where = f"cuda ({torch.cuda.get_device_name(device)}), dtype bf16 autocast + fp32 weights"
+    else:
+        where = f"{device.type} ({torch.get_num_threads()} threads), dtype fp32"
+    v = library_versions()
+    versions = " ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "datasets", "dpo_lab") if v.get(k))
+    profile = f"profile {config.profile} · " if config is not None else ""
+    return f"{profile}device {where} · python {v['python']} · {versions}"

@@ -1,0 +1,82 @@
+"""Text generation for many prompts at once: what notebooks 02 and 04 use to look at the models' answers.
+
+Decoder-only models continue the LAST token of each row, so a batch of prompts of different
+lengths is padded on the LEFT for generation (training pads on the right: there, the loss mask
+decides what counts). Greedy decoding is deterministic; sampling is seeded per batch, so the same
+call gives the same answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .runtime import autocast, pick_device
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16, device=None,
+             progress: bool = False) -> list[str]:
+    """The model's answer to each prompt (new text only, special tokens removed, surrounding spaces stripped).
+
+    Prompts are tokenized with the same rules as training (``add_special_tokens=True``) and cut at the
+    first EOS the model emits. ``do_sample=False`` is greedy decoding; with ``do_sample=True`` the
+    batch ``i`` is drawn with ``torch.manual_seed(seed + i)``.
+    """
+    if not prompts:
+        raise ValueError("generate() got an empty list of prompts")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
+    device = pick_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    batches = range(0, len(prompts), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="generate", total=len(batches))
+    answers: list[str] = []
+    for i, start in enumerate(batches):
+        rows = [list(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts[start : start + batch_size]]
+        width = max(len(r) for r in rows)
+        if limit is not None and width + max_new_tokens > limit:
+            raise ValueError(f"prompt of {width} tokens + max_new_tokens={max_new_tokens} exceeds the model's {limit} positions")
+        input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)  # LEFT padding
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        sampling: dict[str, Any] = {"do_sample": do_sample}
+        if do_sample:
+            torch.manual_seed(seed + i)
+            sampling.update(temperature=temperature, top_p=top_p, top_k=0)
+        with autocast(device):
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+        for row in out[:, width:].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    model.train(was_training)
+    return answers
+
+
+def side_by_side(prompts: list[str], answers: dict[str, list[str]], *, prompt_chars: int = 160):
+    """A table with one row per prompt and one column per model, for reading generations next to each other."""
+    import pandas as pd
+
+    for name, texts in answers.items():
+        if len(texts) != len(prompts):
+            raise ValueError(f"{name}: {len(texts)} answers for {len(prompts)} prompts")
+    short = [p.strip().removeprefix("Human:").removesuffix("Assistant:").strip() for p in prompts]
+    table = {"prompt": [s if len(s) <= prompt_chars else s[: prompt_chars - 1] + "…" for s in short]}
+    table.update(answers)
+    return pd.DataFrame(table)
+
+
+def show_table(df, *, width_px: int = 320):
+    """A pandas Styler that wraps long text (for notebooks: a DataFrame's default display cuts it)."""
+    return (df.style.hide(axis="index")
+            .set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top",
+                               "min-width": f"{width_px // 2}px", "max-width": f"{width_px}px"}))
