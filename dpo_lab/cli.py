@@ -107,16 +107,24 @@ def _cmd_dpo(args) -> int:
     return 0
 
 
+def parse_notebook_param(item: str) -> tuple[str, str, object]:
+    """``"03:learning_rate=1e-5"`` → ``("03", "learning_rate", 1e-05)``; without ``NN:`` the target is ``"*"`` (every notebook)."""
+    key_part, sep, value = item.partition("=")
+    target, colon, key = key_part.partition(":")
+    if not colon:
+        target, key = "*", key_part
+    if not sep or not key.isidentifier() or not target:
+        raise SystemExit(f"--param {item!r}: expected [NN:]KEY=VALUE, e.g. 03:learning_rate=1e-5")
+    return target, key, _parse_value(value)
+
+
 def _cmd_run(args) -> int:
     from .notebooks import run_lab
 
     per_notebook: dict[str, dict] = {}
     for item in args.param:
-        target, _, assignment = item.rpartition(":") if ":" in item.split("=", 1)[0] else ("*", "", item)
-        key, sep, value = assignment.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--param {item!r}: expected [NN:]KEY=VALUE, e.g. 03:learning_rate=1e-5")
-        per_notebook.setdefault(target, {})[key] = _parse_value(value)
+        target, key, value = parse_notebook_param(item)
+        per_notebook.setdefault(target, {})[key] = value
     t0 = time.perf_counter()
     results = run_lab(args.profile, args.run_dir or "runs/default", beta=args.beta, seed=args.seed, only=args.only,
                       parameters=per_notebook, progress=not args.quiet)

@@ -73,26 +73,11 @@ def run_lab(profile: str = "auto", run_dir: str | Path = "runs/default", *, beta
     master_notebooks(root)  # all four must be there, even when only some run
     resolve_profile(profile)  # an unknown profile fails here, not inside a kernel
     run_dir = Path(run_dir).resolve()
-    out_dir = run_dir / EXECUTED_DIR
+    plan = [(name, _notebook_params(root / name, profile, run_dir, beta, seed, parameters or {})) for name in _select(only)]
+    out_dir = run_dir / EXECUTED_DIR  # every notebook's parameters were checked above, before anything runs
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in _select(only):
-        declared = notebook_parameters(root / name)
-        params: dict[str, Any] = {"profile": profile, "run_dir": str(run_dir)}
-        if seed is not None:
-            params["seed"] = seed
-        if beta is not None and "beta" in declared:
-            params["beta"] = beta
-        for key, value in (parameters or {}).get("*", {}).items():
-            if key in declared:  # a parameter given for "every notebook" goes to those that declare it
-                params[key] = value
-        for key in (name, name[:2]):
-            params.update((parameters or {}).get(key, {}))
-        unknown = sorted(set(params) - set(declared))
-        if unknown:
-            raise ValueError(f"{name}: no parameter(s) {unknown}; its parameters cell declares {sorted(declared)}")
-        if "beta" in declared:
-            params.setdefault("beta", declared["beta"])
+    for name, params in plan:
         output = out_dir / executed_name(name, params)
         print(f"[{name}] running (profile={profile}, run_dir={run_dir}) -> {output}", flush=True)
         t0 = time.perf_counter()
@@ -104,6 +89,29 @@ def run_lab(profile: str = "auto", run_dir: str | Path = "runs/default", *, beta
         results.append({"notebook": name, "output": str(output), "seconds": round(seconds, 1), "parameters": params})
         _record_timing(out_dir, results[-1])
     return results
+
+
+def _notebook_params(path: Path, profile: str, run_dir: Path, beta: float | None, seed: int | None,
+                     parameters: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The papermill parameters of one notebook; a parameter its ``parameters`` cell does not declare is an error."""
+    name = path.name
+    declared = notebook_parameters(path)
+    params: dict[str, Any] = {"profile": profile, "run_dir": str(run_dir)}
+    if seed is not None:
+        params["seed"] = seed
+    if beta is not None and "beta" in declared:
+        params["beta"] = beta
+    for key, value in parameters.get("*", {}).items():
+        if key in declared:  # a parameter given for "every notebook" goes to those that declare it
+            params[key] = value
+    for key in (name, name[:2]):
+        params.update(parameters.get(key, {}))
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(f"{name}: no parameter(s) {unknown}; its parameters cell declares {sorted(declared)}")
+    if "beta" in declared:
+        params.setdefault("beta", declared["beta"])
+    return params
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:

@@ -153,9 +153,9 @@ def plot_model_comparison(table):
     """Bars per model (SFT and each DPO beta) for held-out accuracy, margin, KL and perplexity (``summarize_runs`` output)."""
     import matplotlib.pyplot as plt
 
-    panels = [("heldout_accuracy", "Held-out reward accuracy", "share of pairs", 0.6),
-              ("heldout_margin", "Held-out reward margin", "β·Δlog-ratio", 0.5),
-              ("heldout_kl", "KL(policy ‖ SFT), held-out", "nats per response", 10.0),
+    panels = [("heldout_accuracy", "Held-out reward accuracy", "share of pairs", (0.6, "course target: > 0.6")),
+              ("heldout_margin", "Held-out reward margin", "β·Δlog-ratio (chosen − rejected)", (0.5, "course target: > 0.5")),
+              ("heldout_kl", "KL(policy ‖ SFT), held-out", "nats per response", (10.0, "keep below 10")),
               ("perplexity", "Perplexity on held-out chosen", "perplexity", None)]
     panels = [p for p in panels if p[0] in table.columns]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), constrained_layout=True, squeeze=False)
@@ -163,10 +163,11 @@ def plot_model_comparison(table):
     colors = ["tab:gray" if m == "SFT" else "tab:blue" for m in labels]
     for ax, (col, title, ylabel, target) in zip(axes[0], panels):
         values = [float("nan") if v is None else v for v in table[col]]
-        ax.bar(labels, values, color=colors)
+        bars = ax.bar(labels, values, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
         if target is not None:
-            ax.axhline(target, color="tab:red", ls="--", lw=1, label=f"course line: {target:g}")
-            ax.legend(fontsize=8)
+            ax.axhline(target[0], color="tab:red", ls="--", lw=1, label=target[1])
+            ax.legend(fontsize=8, loc="upper left")  # above the SFT bar, which is 0 on these panels
         ax.set(title=title, xlabel="model", ylabel=ylabel)
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3, axis="y")

@@ -1,0 +1,227 @@
+"""The four master notebooks: their structure (parameters, exercises, language, no outputs) and a real smoke run.
+
+The smoke run executes all four with papermill exactly as `python -m dpo_lab run` does, then 03 again at
+another beta and 04 again, and checks what a student and an instructor would look at: the run folder's
+layout, every beta kept, 04 comparing both, executed notebooks free of errors and warning spam.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+
+import nbformat
+import pytest
+
+import dpo_lab
+from dpo_lab import selfcheck
+from dpo_lab.notebooks import NOTEBOOKS, _select, executed_name, master_notebooks, notebook_parameters, repo_root, run_lab
+
+ROOT = repo_root()
+EXERCISES = {  # notebook -> the public API names its exercise cells must define
+    "01-Setup_and_Data.ipynb": {"extract_prompt", "PreferenceDataCollator"},
+    "02-SFT_Baseline.ipynb": {"sequence_logprobs"},
+    "03-DPO_Training.ipynb": {"dpo_loss", "dpo_step"},
+    "04-Evaluation_and_Compare.ipynb": {"win_rate"},
+}
+# Characters that exist only in Simplified Chinese (their Traditional forms differ): prose must be zh-TW.
+SIMPLIFIED_ONLY = set("这们为说个时练习实现计训过题对该还样开关进数据长码网络读写爱东车门问间听见观经应认让请论资")
+
+
+def _nb(name):
+    return nbformat.read(ROOT / name, as_version=4)
+
+
+def _tags(cell):
+    return cell.metadata.get("tags", [])
+
+
+def test_the_four_notebooks_exist_under_their_exact_names():
+    assert [p.name for p in master_notebooks()] == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_without_outputs(name):
+    for i, cell in enumerate(_nb(name).cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name} cell {i} has outputs: clear them before committing"
+            assert cell.execution_count is None, f"{name} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_comes_first_and_papermill_can_read_every_line(name):
+    from papermill.translators import PythonTranslator
+
+    code_cells = [c for c in _nb(name).cells if c.cell_type == "code"]
+    first = code_cells[0]
+    assert "parameters" in _tags(first), f"{name}: the first code cell must be tagged 'parameters'"
+    declared = notebook_parameters(ROOT / name)
+    assert declared["profile"] == "auto" and "run_dir" in declared and "seed" in declared
+    assignments = [line for line in first.source.splitlines() if re.match(r"^\w+\s*=", line)]
+    parsed = PythonTranslator.inspect(first)
+    assert len(parsed) == len(assignments) == len(declared), f"{name}: papermill could not parse some parameter lines"
+
+
+def test_notebook_03_exposes_its_training_knobs():
+    declared = notebook_parameters(ROOT / "03-DPO_Training.ipynb")
+    assert declared["beta"] == 0.1
+    assert {"learning_rate", "steps", "use_reference_cache", "trl_steps"} <= set(declared)
+
+
+def _exercise_namespace(name):
+    namespace: dict = {}
+    for cell in _nb(name).cells:
+        if "exercise" in _tags(cell):
+            exec(compile(cell.source, f"{name}:exercise", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_exercises_are_marked_and_match_the_public_api(name):
+    cells = [c for c in _nb(name).cells if "exercise" in _tags(c)]
+    assert cells, f"{name} has no exercise cell"
+    for cell in cells:
+        assert cell.source.count("### BEGIN SOLUTION") == cell.source.count("### END SOLUTION") == 1
+        assert cell.source.index("### BEGIN SOLUTION") < cell.source.index("### END SOLUTION")
+    namespace = _exercise_namespace(name)
+    for api_name in EXERCISES[name]:
+        assert api_name in dpo_lab.__all__, f"{api_name} is not public API"
+        ours, reference = namespace[api_name], getattr(dpo_lab, api_name)
+        if inspect.isclass(reference):
+            ours, reference = ours.__init__, reference.__init__
+        assert list(inspect.signature(ours).parameters) == list(inspect.signature(reference).parameters), api_name
+    # every exercise is followed by its self-check cell
+    tags = [_tags(c) for c in _nb(name).cells if c.cell_type == "code"]
+    for i, t in enumerate(tags):
+        if "exercise" in t:
+            assert "selfcheck" in tags[i + 1], f"{name}: exercise cell without a self-check right after it"
+
+
+def test_master_solutions_pass_their_self_checks(tokenizer):
+    checks = {
+        "extract_prompt": lambda f: selfcheck.check_extract_prompt(f, verbose=False),
+        "PreferenceDataCollator": lambda f: selfcheck.check_collator(f, tokenizer, verbose=False),
+        "sequence_logprobs": lambda f: selfcheck.check_sequence_logprobs(f, verbose=False),
+        "dpo_loss": lambda f: selfcheck.check_dpo_loss(f, verbose=False),
+        "dpo_step": lambda f: selfcheck.check_dpo_step(f, tokenizer, verbose=False),
+        "win_rate": lambda f: selfcheck.check_win_rate(f, verbose=False),
+    }
+    for name, api_names in EXERCISES.items():
+        namespace = _exercise_namespace(name)
+        for api_name in api_names:
+            assert checks[api_name](namespace[api_name]), f"{name}: the master solution of {api_name} fails its self-check"
+
+
+def test_self_checks_reject_an_unfinished_or_buggy_exercise(tokenizer):
+    def unfinished(*args, **kwargs):
+        raise NotImplementedError("練習")
+
+    def mean_without_shift(logits, input_ids, loss_mask, average=False):
+        import torch
+
+        logps = torch.log_softmax(logits.float(), -1).gather(-1, input_ids.unsqueeze(-1)).squeeze(-1)
+        return (logps * loss_mask).sum(-1) / loss_mask.sum(-1)
+
+    assert not selfcheck.check_sequence_logprobs(mean_without_shift, verbose=False)
+    assert not selfcheck.check_win_rate(unfinished, verbose=False)
+    assert not selfcheck.check_dpo_loss(lambda pc, pr, rc, rr, beta: unfinished(), verbose=False)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_prose_is_traditional_chinese_with_questions_and_instructor_answers(name):
+    cells = _nb(name).cells
+    prose = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert len(re.findall(r"[\u4e00-\u9fff]", prose)) > 800, f"{name}: too little Chinese prose"
+    found = sorted(set(prose) & SIMPLIFIED_ONLY)
+    assert not found, f"{name}: Simplified-only characters {found} in the prose"
+    assert "檢查你的理解" in prose
+    assert any("instructor" in _tags(c) for c in cells), f"{name}: no instructor-only answer cell"
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert not re.search(r"[\u4e00-\u9fff]", code.replace("練習", "")), f"{name}: code cells should be English"
+
+
+def test_notebook_03_derives_the_loss_in_latex():
+    prose = "\n".join(c.source for c in _nb("03-DPO_Training.ipynb").cells if c.cell_type == "markdown")
+    for needed in ("Bradley–Terry", r"\log Z(x)", r"\mathcal{L}_{\mathrm{DPO}}", "implicit reward", r"\mathbb{D}_{\mathrm{KL}}"):
+        assert needed in prose, needed
+
+
+def test_select_and_executed_names():
+    assert _select(None) == list(NOTEBOOKS)
+    assert _select(["4", "03"]) == [NOTEBOOKS[2], NOTEBOOKS[3]]
+    with pytest.raises(ValueError, match="unknown notebook"):
+        _select(["05"])
+    assert executed_name(NOTEBOOKS[2], {"beta": 0.5}) == "03-DPO_Training.beta_0.5.ipynb"
+    assert executed_name(NOTEBOOKS[0], {"beta": 0.5}) == NOTEBOOKS[0]
+
+
+def test_run_lab_rejects_an_undeclared_parameter_before_running_anything(tmp_path):
+    with pytest.raises(ValueError, match="no parameter"):
+        run_lab("smoke", tmp_path / "run", parameters={"02": {"beta": 0.3}})
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_param_parsing():
+    from dpo_lab.cli import parse_notebook_param
+
+    assert parse_notebook_param("03:learning_rate=1e-5") == ("03", "learning_rate", 1e-5)
+    assert parse_notebook_param("dataset=C:/data/x.jsonl") == ("*", "dataset", "C:/data/x.jsonl")
+    with pytest.raises(SystemExit):
+        parse_notebook_param("03:=1")
+
+
+# ------------------------------------------------------------------------------------------ the smoke run
+
+
+def _problems(path):
+    """Errors and warning text in an executed notebook's outputs."""
+    out = []
+    for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        for o in cell.get("outputs", []):
+            if o.output_type == "error":
+                out.append(f"cell {i}: {o.ename}: {o.evalue}")
+            elif o.output_type == "stream" and o.name == "stderr" and re.search(r"Warning|Traceback", o.text):
+                out.append(f"cell {i} stderr: {o.text[:300]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_lab(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("lab") / "smoke"
+    first = run_lab("smoke", run_dir, progress=False)
+    again = run_lab("smoke", run_dir, only=["03", "04"], beta=0.5, progress=False)
+    return run_dir, first, again
+
+
+@pytest.mark.slow
+def test_smoke_lab_runs_all_four_then_another_beta(smoke_lab):
+    run_dir, first, again = smoke_lab
+    assert [r["notebook"] for r in first] == list(NOTEBOOKS)
+    assert [r["notebook"] for r in again] == [NOTEBOOKS[2], NOTEBOOKS[3]]
+    for stage in ("01_data", "02_sft", "03_dpo/beta_0.1", "03_dpo/beta_0.5", "04_eval"):
+        assert (run_dir / stage / "manifest.json").exists(), stage
+    executed = {p.name for p in (run_dir / "notebooks").glob("*.ipynb")}
+    assert executed == {NOTEBOOKS[0], NOTEBOOKS[1], "03-DPO_Training.beta_0.1.ipynb", "03-DPO_Training.beta_0.5.ipynb", NOTEBOOKS[3]}
+    timings = json.loads((run_dir / "notebooks" / "timings.json").read_text())
+    assert set(timings) == executed
+    for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
+        assert _problems(path) == [], path.name
+
+
+@pytest.mark.slow
+def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
+    run_dir, _, _ = smoke_lab
+    summary = json.loads((run_dir / "04_eval" / "summary.json").read_text())
+    assert summary["betas"] == [0.1, 0.5]
+    assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
+    assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
+    # the second beta reused the reference log-prob cache and left the first beta's run as it was
+    m01 = json.loads((run_dir / "03_dpo" / "beta_0.1" / "manifest.json").read_text())
+    m05 = json.loads((run_dir / "03_dpo" / "beta_0.5" / "manifest.json").read_text())
+    assert m01["metrics"]["reference_cache"].startswith("computed") and m05["metrics"]["reference_cache"] == "hit"
+    assert m01["config"]["beta"] == 0.1 and m05["config"]["beta"] == 0.5
+    assert m01["created"] <= m05["created"]
+    for name in ("01_length_distributions.png", "02_sft_curves.png", "03_dpo_curves_beta_0.1.png",
+                 "03_dpo_curves_beta_0.5.png", "03_overoptimization_beta_0.5.png"):
+        assert (run_dir / "figures" / name).exists(), name
