@@ -1,0 +1,202 @@
+"""The package pieces the notebooks call: generation, win rate, inspection tables, evaluation discovery, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+import dpo_lab
+from dpo_lab.generation import generate, side_by_side
+from dpo_lab.inspection import batch_table, mask_picture, token_table
+from dpo_lab.winrate import bootstrap_ci, win_rate
+
+PROMPTS = ["\n\nHuman: What is a habit loop?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:",
+           "\n\nHuman: Explain compound interest with an example, please.\n\nAssistant:"]
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return dpo_lab.tiny_random_model(tokenizer, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def test_batched_left_padded_generation_equals_one_prompt_at_a_time(model, tokenizer):
+    batched = generate(model, tokenizer, PROMPTS, max_new_tokens=12, batch_size=3)
+    single = [generate(model, tokenizer, [p], max_new_tokens=12)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(isinstance(a, str) and tokenizer.eos_token not in a for a in batched)
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(model, tokenizer):
+    a = generate(model, tokenizer, PROMPTS, max_new_tokens=12, do_sample=True, seed=7)
+    b = generate(model, tokenizer, PROMPTS, max_new_tokens=12, do_sample=True, seed=7)
+    c = generate(model, tokenizer, PROMPTS, max_new_tokens=12, do_sample=True, seed=8)
+    assert a == b and a != c
+
+
+def test_generation_restores_train_mode_and_rejects_bad_input(model, tokenizer):
+    model.train()
+    generate(model, tokenizer, PROMPTS[:1], max_new_tokens=2)
+    assert model.training
+    with pytest.raises(ValueError, match="empty list"):
+        generate(model, tokenizer, [], max_new_tokens=2)
+    with pytest.raises(ValueError, match="positions"):
+        generate(model, tokenizer, PROMPTS[:1], max_new_tokens=10_000)
+
+
+def test_side_by_side_checks_lengths():
+    table = side_by_side(PROMPTS, {"SFT": ["a", "b", "c"], "DPO": ["d", "e", "f"]})
+    assert list(table.columns) == ["prompt", "SFT", "DPO"] and table["prompt"][1] == "Hi"
+    with pytest.raises(ValueError, match="2 answers for 3 prompts"):
+        side_by_side(PROMPTS, {"SFT": ["a", "b"]})
+
+
+# ---------------------------------------------------------------------------------------------- win rate
+
+
+def test_win_rate_counts_ties_as_half_and_validates():
+    assert win_rate(["A", "B", "tie", "tie"]) == 0.5
+    assert win_rate([1, 1, 1, 0]) == 0.75
+    for bad in ([], ["C"], [0.3]):
+        with pytest.raises(ValueError):
+            win_rate(bad)
+
+
+def test_bootstrap_interval_on_known_answers():
+    assert bootstrap_ci(["A"] * 40) == (1.0, 1.0)
+    low, high = bootstrap_ci(["A"] * 50 + ["B"] * 50, seed=1)
+    assert low < 0.5 < high and 0.08 < high - low < 0.25  # ±1.96·sqrt(.25/100) ≈ ±0.098
+    low2, high2 = bootstrap_ci(["A"] * 500 + ["B"] * 500, seed=1)
+    assert high2 - low2 < (high - low) / 2  # ten times the data: about a third of the width
+    assert bootstrap_ci(["A", "B", "tie"] * 10, seed=3) == bootstrap_ci(["A", "B", "tie"] * 10, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------- inspection
+
+
+def test_token_table_marks_the_boundary_and_a_scored_eos(tokenizer):
+    ex = dpo_lab.tokenize_pair(tokenizer, "\n\nHuman: Hi\n\nAssistant:", " Hello there.", " Go.")
+    table = token_table(tokenizer, ex)
+    n_prompt = len(ex["prompt_ids"])
+    assert (table["segment"][:n_prompt] == "prompt").all() and table["scored_by_loss"][:n_prompt].sum() == 0
+    assert table["segment"].iloc[-1] == "EOS" and table["scored_by_loss"].iloc[-1] == 1
+    assert table["scored_by_loss"].sum() == len(ex["chosen_ids"])
+
+
+def test_batch_table_and_mask_picture(tokenizer):
+    examples = dpo_lab.tokenize_pairs(tokenizer, [{"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": " Hello there, friend.",
+                                                   "rejected": " Go."}])
+    batch = dpo_lab.PreferenceDataCollator(tokenizer)(examples)
+    table = batch_table(tokenizer, batch, 1)
+    assert list(table.columns) == ["position", "token_id", "text", "attention_mask", "loss_mask"]
+    picture = mask_picture(batch, "loss_mask").splitlines()
+    assert picture[1].startswith("chosen   0") and picture[2].startswith("rejected 0")
+    assert picture[1].count("█") == int(batch["loss_mask"][0].sum())
+    wide = {"loss_mask": torch.ones(2, 300, dtype=torch.long)}
+    assert "1 character = 4 tokens" in mask_picture(wide, max_chars=96)
+    assert len(mask_picture(wide, max_chars=96).splitlines()[1]) <= 12 + 96
+
+
+# ---------------------------------------------------------------------------------------------- config, evaluation
+
+
+def test_stage_config_refuses_a_profile_other_than_the_run_folders():
+    from dpo_lab.pipeline import stage_config
+
+    cfg = dpo_lab.get_config("smoke")
+    assert stage_config(cfg, "auto", beta=0.5, dpo_lr=None).beta == 0.5
+    assert stage_config(cfg, "smoke", dpo_lr=None).dpo_lr == cfg.dpo_lr
+    with pytest.raises(ValueError, match="prepared with profile 'smoke'"):
+        stage_config(cfg, "cpu")
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory):
+    from dpo_lab.pipeline import run_dpo_stage, run_sft_stage
+    from dpo_lab.prepare import prepare_data, save_prepared_data
+
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    config = dpo_lab.get_config("smoke", run_dir=str(run_dir))
+    save_prepared_data(prepare_data(config))
+    run_sft_stage(run_dir, progress=False)
+    for beta in (0.5, 0.1):
+        run_dpo_stage(run_dir, beta=beta, progress=False)
+    return run_dir
+
+
+def test_discover_models_orders_betas_and_skips_broken_runs(evaluated_run, tmp_path):
+    from dpo_lab.evaluation import discover_models
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(evaluated_run, run_dir)
+    models, skipped = discover_models(run_dir)
+    assert list(models) == ["SFT", "DPO β=0.1", "DPO β=0.5"] and skipped == []
+    (run_dir / "03_dpo" / "beta_0.5" / "model.safetensors").write_bytes(b"half-written")
+    shutil.copytree(run_dir / "03_dpo" / "beta_0.1", run_dir / "03_dpo" / "beta_oops")
+    models, skipped = discover_models(run_dir)
+    assert list(models) == ["SFT", "DPO β=0.1"]
+    assert any(s.startswith("beta_0.5:") and "does not match" in s for s in skipped)
+    assert any(s.startswith("beta_oops:") for s in skipped)
+
+
+def test_summary_perplexity_and_saved_evaluation(evaluated_run, tokenizer):
+    from dpo_lab.evaluation import EVAL_DIR, discover_models, heldout_perplexity, load_eval_model, save_evaluation, summarize_runs
+    from dpo_lab.prepare import load_prepared_data
+
+    models, _ = discover_models(evaluated_run)
+    summary = summarize_runs(models)
+    sft = summary.iloc[0]
+    assert sft["model"] == "SFT" and sft["heldout_margin"] == 0 and sft["heldout_dpo_loss"] == pytest.approx(math.log(2))
+    assert list(summary["beta"][1:]) == [0.1, 0.5]
+    prepared = load_prepared_data(evaluated_run)
+    ppl = heldout_perplexity(load_eval_model(models["SFT"]), prepared.tokenizer, prepared.splits["pairs_test"][:4], max_length=128)
+    assert 1.0 < ppl < prepared.tokenizer.vocab_size * 2  # a random tiny model: near-uniform, finite
+    with pytest.raises(ValueError):
+        heldout_perplexity(load_eval_model(models["SFT"]), prepared.tokenizer, [], max_length=128)
+    out = save_evaluation(evaluated_run, prepared.config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"})
+    payload = json.loads((out / "summary.json").read_text())
+    assert out.name == EVAL_DIR and payload["betas"] == [0.1, 0.5]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["inputs"]) == {"03_dpo/beta_0.1", "03_dpo/beta_0.5"}
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _labelled(fig):
+    for ax in fig.axes:
+        if ax.get_visible() and ax.has_data():
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax
+    return True
+
+
+def test_new_figures_have_titles_and_labelled_axes(evaluated_run, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dpo_lab.checkpoints import read_history
+    from dpo_lab.evaluation import discover_models, summarize_runs
+    from dpo_lab.plots import plot_model_comparison, plot_overoptimization, save_figure
+
+    folder = evaluated_run / "03_dpo" / "beta_0.1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    fig = plot_overoptimization(read_history(folder), manifest["metrics"]["initial_eval"], beta=0.1)
+    assert _labelled(fig) and len(fig.axes) == 3
+    comparison = plot_model_comparison(summarize_runs(discover_models(evaluated_run)[0]))
+    assert _labelled(comparison) and len(comparison.axes) == 3  # no perplexity column: three panels
+    path = save_figure(comparison, tmp_path / "figures" / "cmp.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_environment_report_names_device_profile_and_versions():
+    from dpo_lab.runtime import environment_report
+
+    line = environment_report(dpo_lab.get_config("smoke"))
+    for part in ("profile smoke", "device cpu", "fp32", "torch", "transformers", "trl"):
+        assert part in line
