@@ -35,6 +35,7 @@ from .runtime import (
     is_main_process,
     mean_across_processes,
     pick_device,
+    progress_bar,
     seed_everything,
 )
 from .sft import TrainingDivergedError
@@ -278,11 +279,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
     recent_acc: deque = deque((r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window)
     stream = batch_stream(train_examples, args.batch_size, collate, seed=args.seed, shuffle=args.shuffle, bucket=args.bucket,
                           start_batch=start_step * args.grad_accum * world, shard=(rank, world))
-    progress = None
-    if args.progress and is_main_process(acc):
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=args.steps, initial=start_step, desc=f"DPO beta={args.beta:g}", dynamic_ncols=True)
+    progress = progress_bar(args.progress and is_main_process(acc), total=args.steps, initial=start_step,
+                            desc=f"DPO beta={args.beta:g}")
     stop_reason = "completed all steps"
     final_eval: dict[str, float] = {}
     for step in range(start_step, args.steps):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .runtime import autocast, pick_device
+from .runtime import autocast, pick_device, progress_bar
 
 
 @torch.no_grad()
@@ -35,10 +35,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     batches = range(0, len(prompts), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="generate", total=len(batches))
+    bar = progress_bar(progress, total=len(batches), desc="generate")
     answers: list[str] = []
     for i, start in enumerate(batches):
         rows = [list(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts[start : start + batch_size]]
@@ -58,6 +55,10 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, 
             if tokenizer.eos_token_id in row:
                 row = row[: row.index(tokenizer.eos_token_id)]
             answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     return answers
 

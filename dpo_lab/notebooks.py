@@ -12,11 +12,13 @@ beta in the name, so every beta's executed notebook is kept — with the wall ti
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .runtime import PROGRESS_ENV
 
 NOTEBOOKS = ("01-Setup_and_Data.ipynb", "02-SFT_Baseline.ipynb", "03-DPO_Training.ipynb", "04-Evaluation_and_Compare.ipynb")
 EXECUTED_DIR = "notebooks"
@@ -77,18 +79,33 @@ def run_lab(profile: str = "auto", run_dir: str | Path = "runs/default", *, beta
     out_dir = run_dir / EXECUTED_DIR  # every notebook's parameters were checked above, before anything runs
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for name, params in plan:
-        output = out_dir / executed_name(name, params)
-        print(f"[{name}] running (profile={profile}, run_dir={run_dir}) -> {output}", flush=True)
-        t0 = time.perf_counter()
-        pm.execute_notebook(str(root / name), str(output), parameters=params, cwd=str(root), progress_bar=progress,
-                            kernel_name=kernel_name, report_mode=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up notices in the terminal
-        seconds = time.perf_counter() - t0
-        print(f"[{name}] done in {seconds:.1f} s", flush=True)
-        results.append({"notebook": name, "output": str(output), "seconds": round(seconds, 1), "parameters": params})
-        _record_timing(out_dir, results[-1])
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "0"  # the kernels inherit it: no frozen progress widgets in the executed copies
+    try:
+        for name, params in plan:
+            results.append(_execute(pm, root, name, params, out_dir, run_dir, profile, progress, kernel_name))
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = previous
     return results
+
+
+def _execute(pm, root: Path, name: str, params: dict[str, Any], out_dir: Path, run_dir: Path, profile: str, progress: bool,
+             kernel_name: str | None) -> dict[str, Any]:
+    """Run one notebook with papermill into ``out_dir`` and record its wall time."""
+    output = out_dir / executed_name(name, params)
+    print(f"[{name}] running (profile={profile}, run_dir={run_dir}) -> {output}", flush=True)
+    t0 = time.perf_counter()
+    pm.execute_notebook(str(root / name), str(output), parameters=params, cwd=str(root), progress_bar=progress,
+                        kernel_name=kernel_name, report_mode=False,
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up notices in the terminal
+    seconds = time.perf_counter() - t0
+    print(f"[{name}] done in {seconds:.1f} s", flush=True)
+    result = {"notebook": name, "output": str(output), "seconds": round(seconds, 1), "parameters": params}
+    _record_timing(out_dir, result)
+    return result
 
 
 def _notebook_params(path: Path, profile: str, run_dir: Path, beta: float | None, seed: int | None,

@@ -113,3 +113,18 @@ def environment_report(config=None, device=None) -> str:
     versions = " ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "datasets", "dpo_lab") if v.get(k))
     profile = f"profile {config.profile} · " if config is not None else ""
     return f"{profile}device {where} · python {v['python']} · {versions}"
+
+
+PROGRESS_ENV = "DPO_LAB_PROGRESS"  # "0" turns the loops' progress bars off (set by `python -m dpo_lab run` for its kernels)
+
+
+def progress_bar(enabled: bool = True, **tqdm_kwargs):
+    """A tqdm bar (a widget in Jupyter), or None when disabled by the caller or by ``DPO_LAB_PROGRESS=0``.
+
+    Executed notebook copies would otherwise keep a frozen "0%" bar, since widget state is not saved.
+    """
+    if not enabled or os.environ.get(PROGRESS_ENV) == "0":
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(dynamic_ncols=True, **tqdm_kwargs)

@@ -19,7 +19,7 @@ from .batching import batch_stream
 from .checkpoints import resume_training, save_periodic_state
 from .collator import SFTDataCollator
 from .optim import build_optimizer, build_scheduler
-from .runtime import autocast, distributed, is_main_process, mean_across_processes, pick_device, seed_everything
+from .runtime import autocast, distributed, is_main_process, mean_across_processes, pick_device, progress_bar, seed_everything
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -155,11 +155,7 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
 
 
 def _progress(args, start_step: int):
-    if not args.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=args.steps, initial=start_step, desc="SFT", dynamic_ncols=True)
+    return progress_bar(args.progress, total=args.steps, initial=start_step, desc="SFT")
 
 
 def copy_model(model):

@@ -200,3 +200,15 @@ def test_environment_report_names_device_profile_and_versions():
     line = environment_report(dpo_lab.get_config("smoke"))
     for part in ("profile smoke", "device cpu", "fp32", "torch", "transformers", "trl"):
         assert part in line
+
+
+def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
+    from dpo_lab.runtime import PROGRESS_ENV, progress_bar
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    bar = progress_bar(True, total=3, disable=True)
+    assert bar is not None
+    bar.close()
+    assert progress_bar(False, total=3) is None
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert progress_bar(True, total=3) is None

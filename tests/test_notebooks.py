@@ -207,6 +207,8 @@ def test_smoke_lab_runs_all_four_then_another_beta(smoke_lab):
     assert set(timings) == executed
     for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
         assert _problems(path) == [], path.name
+        text = path.read_text(encoding="utf-8")
+        assert "0/4 [00:00" not in text, f"{path.name}: a frozen progress bar was saved in the executed copy"
 
 
 @pytest.mark.slow
