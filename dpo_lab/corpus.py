@@ -14,8 +14,13 @@ is known, so the lab can measure DPO's effect with a gold judge instead of GPT-4
 * ``eval_prompts`` (held-out helpful and harmless prompts) and ``redteam_prompts`` (held-out risky
   requests, plus benign look-alikes that should NOT be refused).
 
-Splits are by prompt: some topics and risky requests are held out entirely, and a share of the other
-prompts too; no prompt text appears in both train and test. Everything is generated from one seed
+Splits are by prompt: some topics and risky requests get NO training pair at all, and a share of the
+other prompts are held out too; no prompt text appears in both train and test. The SFT
+demonstrations, however, cover the held-out topics as well (on prompts of their own): a real base
+model has read about every subject before preference tuning, and a 4M-parameter model trained from
+scratch cannot prefer the right facts about a subject it never saw. So held-out pairs measure what
+DPO is meant to teach — whether the PREFERENCE (specific and correct over curt, vague or wrong; a
+polite refusal over compliance) transfers to subjects it had no preference pairs for. Everything is generated from one seed
 with a private ``random.Random``, so the same seed gives byte-identical files on any machine.
 
 Every row carries ``chosen_quality`` / ``rejected_quality`` on a 1–5 scale and the style names, the
@@ -36,10 +41,11 @@ from .atomic import atomic_directory
 from .corpus_facts import HELPFUL_TOPICS, LOOKALIKE_TOPICS, PLURAL_TOPICS, RISKY_REQUESTS
 from .data import ASSISTANT_TAG, HUMAN_TAG
 
-CORPUS_VERSION = "2"
+CORPUS_VERSION = "3"
 N_HELD_OUT_TOPICS = 7
 N_HELD_OUT_REQUESTS = 4
 HELD_OUT_PROMPT_SHARE = 0.08
+SFT_ONLY_SHARE = 0.4  # of a held-out topic's prompts: SFT demonstrations only, never a preference pair
 
 # ---------------------------------------------------------------------------------------------
 # Prompts
@@ -289,6 +295,11 @@ def build_corpus(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
         if prompt in seen_prompts:  # identical text can only come from identical templates; keep the first
             continue
         seen_prompts[prompt] = split
+        if held and rng.random() < SFT_ONLY_SHARE:
+            # the SFT data covers every topic (as a base model's pre-training would); the preference
+            # pairs never do for held-out topics, so held-out pairs test whether PREFERENCES transfer
+            splits["sft_train"].append(_sft_demo(meta, prompt, rng))
+            continue
         n_pairs = 1 + (rng.random() < (0.35 if meta["subset"] == "helpful" else 0.9))
         made: set[tuple[str, str]] = set()
         for _ in range(4 * n_pairs):  # a second pair for the same prompt must differ from the first

@@ -79,8 +79,17 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
     assert (ours_pc - ours_rc).abs().min().item() > 1e-2
 
     losses, chosen_rewards, rejected_rewards = dpo_lab.dpo_loss(ours_pc, ours_pr, ours_rc, ours_rr, BETA)
-    print(f"loss ours {losses.mean().item():.8f} TRL {trl_loss.item():.8f} |Δ| = {abs(losses.mean().item() - trl_loss.item()):.3g}")
-    assert abs(losses.mean().item() - trl_loss.item()) <= 1e-6
+    # (1) the loss FORMULA: fed TRL's own log-probs, our dpo_loss gives TRL's loss to fp32 rounding
+    formula = dpo_lab.dpo_loss(trl_pc, trl_pr, trl_rc, trl_rr, BETA)[0].mean().item()
+    # (2) end to end: the losses differ only by what the log-prob differences carry through;
+    #     |d loss_i / d logp| = beta * sigmoid(-beta * margin_i) <= beta for each of the four log-probs
+    carried = BETA * sum((o - t).abs() for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)))
+    diff = abs(losses.mean().item() - trl_loss.item())
+    print(f"loss ours {losses.mean().item():.8f} TRL {trl_loss.item():.8f} |Δ| = {diff:.3g}"
+          f" (carried by the log-prob differences: <= {carried.mean().item():.3g}); formula on TRL's logps |Δ| ="
+          f" {abs(formula - trl_loss.item()):.3g}")
+    assert abs(formula - trl_loss.item()) <= 1e-6
+    assert diff <= carried.mean().item() + 1e-7
     assert abs(losses.mean().item() - math.log(2)) > 1e-3
 
     metrics = dpo_lab.dpo_metrics(ours_pc, ours_pr, chosen_rewards, rejected_rewards, losses)
