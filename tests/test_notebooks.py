@@ -217,6 +217,9 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     summary = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
+    for row in summary["rows"]:  # the safety rates are measured for every model
+        assert {"perplexity", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"} <= set(row)
+        assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the second beta reused the reference log-prob cache and left the first beta's run as it was
     m01 = json.loads((run_dir / "03_dpo" / "beta_0.1" / "manifest.json").read_text())
