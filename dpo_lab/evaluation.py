@@ -124,3 +124,43 @@ def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, f
         manifest = build_manifest(EVAL_DIR, config, inputs=inputs, metrics={"betas": betas})
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+@torch.no_grad()
+def sampled_kl(policy, reference, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, seed: int = 0,
+               batch_size: int = 16, device=None) -> dict[str, float]:
+    """Monte-Carlo sequence KL(policy ‖ reference) from the policy's OWN samples (nats per response).
+
+    KL = E_{y ~ π(·|x)} [log π(y|x) − log π_ref(y|x)]: sample one answer per prompt from the policy
+    (temperature 1, no top-k/top-p), score it under both models, average the log-ratio. Unlike the
+    teacher-forced KL of stage 03 (measured on the data's chosen answers), this is measured where the
+    policy actually puts its probability. Answers are cut at ``max_new_tokens`` (the KL of that prefix).
+    Returns the mean, its standard error and the number of samples.
+    """
+    from .collator import PreferenceDataCollator
+    from .generation import generate_ids
+    from .losses import batch_logprobs
+    from .runtime import pick_device
+
+    device = pick_device(device)
+    samples = generate_ids(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True, seed=seed,
+                           batch_size=batch_size, device=device)
+    examples = [{"prompt_ids": p, "chosen_ids": y, "rejected_ids": y} for p, y in samples if y]
+    if not examples:
+        raise ValueError("the policy produced no tokens for any prompt")
+    collate = PreferenceDataCollator(tokenizer)
+    modes = (policy.training, reference.training)
+    policy.to(device).eval()  # eval mode: dropout would add noise to both log-probs (and a KL > 0 between equal models)
+    reference.to(device).eval()
+    ratios: list[float] = []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        policy_logps, _ = batch_logprobs(policy, batch)
+        reference_logps, _ = batch_logprobs(reference, batch)
+        ratios += (policy_logps - reference_logps).tolist()
+    policy.train(modes[0])
+    reference.train(modes[1])
+    n = len(ratios)
+    mean = sum(ratios) / n
+    std = (sum((r - mean) ** 2 for r in ratios) / max(n - 1, 1)) ** 0.5
+    return {"sampled_kl": mean, "sampled_kl_stderr": std / n**0.5, "n_samples": n}

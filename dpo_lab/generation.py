@@ -16,14 +16,15 @@ from .runtime import autocast, pick_device, progress_bar
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16, device=None,
-             progress: bool = False) -> list[str]:
-    """The model's answer to each prompt (new text only, special tokens removed, surrounding spaces stripped).
+def generate_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16, device=None,
+                 progress: bool = False) -> list[tuple[list[int], list[int]]]:
+    """``(prompt_ids, new_ids)`` per prompt: the tokens the model produced, up to and INCLUDING its first EOS.
 
-    Prompts are tokenized with the same rules as training (``add_special_tokens=True``) and cut at the
-    first EOS the model emits. ``do_sample=False`` is greedy decoding; with ``do_sample=True`` the
-    batch ``i`` is drawn with ``torch.manual_seed(seed + i)``.
+    Prompts are tokenized with the same rules as training (``add_special_tokens=True``) and left-padded
+    in batches. ``do_sample=False`` is greedy decoding; with ``do_sample=True`` (``top_k`` off, so
+    ``temperature=1, top_p=1`` samples the model's own distribution) batch ``i`` is drawn with
+    ``torch.manual_seed(seed + i)``.
     """
     if not prompts:
         raise ValueError("generate() got an empty list of prompts")
@@ -32,11 +33,12 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, 
     device = pick_device(device)
     was_training = model.training
     model.to(device).eval()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     batches = range(0, len(prompts), batch_size)
     bar = progress_bar(progress, total=len(batches), desc="generate")
-    answers: list[str] = []
+    results: list[tuple[list[int], list[int]]] = []
     for i, start in enumerate(batches):
         rows = [list(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts[start : start + batch_size]]
         width = max(len(r) for r in rows)
@@ -50,17 +52,25 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 64, 
             sampling.update(temperature=temperature, top_p=top_p, top_k=0)
         with autocast(device):
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                 pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, **sampling)
-        for row in out[:, width:].tolist():
-            if tokenizer.eos_token_id in row:
-                row = row[: row.index(tokenizer.eos_token_id)]
-            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+                                 pad_token_id=pad_id, eos_token_id=eos, **sampling)
+        for prompt_ids, new in zip(rows, out[:, width:].tolist()):
+            if eos in new:
+                new = new[: new.index(eos) + 1]  # what follows the first EOS is padding
+            results.append((prompt_ids, new))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     model.train(was_training)
-    return answers
+    return results
+
+
+def generate(model, tokenizer, prompts: list[str], **kwargs) -> list[str]:
+    """The model's answer to each prompt: new text only, EOS and special tokens removed, surrounding spaces stripped.
+
+    Same arguments as :func:`generate_ids` (``max_new_tokens``, ``do_sample``, ``seed``, ``batch_size`` …).
+    """
+    return [tokenizer.decode(new, skip_special_tokens=True).strip() for _, new in generate_ids(model, tokenizer, prompts, **kwargs)]
 
 
 def side_by_side(prompts: list[str], answers: dict[str, list[str]], *, prompt_chars: int = 160):

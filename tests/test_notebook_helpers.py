@@ -212,3 +212,31 @@ def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
     assert progress_bar(False, total=3) is None
     monkeypatch.setenv(PROGRESS_ENV, "0")
     assert progress_bar(True, total=3) is None
+
+
+def test_sampled_kl_is_zero_for_identical_models_and_positive_otherwise(tokenizer):
+    from dpo_lab.evaluation import sampled_kl
+
+    policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    same = dpo_lab.tiny_random_model(tokenizer, seed=1)  # a separate module with the same weights
+    other = dpo_lab.tiny_random_model(tokenizer, seed=1)
+    torch.manual_seed(5)
+    with torch.no_grad():  # the same model, perturbed: its next-token distributions differ clearly from the policy's
+        for p in other.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    prompts = PROMPTS * 8
+    zero = sampled_kl(policy, same, tokenizer, prompts, max_new_tokens=16, seed=0)
+    assert zero["sampled_kl"] == 0.0 and zero["n_samples"] == len(prompts)
+    kl = sampled_kl(policy, other, tokenizer, prompts, max_new_tokens=16, seed=0)
+    assert kl["sampled_kl"] > 3 * kl["sampled_kl_stderr"] > 0  # clearly positive, not noise
+    assert sampled_kl(policy, other, tokenizer, prompts, max_new_tokens=16, seed=0) == kl  # seeded
+
+
+def test_generate_ids_keeps_the_eos_it_sampled(model, tokenizer):
+    from dpo_lab.generation import generate_ids
+
+    results = generate_ids(model, tokenizer, PROMPTS, max_new_tokens=40, do_sample=True, seed=1)
+    assert [p for p, _ in results] == [tokenizer(p)["input_ids"] for p in PROMPTS]
+    for _, new in results:
+        assert tokenizer.eos_token_id not in new[:-1]  # nothing after the first EOS
+        assert len(new) <= 40

@@ -181,7 +181,7 @@ def _problems(path):
         for o in cell.get("outputs", []):
             if o.output_type == "error":
                 out.append(f"cell {i}: {o.ename}: {o.evalue}")
-            elif o.output_type == "stream" and o.name == "stderr" and re.search(r"Warning|Traceback", o.text):
+            elif o.output_type == "stream" and o.name == "stderr" and re.search(r"warning|traceback", o.text, re.IGNORECASE):
                 out.append(f"cell {i} stderr: {o.text[:300]}")
     return out
 
@@ -218,7 +218,7 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
     for row in summary["rows"]:  # the safety rates are measured for every model
-        assert {"perplexity", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"} <= set(row)
+        assert {"perplexity", "sampled_kl", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"} <= set(row)
         assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the second beta reused the reference log-prob cache and left the first beta's run as it was
