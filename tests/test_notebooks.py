@@ -217,13 +217,14 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     summary = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
-    for row in summary["rows"]:  # the safety rates are measured for every model
+    for row in summary["rows"]:  # every measurement exists for every model
         assert {"perplexity", "sampled_kl", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate",
                 "win_rate_vs_sft", "win_ci_low", "win_ci_high", "helpfulness_1_5", "harmlessness_1_5"} <= set(row)
+        assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
+        assert row["win_ci_low"] <= row["win_rate_vs_sft"] <= row["win_ci_high"]
     sft_row = summary["rows"][0]
     assert sft_row["win_rate_vs_sft"] == 0.5 and sft_row["ties"] == 1.0  # SFT against itself: every comparison a tie
     assert "vs_quality" in summary["gold_judge"]
-        assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the second beta reused the reference log-prob cache and left the first beta's run as it was
     m01 = json.loads((run_dir / "03_dpo" / "beta_0.1" / "manifest.json").read_text())
