@@ -94,11 +94,11 @@ def heldout_perplexity(model, tokenizer, pairs: list[dict[str, Any]], *, max_len
 
 
 def load_eval_model(folder: Path, device=None):
-    from transformers import AutoModelForCausalLM
-
+    """A saved model (SFT or a DPO beta) in eval mode, fp32 weights, on the lab's device."""
+    from .pipeline import load_reference_model
     from .runtime import pick_device
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(pick_device(device)).eval()
+    return load_reference_model(folder, pick_device(device)).eval()
 
 
 def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, figures: dict[str, Any] | None = None,
