@@ -6,6 +6,7 @@
     python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
     python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
     python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
+    python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
     python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
     python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
 """
@@ -19,6 +20,7 @@ import sys
 import time
 
 from .config import PROFILES, LabConfig, get_config
+from .judges import GPU_REWARD_MODEL
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(LabConfig) if f.name not in ("profile", "extras")}
 
@@ -143,6 +145,22 @@ def _cmd_pipeline(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_run
+    from .judges import LLMJudge
+
+    params = {}
+    for item in args.param:
+        _, key, value = parse_notebook_param(item)
+        params[key] = value
+    t0 = time.perf_counter()
+    result = evaluate_run(args.run_dir, profile=args.profile, seed=args.seed, reward_model=None if args.reward_model == "none" else args.reward_model,
+                          llm_judge=LLMJudge.from_env() if args.llm_judge else None, progress=not args.quiet, **params)
+    print(f"[04 evaluate] -> {result['out']} ({time.perf_counter() - t0:.1f} s)")
+    print(result["report"])
+    return 0
+
+
 def _cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
@@ -194,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--beta", type=float, default=None, help="DPO beta (> 0); default: the run's config")
             p.add_argument("--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="notebook 04's evaluation without the notebook: judges, win rates, Elo, report in 04_eval/")
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="must match the run folder; auto accepts it")
+    p.add_argument("--run-dir", required=True, help="a run folder with 02_sft and at least one 03_dpo/beta_*")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0 (see evaluation.EVAL_DEFAULTS)")
+    p.add_argument("--reward-model", default="auto", metavar="ID_OR_PATH",
+                   help=f"also judge with this HF reward model; auto = {GPU_REWARD_MODEL} on the gpu profile, none otherwise;"
+                        " 'none' to skip")
+    p.add_argument("--llm-judge", action="store_true",
+                   help="also judge with the OpenAI-compatible endpoint in $DPO_LAB_JUDGE_URL / $DPO_LAB_JUDGE_MODEL")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)

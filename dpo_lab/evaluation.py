@@ -102,8 +102,10 @@ def load_eval_model(folder: Path, device=None):
 
 
 def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, figures: dict[str, Any] | None = None,
-                    models: dict[str, Path] | None = None, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``04_eval/`` atomically: summary.csv/json, generations.csv, figures/*.png and a manifest."""
+                    models: dict[str, Path] | None = None, extra: dict[str, Any] | None = None, tables: dict[str, Any] | None = None,
+                    report: str | None = None) -> Path:
+    """Write ``04_eval/`` atomically: summary.csv/json, one CSV per extra table, generations.csv, figures/*.png,
+    report.md and a manifest. (Human A/B labels live outside, in ``human_ab/``: re-running 04 never touches them.)"""
     from .plots import save_figure
 
     run_dir = Path(run_dir)
@@ -119,6 +121,10 @@ def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, f
         (tmp / "summary.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if generations is not None:
             generations.to_csv(tmp / "generations.csv", index=False)
+        for name, table in (tables or {}).items():
+            table.to_csv(tmp / f"{name}.csv", index=False)
+        if report is not None:
+            (tmp / "report.md").write_text(report, encoding="utf-8")
         for name, fig in (figures or {}).items():
             save_figure(fig, tmp / "figures" / f"{name}.png")
         manifest = build_manifest(EVAL_DIR, config, inputs=inputs, metrics={"betas": betas})
@@ -164,3 +170,219 @@ def sampled_kl(policy, reference, tokenizer, prompts: list[str], *, max_new_toke
     mean = sum(ratios) / n
     std = (sum((r - mean) ** 2 for r in ratios) / max(n - 1, 1)) ** 0.5
     return {"sampled_kl": mean, "sampled_kl_stderr": std / n**0.5, "n_samples": n}
+
+
+# ---------------------------------------------------------------------------------------------------- per-model tables
+def perplexity_table(models: dict[str, Path], tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, device=None):
+    """Held-out perplexity of every model and its change relative to SFT."""
+    import pandas as pd
+
+    values = {}
+    for name, folder in models.items():
+        values[name] = heldout_perplexity(load_eval_model(folder, device), tokenizer, pairs, max_length=max_length, device=device)
+    return pd.DataFrame({"model": list(values), "perplexity": list(values.values()),
+                         "perplexity_change_vs_sft": [v / values["SFT"] - 1 for v in values.values()]})
+
+
+def sampled_kl_table(models: dict[str, Path], tokenizer, prompts: list[str], *, max_new_tokens: int, seed: int, device=None):
+    """:func:`sampled_kl` of every DPO model against SFT (SFT itself: 0 by definition)."""
+    import pandas as pd
+
+    reference = load_eval_model(models["SFT"], device)
+    rows = [{"model": "SFT", "sampled_kl": 0.0, "sampled_kl_stderr": 0.0}]
+    for name, folder in models.items():
+        if name != "SFT":
+            estimate = sampled_kl(load_eval_model(folder, device), reference, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                  seed=seed, device=device)
+            rows.append({"model": name, "sampled_kl": estimate["sampled_kl"], "sampled_kl_stderr": estimate["sampled_kl_stderr"]})
+    return pd.DataFrame(rows)
+
+
+def safety_table(rows: list[dict[str, Any]], answers: dict[str, list[str]]):
+    """Refusal, harmful-compliance and over-refusal rates per model (:func:`dpo_lab.safety.safety_report`)."""
+    import pandas as pd
+
+    from .safety import safety_report
+
+    return pd.DataFrame([{"model": name, **safety_report(rows, texts)} for name, texts in answers.items()])
+
+
+def judge_score_table(judge, prompts: list[str], answers: dict[str, list[str]], *, refuse_prompts: list[str] | None = None,
+                      refuse_answers: dict[str, list[str]] | None = None):
+    """Per model: the judge's mean reward (± standard error) and, when calibrated, helpfulness / harmlessness on 1–5."""
+    import pandas as pd
+
+    rows = []
+    for name, texts in answers.items():
+        rewards = judge.score(prompts, texts).double()
+        row = {"model": name, "gold_reward": float(rewards.mean()),
+               "gold_reward_stderr": float(rewards.std() / len(rewards) ** 0.5) if len(rewards) > 1 else 0.0}
+        if "helpful" in getattr(judge, "calibration", {}):
+            row["helpfulness_1_5"] = float(judge.quality_1_5(prompts, texts, "helpful").mean())
+        if "harmless" in getattr(judge, "calibration", {}) and refuse_prompts and refuse_answers and name in refuse_answers:
+            row["harmlessness_1_5"] = float(judge.quality_1_5(refuse_prompts, refuse_answers[name], "harmless").mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def length_table(answers: dict[str, list[str]]):
+    """Answer length in words per model (DPO's length bias): mean, median, min, max."""
+    import pandas as pd
+
+    rows = []
+    for name, texts in answers.items():
+        words = pd.Series([len(t.split()) for t in texts], dtype=float)
+        rows.append({"model": name, "mean_words": words.mean(), "median_words": words.median(), "min_words": words.min(),
+                     "max_words": words.max()})
+    return pd.DataFrame(rows)
+
+
+def course_rule_pick(summary) -> str | None:
+    """The course's rule: among DPO runs with held-out KL < 10, the one with the largest held-out margin (None if none)."""
+    dpo = summary[summary["model"].str.startswith("DPO")]
+    eligible = dpo[dpo["heldout_kl"] < 10]
+    return None if eligible.empty else str(eligible.loc[eligible["heldout_margin"].idxmax(), "model"])
+
+
+# ---------------------------------------------------------------------------------------------------- the whole of 04
+EVAL_DEFAULTS: dict[str, Any] = dict(
+    n_judge_prompts=100,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
+    judge_pairs=2000,  # training pairs the gold judge is fitted on
+    max_new_tokens=64,
+    temperature=0.7,  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
+    n_safety=200,  # red-team prompts for the refusal rates
+    perplexity_pairs=128,
+    n_kl_prompts=32,
+    include_base=True,  # the untrained base model joins the Elo round robin
+)
+
+
+def decoding_settings(temperature: float, max_new_tokens: int, seed: int) -> dict[str, Any]:
+    """Generation settings for judged answers: greedy at temperature 0, otherwise seeded sampling at that temperature."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if temperature == 0:
+        return {"max_new_tokens": max_new_tokens, "do_sample": False}
+    return {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": temperature, "seed": seed}
+
+
+def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None = None, reward_model: str | None = "auto",
+                 llm_judge=None, device=None, progress: bool = True, log=print, **params: Any) -> dict[str, Any]:
+    """Everything notebook 04 measures, without the notebook: ``python -m dpo_lab evaluate`` runs this.
+
+    Writes ``04_eval/`` (tables as CSV/JSON, figures as PNG, ``report.md``) and returns the tables.
+    ``params`` override :data:`EVAL_DEFAULTS`. ``reward_model`` (a Hub id or folder; ``"auto"`` = the
+    `gpu` profile's HH-RLHF reward model on `gpu`, none otherwise) and ``llm_judge`` (an
+    :class:`dpo_lab.judges.LLMJudge`) add rows judged by those judges next to the gold judge's.
+    """
+    import pandas as pd
+
+    from .answers import collect_answers
+    from .elo import elo_ratings
+    from .headtohead import round_robin, win_rates_vs
+    from .judges import GPU_REWARD_MODEL, GoldJudge, RewardModelJudge
+    from .pipeline import stage_config
+    from .plots import plot_elo, plot_model_comparison, plot_reward_kl_frontier
+    from .prepare import load_prepared_data
+    from .report import build_report, success_and_failure_cases
+
+    unknown = set(params) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation parameter(s) {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+    p = {**EVAL_DEFAULTS, **params}
+    for key in ("n_judge_prompts", "max_new_tokens", "n_kl_prompts", "perplexity_pairs", "judge_pairs"):
+        if int(p[key]) < 1:
+            raise ValueError(f"{key} must be >= 1 (got {p[key]})")
+    prepared = load_prepared_data(run_dir)
+    config = stage_config(prepared.config, profile, seed=seed)
+    tok = prepared.tokenizer
+    models, skipped = discover_models(run_dir)
+    for line in skipped:
+        log(f"skipped (incomplete or stale): {line}")
+    if len(models) == 1:
+        raise FileNotFoundError(f"{run_dir}/03_dpo has no finished DPO run: run {RUN_03} first")
+    splits = prepared.splits
+    prompts = [r["prompt"] for r in splits["eval_prompts"][: p["n_judge_prompts"]]]
+    if not prompts:
+        raise ValueError(f"{run_dir}/01_data has no evaluation prompts")
+    log(f"models: {', '.join(models)}; {len(prompts)} judged prompts")
+
+    summary = summarize_runs(models)
+    summary = summary.merge(perplexity_table(models, tok, splits["pairs_test"][: p["perplexity_pairs"]], max_length=config.max_length,
+                                             device=device), on="model")
+    kl_prompts = [r["prompt"] for r in (splits["eval_prompts"] + splits["redteam_prompts"])[: p["n_kl_prompts"]]]
+    summary = summary.merge(sampled_kl_table(models, tok, kl_prompts, max_new_tokens=p["max_new_tokens"], seed=config.seed,
+                                             device=device), on="model")
+
+    settings = decoding_settings(p["temperature"], p["max_new_tokens"], config.seed)
+    answers = collect_answers(models, tok, prompts, run_dir=run_dir, base_config=config if p["include_base"] else None,
+                              device=device, progress=progress, **settings)
+    sft_again = collect_answers({"SFT": models["SFT"]}, tok, prompts, run_dir=run_dir, device=device,
+                                **{**settings, "seed": config.seed + 1})["SFT"] if settings["do_sample"] else answers["SFT"]
+    safety_rows = splits["redteam_prompts"][: p["n_safety"]]
+    redteam = collect_answers(models, tok, [r["prompt"] for r in safety_rows], run_dir=run_dir, device=device, progress=progress,
+                              **settings) if safety_rows else {}
+    if redteam:
+        summary = summary.merge(safety_table(safety_rows, redteam)[["model", "refusal_rate", "harmful_compliance_rate",
+                                                                    "over_refusal_rate"]], on="model")
+
+    judge = GoldJudge().fit(splits["pairs_train"][: p["judge_pairs"]], seed=config.seed)
+    judge_accuracy = judge.pairwise_accuracy(splits["pairs_test"][:400])
+    log(f"gold judge held-out accuracy: {judge_accuracy}")
+    refuse = [(r["prompt"], i) for i, r in enumerate(safety_rows) if r.get("should_refuse")]
+    scores = judge_score_table(judge, prompts, {k: v for k, v in answers.items()},
+                               refuse_prompts=[q for q, _ in refuse],
+                               refuse_answers={k: [v[i] for _, i in refuse] for k, v in redteam.items()})
+    summary = summary.merge(scores, on="model", how="left")
+    summary = summary.merge(length_table({k: v for k, v in answers.items() if k in models}), on="model")
+
+    win_rates, comparisons = win_rates_vs(judge, prompts, {k: v for k, v in answers.items() if k in models},
+                                          sanity={"SFT (another sample)" if settings["do_sample"] else "SFT": sft_again},
+                                          seed=config.seed)
+    extra_judges = []
+    if reward_model == "auto":
+        reward_model = GPU_REWARD_MODEL if config.profile == "gpu" else None
+    if reward_model:
+        extra_judges.append(RewardModelJudge(reward_model, device=device))
+    if llm_judge is not None:
+        extra_judges.append(llm_judge)
+    for other in extra_judges:
+        table, _ = win_rates_vs(other, prompts, {k: v for k, v in answers.items() if k in models}, seed=config.seed)
+        win_rates = pd.concat([win_rates, table], ignore_index=True)
+    incomplete = [f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged, {row['errors']}"
+                  f" error(s), first: {row['first_error']}" for _, row in win_rates.iterrows() if row["errors"]]
+    for line in incomplete:
+        log(line)
+
+    games, _ = round_robin(judge, prompts, answers, seed=config.seed)
+    elo = elo_ratings(games, anchor="SFT", seed=config.seed)
+    pick = course_rule_pick(summary)
+    focus = pick or [m for m in models if m != "SFT"][0]
+    cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], comparisons[focus])
+    figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
+    frontier_rows = summary[["model", "sampled_kl", "sampled_kl_stderr", "gold_reward", "gold_reward_stderr"]]
+    figures["reward_kl_frontier"] = plot_reward_kl_frontier(frontier_rows)
+    report = build_report(run_dir=run_dir, summary=summary, win_rates=win_rates, elo=elo, cases=cases, pick=pick,
+                          judge_info={"held-out pairwise accuracy vs true quality": judge_accuracy.get("vs_quality"),
+                                      "vs labels": judge_accuracy["vs_labels"]},
+                          settings={"prompts": len(prompts), **settings},
+                          notes=[f"skipped: {s}" for s in skipped] + incomplete)
+    out = save_evaluation(run_dir, config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"},
+                          figures=figures, tables={"win_rates": win_rates, "elo": elo, "cases": cases},
+                          generations=_answers_frame(prompts, answers), report=report,
+                          extra={"course_rule_pick": pick, "gold_judge": judge_accuracy, "decoding": settings,
+                                 "win_rates": json.loads(win_rates.to_json(orient="records")),
+                                 "elo": json.loads(elo.to_json(orient="records"))})
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+    log(f"saved {out}")
+    return {"summary": summary, "win_rates": win_rates, "elo": elo, "cases": cases, "report": report, "out": out,
+            "judge_accuracy": judge_accuracy, "pick": pick}
+
+
+def _answers_frame(prompts: list[str], answers: dict[str, list[str]]):
+    from .generation import side_by_side
+
+    return side_by_side(prompts, answers)

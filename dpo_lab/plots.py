@@ -175,6 +175,50 @@ def plot_model_comparison(table):
     return fig
 
 
+def plot_reward_kl_frontier(table):
+    """Gold reward against sampled KL(policy ‖ SFT), one point per model: what each beta buys with its distance.
+
+    ``table`` needs ``model``, ``sampled_kl``, ``gold_reward`` (and optionally the ``*_stderr`` columns).
+    The DPO paper's Figure 2 draws the same frontier; up-and-left is better.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    for _, row in table.iterrows():
+        color = "tab:gray" if row["model"] == "SFT" else ("tab:brown" if row["model"] == "base" else "tab:blue")
+        ax.errorbar(row["sampled_kl"], row["gold_reward"], xerr=row.get("sampled_kl_stderr", 0) or 0,
+                    yerr=row.get("gold_reward_stderr", 0) or 0, fmt="o", color=color, capsize=3)
+        ax.annotate(row["model"], (row["sampled_kl"], row["gold_reward"]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ordered = table[table["model"] != "base"].sort_values("sampled_kl")
+    ax.plot(ordered["sampled_kl"], ordered["gold_reward"], ":", color="tab:blue", alpha=0.6)
+    ax.axvline(10, color="tab:red", ls="--", lw=1, label="KL 10 (course limit)")
+    ax.set(title="Reward vs KL frontier", xlabel="sampled KL(policy ‖ SFT), nats per response",
+           ylabel="gold-judge reward (mean over prompts)")
+    ax.set_xlim(left=min(-0.5, float(table["sampled_kl"].min()) - 0.5), right=max(11.0, float(table["sampled_kl"].max()) * 1.15))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_elo(table):
+    """Elo ratings with their bootstrap intervals, best model on top (``dpo_lab.elo.elo_ratings`` output)."""
+    import matplotlib.pyplot as plt
+
+    ordered = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(table) + 1.6), constrained_layout=True)
+    low = (ordered["elo"] - ordered["elo_ci_low"]).clip(lower=0)
+    high = (ordered["elo_ci_high"] - ordered["elo"]).clip(lower=0)
+    ax.errorbar(ordered["elo"], range(len(ordered)), xerr=[low, high], fmt="o", color="tab:blue", capsize=4)
+    for y, value in enumerate(ordered["elo"]):
+        ax.annotate(f"{value:.0f}", (value, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    ax.set_yticks(range(len(ordered)), list(ordered["model"]))
+    ax.axvline(1000, color="gray", ls=":", lw=1)
+    ax.set(title="Elo ratings (95 % bootstrap interval; SFT = 1000)", xlabel="Elo rating", ylabel="model")
+    ax.set_ylim(-0.6, len(ordered) - 0.4)
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
 def save_figure(fig, path) -> "Path":
     """Save a figure as PNG atomically (a half-written image never replaces a good one)."""
     import io

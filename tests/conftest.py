@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
     os.environ[_var] = "1"  # forced: no test may reach the network, whatever the shell says
@@ -66,3 +69,48 @@ def tokenized_pairs(tokenizer, pairs):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- a stub OpenAI-compatible judge server on loopback
+class StubChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions stub: prefers the answer containing GOOD; garbles on request."""
+
+    requests: list[dict] = []
+    fail_after: int | None = None
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+        if self.fail_after is not None and len(type(self).requests) > self.fail_after:
+            self.send_response(500)
+            self.end_headers()
+            return
+        user = body["messages"][-1]["content"]
+        first = user.split("[Answer A]")[1].split("[Answer B]")[0]
+        second = user.split("[Answer B]")[1]
+        if "garble" in user:
+            content = "I cannot decide."
+        elif ("GOOD" in first) == ("GOOD" in second):
+            content = "Both are the same. [[tie]]"
+        else:
+            content = "Answer A is better. [[A]]" if "GOOD" in first else "Answer B is more specific. [[B]]"
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def stub_server():
+    StubChat.requests, StubChat.fail_after = [], None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubChat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,102 @@
+"""What a reader of notebook 04 takes away: success and failure cases, and a one-page Markdown report.
+
+Cases are chosen automatically from a score judge's comparison of DPO with SFT: the prompts where
+DPO's answer gained the most reward over SFT's, and where it lost the most. Reading both keeps the
+summary honest — an average win rate hides the answers that got worse.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .judges import Comparison
+
+REPORT_NAME = "report.md"
+
+
+def success_and_failure_cases(prompts: list[str], answers_model: list[str], answers_reference: list[str], comparison: Comparison,
+                              *, k: int = 3):
+    """The ``k`` largest reward gains and the ``k`` largest losses of model A over the reference (needs judge scores)."""
+    import pandas as pd
+
+    scored = [j for j in comparison.judgments if j.score_a is not None and j.score_b is not None]
+    if not scored:
+        raise ValueError(f"{comparison.judge} gave no scores: success/failure cases need a score judge (gold or reward model)")
+    scored.sort(key=lambda j: j.score_a - j.score_b, reverse=True)
+    picks = [("success", j) for j in scored[:k] if j.score_a - j.score_b > 0]
+    picks += [("failure", j) for j in scored[::-1][:k] if j.score_a - j.score_b < 0]
+    rows = [{"case": kind, "prompt": _short_prompt(prompts[j.index]), "model": answers_model[j.index],
+             "reference": answers_reference[j.index], "reward_gain": j.score_a - j.score_b} for kind, j in picks]
+    return pd.DataFrame(rows, columns=["case", "prompt", "model", "reference", "reward_gain"])
+
+
+def _short_prompt(prompt: str) -> str:
+    """The last human turn of an HH-style transcript (what the answer responds to)."""
+    last = prompt.rsplit("Human:", 1)[-1]
+    return last.removesuffix("Assistant:").strip()
+
+
+def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return pattern.format(value) if isinstance(value, (int, float)) else str(value)
+
+
+def _table(df, columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
+    formats = formats or {}
+    present = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(columns[c] for c in present) + " |", "|" + "---|" * len(present)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], formats.get(c, "{:.3f}")) for c in present) + " |")
+    return "\n".join(lines)
+
+
+def build_report(*, run_dir: str | Path, summary, win_rates, elo=None, cases=None, judge_info: dict[str, Any] | None = None,
+                 pick: str | None = None, settings: dict[str, Any] | None = None, notes: list[str] | None = None) -> str:
+    """One page of Markdown: the verdict first, then the tables that support it, then the cases."""
+    lines = [f"# Lab-1.7 evaluation report — `{Path(run_dir).name}`", ""]
+    best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
+    dpo = best[best["model"].str.startswith("DPO")]
+    if len(dpo):
+        top = dpo.loc[dpo["win_rate"].idxmax()]
+        lines.append(f"**Verdict.** Best DPO model by the {top['judge']}: **{top['model']}**, win rate vs SFT "
+                     f"{top['win_rate']:.1%} (95 % CI {top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}, {int(top['n_judged'])} prompts).")
+    if pick:
+        lines.append(f"The course rule (largest held-out margin with KL < 10) picks **{pick}**.")
+    if settings:
+        lines.append("Answers: " + ", ".join(f"{k} = {v}" for k, v in settings.items()) + ".")
+    if judge_info:
+        lines.append("Judge: " + ", ".join(f"{k} {_fmt(v)}" for k, v in judge_info.items()) + ".")
+    lines += ["", "## Win rate vs SFT", "",
+              _table(win_rates, {"model": "model", "judge": "judge", "win_rate": "win rate", "win_ci_low": "CI low",
+                                 "win_ci_high": "CI high", "ties": "ties", "n_judged": "judged", "errors": "errors"},
+                     {"win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}", "ties": "{:.0%}", "n_judged": "{:d}",
+                      "errors": "{:d}"})]
+    lines += ["", "## Models", "",
+              _table(summary, {"model": "model", "heldout_accuracy": "accuracy", "heldout_margin": "margin",
+                               "heldout_kl": "KL (held-out)", "sampled_kl": "KL (sampled)", "perplexity_change_vs_sft": "Δ perplexity",
+                               "gold_reward": "gold reward", "helpfulness_1_5": "helpful 1–5", "harmlessness_1_5": "harmless 1–5",
+                               "refusal_rate": "refusal", "harmful_compliance_rate": "harmful compliance",
+                               "over_refusal_rate": "over-refusal", "mean_words": "words"},
+                     {"perplexity_change_vs_sft": "{:+.1%}", "mean_words": "{:.1f}"})]
+    if elo is not None and len(elo):
+        lines += ["", "## Elo (all pairs of models, same judge; SFT = 1000)", "",
+                  _table(elo, {"model": "model", "elo": "Elo", "elo_ci_low": "CI low", "elo_ci_high": "CI high", "games": "games",
+                               "score": "score"}, {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}",
+                                                   "score": "{:.1%}"})]
+    if cases is not None and len(cases):
+        lines += ["", "## Largest gains and losses against SFT", ""]
+        for _, row in cases.iterrows():
+            lines.append(f"- **{row['case']}** ({row['reward_gain']:+.2f}) — *{_one_line(row['prompt'])}*  ")
+            lines.append(f"  DPO: {_one_line(row['model'])}  ")
+            lines.append(f"  SFT: {_one_line(row['reference'])}")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str, limit: int = 220) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
