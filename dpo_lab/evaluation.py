@@ -117,7 +117,8 @@ def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, f
     with atomic_directory(out) as tmp:
         summary.to_csv(tmp / "summary.csv", index=False)
         records = json.loads(summary.to_json(orient="records"))
-        payload = {"models": list(summary["model"]), "betas": betas, "rows": records, **(extra or {})}
+        extra = {k: json.loads(v.to_json(orient="records")) if hasattr(v, "to_json") else v for k, v in (extra or {}).items()}
+        payload = {"models": list(summary["model"]), "betas": betas, "rows": records, **extra}
         (tmp / "summary.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if generations is not None:
             generations.to_csv(tmp / "generations.csv", index=False)
@@ -248,7 +249,7 @@ def course_rule_pick(summary) -> str | None:
 EVAL_DEFAULTS: dict[str, Any] = dict(
     n_judge_prompts=100,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
     judge_pairs=2000,  # training pairs the gold judge is fitted on
-    max_new_tokens=64,
+    max_new_tokens=128,  # complete answers: the corpus' best (structured) answers run up to ~100 tokens
     temperature=0.7,  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
     n_safety=200,  # red-team prompts for the refusal rates
     perplexity_pairs=128,
@@ -371,8 +372,7 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
                           figures=figures, tables={"win_rates": win_rates, "elo": elo, "cases": cases},
                           generations=_answers_frame(prompts, answers), report=report,
                           extra={"course_rule_pick": pick, "gold_judge": judge_accuracy, "decoding": settings,
-                                 "win_rates": json.loads(win_rates.to_json(orient="records")),
-                                 "elo": json.loads(elo.to_json(orient="records"))})
+                                 "win_rates": win_rates, "elo": elo})
     import matplotlib.pyplot as plt
 
     for fig in figures.values():

@@ -218,13 +218,20 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
     for row in summary["rows"]:  # every measurement exists for every model
-        assert {"perplexity", "sampled_kl", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate",
-                "win_rate_vs_sft", "win_ci_low", "win_ci_high", "helpfulness_1_5", "harmlessness_1_5"} <= set(row)
+        assert {"perplexity", "sampled_kl", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate", "gold_reward",
+                "gold_reward_stderr", "helpfulness_1_5", "harmlessness_1_5", "mean_words"} <= set(row)
         assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
-        assert row["win_ci_low"] <= row["win_rate_vs_sft"] <= row["win_ci_high"]
-    sft_row = summary["rows"][0]
-    assert sft_row["win_rate_vs_sft"] == 0.5 and sft_row["ties"] == 1.0  # SFT against itself: every comparison a tie
+    rates = {(r["judge"], r["model"]): r for r in summary["win_rates"]}
+    assert set(rates) == {("gold judge", "SFT (another sample)"), ("gold judge", "DPO β=0.1"), ("gold judge", "DPO β=0.5")}
+    for r in rates.values():
+        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] and r["errors"] == 0
+    assert summary["decoding"]["do_sample"] is True
+    assert {r["model"] for r in summary["elo"]} == {"base", "SFT", "DPO β=0.1", "DPO β=0.5"}
     assert "vs_quality" in summary["gold_judge"]
+    for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png"):
+        assert (run_dir / "04_eval" / name).exists(), name
+    assert "## Win rate vs SFT" in (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
+    assert not (run_dir / "human_ab").exists() or not any((run_dir / "human_ab").glob("*.json"))  # nobody clicked
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the second beta reused the reference log-prob cache and left the first beta's run as it was
     m01 = json.loads((run_dir / "03_dpo" / "beta_0.1" / "manifest.json").read_text())
@@ -235,3 +242,18 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     for name in ("01_length_distributions.png", "02_sft_curves.png", "03_dpo_curves_beta_0.1.png",
                  "03_dpo_curves_beta_0.5.png", "03_overoptimization_beta_0.5.png"):
         assert (run_dir / "figures" / name).exists(), name
+
+
+@pytest.mark.slow
+def test_evaluate_command_reproduces_notebook_04(smoke_lab):
+    """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same numbers."""
+    run_dir, _, _ = smoke_lab
+    from dpo_lab.evaluation import evaluate_run
+
+    notebook = json.loads((run_dir / "04_eval" / "summary.json").read_text())
+    result = evaluate_run(run_dir, n_judge_prompts=100, judge_pairs=2000, progress=False, log=lambda *_: None)
+    cli = json.loads((run_dir / "04_eval" / "summary.json").read_text())
+    assert cli["models"] == notebook["models"] and cli["course_rule_pick"] == notebook["course_rule_pick"]
+    for key in ("win_rates", "elo", "rows"):
+        assert json.dumps(cli[key], sort_keys=True) == json.dumps(notebook[key], sort_keys=True), key
+    assert result["report"] == (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
