@@ -114,3 +114,15 @@ def stub_server():
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
+
+
+def make_smoke_run(run_dir, betas=()):
+    """A smoke-profile run folder: 01_data and 02_sft, then stage 03 at each beta given (seconds, not minutes)."""
+    from dpo_lab.pipeline import run_dpo_stage, run_sft_stage
+    from dpo_lab.prepare import prepare_data, save_prepared_data
+
+    save_prepared_data(prepare_data(dpo_lab.get_config("smoke", run_dir=str(run_dir))))
+    run_sft_stage(run_dir, progress=False)
+    for beta in betas:
+        run_dpo_stage(run_dir, beta=beta, progress=False)
+    return run_dir

@@ -8,17 +8,15 @@ import shutil
 import pandas as pd
 import pytest
 
-import dpo_lab
 from dpo_lab.answers import cached_answers
 from dpo_lab.cli import main
 from dpo_lab.evaluation import decoding_settings, evaluate_run
 from dpo_lab.judges import Comparison, Judgment
 from dpo_lab.models import tiny_random_model
-from dpo_lab.pipeline import run_dpo_stage, run_sft_stage
-from dpo_lab.prepare import prepare_data, save_prepared_data
+from dpo_lab.pipeline import run_dpo_stage
 from dpo_lab.report import success_and_failure_cases
 
-from conftest import StubChat
+from conftest import StubChat, make_smoke_run
 
 PROMPTS = ["\n\nHuman: What is a rainbow?\n\nAssistant:", "\n\nHuman: How do magnets work?\n\nAssistant:"]
 
@@ -68,11 +66,7 @@ def test_success_and_failure_cases_are_the_largest_gains_and_losses():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """A smoke run folder with 01_data and 02_sft only (no DPO yet)."""
-    run_dir = tmp_path_factory.mktemp("eval") / "smoke"
-    config = dpo_lab.get_config("smoke", run_dir=str(run_dir))
-    save_prepared_data(prepare_data(config))
-    run_sft_stage(run_dir, progress=False)
-    return run_dir
+    return make_smoke_run(tmp_path_factory.mktemp("eval") / "smoke")
 
 
 def test_evaluate_without_a_dpo_run_is_a_clear_error(smoke_run, capsys):

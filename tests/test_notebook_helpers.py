@@ -118,16 +118,9 @@ def test_stage_config_refuses_a_profile_other_than_the_run_folders():
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
-    from dpo_lab.pipeline import run_dpo_stage, run_sft_stage
-    from dpo_lab.prepare import prepare_data, save_prepared_data
+    from conftest import make_smoke_run
 
-    run_dir = tmp_path_factory.mktemp("eval") / "run"
-    config = dpo_lab.get_config("smoke", run_dir=str(run_dir))
-    save_prepared_data(prepare_data(config))
-    run_sft_stage(run_dir, progress=False)
-    for beta in (0.5, 0.1):
-        run_dpo_stage(run_dir, beta=beta, progress=False)
-    return run_dir
+    return make_smoke_run(tmp_path_factory.mktemp("eval") / "run", betas=(0.5, 0.1))
 
 
 def test_discover_models_orders_betas_and_skips_broken_runs(evaluated_run, tmp_path):
