@@ -222,10 +222,10 @@ class GoldJudge(ScoreJudge):
         """Share of pairs where the judge prefers the labelled chosen answer, and (with quality fields) the truly better one."""
         prompts = [p["prompt"] for p in pairs]
         margin = self.score(prompts, [p["chosen"] for p in pairs]) - self.score(prompts, [p["rejected"] for p in pairs])
-        out = {"vs_labels": float((margin > 0).float().mean()), "n": len(pairs)}
+        out = {"vs_labels": round(float((margin > 0).float().mean()), 4), "n": len(pairs)}
         if all("chosen_quality" in p for p in pairs):
             truth = torch.tensor([p["chosen_quality"] > p["rejected_quality"] for p in pairs])
-            out["vs_quality"] = float(((margin > 0) == truth).float().mean())
+            out["vs_quality"] = round(float(((margin > 0) == truth).float().mean()), 4)
         return out
 
     # ------------------------------------------------------------------ persistence
