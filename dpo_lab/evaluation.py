@@ -238,6 +238,13 @@ def length_table(answers: dict[str, list[str]]):
     return pd.DataFrame(rows)
 
 
+def with_win_rates(summary, win_rates, judge: str = "gold judge"):
+    """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one table."""
+    rows = win_rates[(win_rates["judge"] == judge) & win_rates["model"].isin(summary["model"])]
+    columns = {"win_rate": "win_rate_vs_sft", "win_ci_low": "win_ci_low", "win_ci_high": "win_ci_high"}
+    return summary.merge(rows[["model", *columns]].rename(columns=columns), on="model", how="left")
+
+
 def course_rule_pick(summary) -> str | None:
     """The course's rule: among DPO runs with held-out KL < 10, the one with the largest held-out margin (None if none)."""
     dpo = summary[summary["model"].str.startswith("DPO")]
@@ -355,6 +362,7 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     for line in incomplete:
         log(line)
 
+    summary = with_win_rates(summary, win_rates)
     games, _ = round_robin(judge, prompts, answers, seed=config.seed)
     elo = elo_ratings(games, anchor="SFT", seed=config.seed)
     pick = course_rule_pick(summary)

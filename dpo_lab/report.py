@@ -28,8 +28,9 @@ def success_and_failure_cases(prompts: list[str], answers_model: list[str], answ
     picks = [("success", j) for j in scored[:k] if j.score_a - j.score_b > 0]
     picks += [("failure", j) for j in scored[::-1][:k] if j.score_a - j.score_b < 0]
     rows = [{"case": kind, "prompt": _short_prompt(prompts[j.index]), "model": answers_model[j.index],
-             "reference": answers_reference[j.index], "reward_gain": j.score_a - j.score_b} for kind, j in picks]
-    return pd.DataFrame(rows, columns=["case", "prompt", "model", "reference", "reward_gain"])
+             "reference": answers_reference[j.index], "model_reward": j.score_a, "reference_reward": j.score_b,
+             "reward_gain": j.score_a - j.score_b} for kind, j in picks]
+    return pd.DataFrame(rows, columns=["case", "prompt", "model", "reference", "model_reward", "reference_reward", "reward_gain"])
 
 
 def _short_prompt(prompt: str) -> str:
@@ -75,12 +76,12 @@ def build_report(*, run_dir: str | Path, summary, win_rates, elo=None, cases=Non
                      {"win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}", "ties": "{:.0%}", "n_judged": "{:d}",
                       "errors": "{:d}"})]
     lines += ["", "## Models", "",
-              _table(summary, {"model": "model", "heldout_accuracy": "accuracy", "heldout_margin": "margin",
+              _table(summary, {"model": "model", "win_rate_vs_sft": "win vs SFT", "heldout_accuracy": "accuracy", "heldout_margin": "margin",
                                "heldout_kl": "KL (held-out)", "sampled_kl": "KL (sampled)", "perplexity_change_vs_sft": "Δ perplexity",
                                "gold_reward": "gold reward", "helpfulness_1_5": "helpful 1–5", "harmlessness_1_5": "harmless 1–5",
                                "refusal_rate": "refusal", "harmful_compliance_rate": "harmful compliance",
                                "over_refusal_rate": "over-refusal", "mean_words": "words"},
-                     {"perplexity_change_vs_sft": "{:+.1%}", "mean_words": "{:.1f}"})]
+                     {"perplexity_change_vs_sft": "{:+.1%}", "mean_words": "{:.1f}", "win_rate_vs_sft": "{:.1%}"})]
     if elo is not None and len(elo):
         lines += ["", "## Elo (all pairs of models, same judge; SFT = 1000)", "",
                   _table(elo, {"model": "model", "elo": "Elo", "elo_ci_low": "CI low", "elo_ci_high": "CI high", "games": "games",
@@ -89,9 +90,9 @@ def build_report(*, run_dir: str | Path, summary, win_rates, elo=None, cases=Non
     if cases is not None and len(cases):
         lines += ["", "## Largest gains and losses against SFT", ""]
         for _, row in cases.iterrows():
-            lines.append(f"- **{row['case']}** ({row['reward_gain']:+.2f}) — *{_one_line(row['prompt'])}*  ")
-            lines.append(f"  DPO: {_one_line(row['model'])}  ")
-            lines.append(f"  SFT: {_one_line(row['reference'])}")
+            lines.append(f"- **{row['case']}** (reward gain {row['reward_gain']:+.2f}) — *{_one_line(row['prompt'])}*  ")
+            lines.append(f"  DPO ({row['model_reward']:.2f}): {_one_line(row['model'])}  ")
+            lines.append(f"  SFT ({row['reference_reward']:.2f}): {_one_line(row['reference'])}")
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"

@@ -225,6 +225,8 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert set(rates) == {("gold judge", "SFT (another sample)"), ("gold judge", "DPO β=0.1"), ("gold judge", "DPO β=0.5")}
     for r in rates.values():
         assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] and r["errors"] == 0
+    for row in summary["rows"][1:]:  # the beta table carries each DPO model's gold-judge win rate vs SFT
+        assert row["win_ci_low"] <= row["win_rate_vs_sft"] <= row["win_ci_high"]
     assert summary["decoding"]["do_sample"] is True
     assert {r["model"] for r in summary["elo"]} == {"base", "SFT", "DPO β=0.1", "DPO β=0.5"}
     assert "vs_quality" in summary["gold_judge"]
