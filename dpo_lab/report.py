@@ -69,7 +69,7 @@ def build_report(*, run_dir: str | Path, summary, win_rates, elo=None, cases=Non
     if settings:
         lines.append("Answers: " + ", ".join(f"{k} = {v}" for k, v in settings.items()) + ".")
     if judge_info:
-        lines.append("Judge: " + ", ".join(f"{k} {_fmt(v)}" for k, v in judge_info.items()) + ".")
+        lines.append("Judge: " + ", ".join(f"{k} {_fmt(v, '{:.4g}')}" for k, v in judge_info.items()) + ".")
     lines += ["", "## Win rate vs SFT", "",
               _table(win_rates, {"model": "model", "judge": "judge", "win_rate": "win rate", "win_ci_low": "CI low",
                                  "win_ci_high": "CI high", "ties": "ties", "n_judged": "judged", "errors": "errors"},
