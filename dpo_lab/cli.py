@@ -7,6 +7,7 @@
     python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
     python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
     python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
+    python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
     python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
     python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
 """
@@ -161,6 +162,19 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_student(args) -> int:
+    from .student import stale_student_notebooks, write_student_notebooks
+
+    if args.check:
+        stale = stale_student_notebooks(args.out)
+        for name in stale:
+            print(f"stale: {name} (regenerate with: python -m dpo_lab student-notebooks)")
+        return 1 if stale else 0
+    for path in write_student_notebooks(args.out):
+        print(path)
+    return 0
+
+
 def _cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
@@ -226,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also judge with the OpenAI-compatible endpoint in $DPO_LAB_JUDGE_URL / $DPO_LAB_JUDGE_MODEL")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("student-notebooks", help="generate the student notebooks (solutions and instructor answers removed)")
+    p.add_argument("--out", default=None, help="default: student/ next to the master notebooks")
+    p.add_argument("--check", action="store_true", help="only check that the student notebooks are up to date (exit 1 if not)")
+    p.set_defaults(func=_cmd_student)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)
