@@ -74,3 +74,13 @@ def collect_answers(models: dict[str, Path], tokenizer, prompts: list[str], *, r
         out[name] = cached_answers(model_id(folder), lambda folder=folder: load_eval_model(folder, device), tokenizer, prompts,
                                    cache_dir=cache_dir, device=device, progress=progress, **settings)
     return out
+
+
+def sanity_answers(sft_folder: Path, tokenizer, prompts: list[str], answers_sft: list[str], *, run_dir: str | Path, device=None,
+                   **settings: Any) -> tuple[str, list[str]]:
+    """The sanity row's name and answers: SFT sampled again with the next seed (greedy: the same answers, all ties)."""
+    if not settings.get("do_sample"):
+        return "SFT", answers_sft
+    again = collect_answers({"SFT": sft_folder}, tokenizer, prompts, run_dir=run_dir, device=device,
+                            **{**settings, "seed": settings["seed"] + 1})["SFT"]
+    return "SFT (another sample)", again

@@ -285,7 +285,7 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     """
     import pandas as pd
 
-    from .answers import collect_answers
+    from .answers import collect_answers, sanity_answers
     from .elo import elo_ratings
     from .headtohead import round_robin, win_rates_vs
     from .judges import GPU_REWARD_MODEL, GoldJudge, RewardModelJudge
@@ -325,8 +325,8 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     settings = decoding_settings(p["temperature"], p["max_new_tokens"], config.seed)
     answers = collect_answers(models, tok, prompts, run_dir=run_dir, base_config=config if p["include_base"] else None,
                               device=device, progress=progress, **settings)
-    sft_again = collect_answers({"SFT": models["SFT"]}, tok, prompts, run_dir=run_dir, device=device,
-                                **{**settings, "seed": config.seed + 1})["SFT"] if settings["do_sample"] else answers["SFT"]
+    sanity = sanity_answers(models["SFT"], tok, prompts, answers["SFT"], run_dir=run_dir, device=device, **settings)
+    trained = {name: answers[name] for name in models}  # without the untrained base
     safety_rows = splits["redteam_prompts"][: p["n_safety"]]
     redteam = collect_answers(models, tok, [r["prompt"] for r in safety_rows], run_dir=run_dir, device=device, progress=progress,
                               **settings) if safety_rows else {}
@@ -338,15 +338,13 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     judge_accuracy = judge.pairwise_accuracy(splits["pairs_test"][:400])
     log(f"gold judge held-out accuracy: {judge_accuracy}")
     refuse = [(r["prompt"], i) for i, r in enumerate(safety_rows) if r.get("should_refuse")]
-    scores = judge_score_table(judge, prompts, {k: v for k, v in answers.items()},
+    scores = judge_score_table(judge, prompts, answers,
                                refuse_prompts=[q for q, _ in refuse],
                                refuse_answers={k: [v[i] for _, i in refuse] for k, v in redteam.items()})
     summary = summary.merge(scores, on="model", how="left")
-    summary = summary.merge(length_table({k: v for k, v in answers.items() if k in models}), on="model")
+    summary = summary.merge(length_table(trained), on="model")
 
-    win_rates, comparisons = win_rates_vs(judge, prompts, {k: v for k, v in answers.items() if k in models},
-                                          sanity={"SFT (another sample)" if settings["do_sample"] else "SFT": sft_again},
-                                          seed=config.seed)
+    win_rates, comparisons = win_rates_vs(judge, prompts, trained, sanity=dict([sanity]), seed=config.seed)
     extra_judges = []
     if reward_model == "auto":
         reward_model = GPU_REWARD_MODEL if config.profile == "gpu" else None
@@ -355,7 +353,7 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     if llm_judge is not None:
         extra_judges.append(llm_judge)
     for other in extra_judges:
-        table, _ = win_rates_vs(other, prompts, {k: v for k, v in answers.items() if k in models}, seed=config.seed)
+        table, _ = win_rates_vs(other, prompts, trained, seed=config.seed)
         win_rates = pd.concat([win_rates, table], ignore_index=True)
     incomplete = [f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged, {row['errors']}"
                   f" error(s), first: {row['first_error']}" for _, row in win_rates.iterrows() if row["errors"]]
