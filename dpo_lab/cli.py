@@ -8,6 +8,7 @@
     python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
     python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
     python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
+    python -m dpo_lab grade submissions/ --out grades                # autograde notebooks, folders or a class folder
     python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
     python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
 """
@@ -175,6 +176,25 @@ def _cmd_student(args) -> int:
     return 0
 
 
+def _cmd_grade(args) -> int:
+    from .grader import Limits, grade, write_reports
+
+    t0 = time.perf_counter()
+    limits = Limits(exercise_timeout=args.timeout, cell_timeout=args.timeout)
+    reports = grade(args.paths, limits, jobs=args.jobs)
+    paths = write_reports(reports, args.out)
+    if args.json:
+        from .atomic import atomic_write_text
+
+        keep = ("exercises", "total", "max_total", "student", "notebooks", "notes", "seconds")
+        payload = {k: reports[0][k] for k in keep} if len(reports) == 1 else {"students": reports}
+        atomic_write_text(args.json, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+    print(paths["summary.md"].read_text(encoding="utf-8"))
+    print(f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, class.csv, students/)"
+          + (f", {args.json}" if args.json else ""))
+    return 0
+
+
 def _cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
@@ -245,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: student/ next to the master notebooks")
     p.add_argument("--check", action="store_true", help="only check that the student notebooks are up to date (exit 1 if not)")
     p.set_defaults(func=_cmd_student)
+
+    p = sub.add_parser("grade", help="autograde filled-in exercises: notebooks, a student's folder, or a folder of student folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a .ipynb, a folder of notebooks (one student) or a folder of such folders")
+    p.add_argument("--out", default="grades", help="report folder: students/<name>.json, class.csv, summary.md (default: grades)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the JSON report here (one submission: its report)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per exercise (and per exercise cell) before it scores 0")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (one worker process each)")
+    p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)

@@ -1,0 +1,480 @@
+"""What each exercise is tested on, and for how many points — the ONE set of checks behind both the
+notebooks' inline self-checks (:mod:`dpo_lab.selfcheck`) and the autograder (:mod:`dpo_lab.grader`).
+
+Every check compares the student's function with the package's reference on small fixed inputs (the
+shipped tiny tokenizer and model pair of :mod:`dpo_lab.grading_fixture`), or tests an invariant
+(ln 2 when policy = reference, swapping chosen and rejected flips the margin, unscored tokens do not
+count, …). Checks compare VALUES, never code, so any correct style passes: loops or vectorised,
+``cross_entropy`` or log-softmax + gather, ``softplus`` or ``-logsigmoid``. Each check carries a
+hint naming the classic bug it catches. Two checks are exact values in the spirit of Stanford CS336:
+numbers a student can reproduce from the rules written in the exercise text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from . import grading_fixture as fx
+
+# The published exact values (quoted in notebooks 02 and 03; tests recompute them independently).
+EXACT_CHOSEN_LOGP = -247.2251  # log π_policy(chosen | prompt), summed over the response tokens incl. EOS
+EXACT_LOSS = 0.2560  # DPO loss of the pair at beta = 0.1
+EXACT_TOLERANCE = 1e-3  # the values are printed with 4 decimals
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    points: int
+    run: Callable[[Any], None]  # raises AssertionError (or anything) when the student's object fails
+    hint: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    points: int
+    max_points: int
+    message: str = ""  # why it failed ("" when it passed)
+
+    @property
+    def passed(self) -> bool:
+        return self.points == self.max_points
+
+
+def run_check(check: Check, obj: Any) -> CheckResult:
+    """One check on one student object: full points or none, never an exception."""
+    try:
+        check.run(obj)
+        return CheckResult(check.name, check.points, check.points)
+    except NotImplementedError:
+        return CheckResult(check.name, 0, check.points, "not implemented yet")
+    except Exception as e:  # a student's code may fail in any way: report it, never crash
+        text = str(e).strip().splitlines()
+        detail = f"{type(e).__name__}: {text[0] if text else ''}"
+        if len(text) > 1:
+            detail += " …"
+        return CheckResult(check.name, 0, check.points, f"{detail} — hint: {check.hint}")
+
+
+def grade_object(name: str, obj: Any) -> list[CheckResult]:
+    """Run every check of exercise `name` on `obj` (the student's function or class)."""
+    if obj is None:
+        return [CheckResult(c.name, 0, c.points, f"no {name} defined") for c in EXERCISES[name]]
+    return [run_check(c, obj) for c in EXERCISES[name]]
+
+
+def max_points(name: str) -> int:
+    return sum(c.points for c in EXERCISES[name])
+
+
+def _close(a, b, what: str, atol: float = 1e-5) -> None:
+    a = torch.as_tensor(a.detach() if isinstance(a, torch.Tensor) else a).to(torch.float64)
+    b = torch.as_tensor(b.detach() if isinstance(b, torch.Tensor) else b).to(torch.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"{what}: shape {tuple(a.shape)}, expected {tuple(b.shape)}")
+    if not torch.allclose(a, b, atol=atol, rtol=0):
+        raise AssertionError(f"{what}: got {_short(a)}, expected {_short(b)}")
+
+
+def _short(t: torch.Tensor) -> str:
+    values = [round(v, 4) for v in t.flatten().tolist()[:6]]
+    return str(values if t.dim() else values[0]) + (" …" if t.numel() > 6 else "")
+
+
+def _raises(exc_type, fn, *args) -> None:
+    try:
+        fn(*args)
+    except exc_type:
+        return
+    raise AssertionError(f"no {exc_type.__name__} raised")
+
+
+# ----------------------------------------------------------------------------------------------- 01 extract_prompt
+
+_TRANSCRIPTS = [
+    ("\n\nHuman: What is DPO?\n\nAssistant: A way to align a model with preferences.",
+     "\n\nHuman: What is DPO?\n\nAssistant: No idea."),
+    ("\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: I think blue.",
+     "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: I think red."),
+]
+
+
+def _same_split(i: int):
+    def run(fn):
+        from .data import extract_prompt
+
+        got, want = tuple(fn(*_TRANSCRIPTS[i])), extract_prompt(*_TRANSCRIPTS[i])
+        if got != want:
+            raise AssertionError(f"got {got!r}, expected {want!r}")
+    return run
+
+
+EXTRACT_PROMPT = [
+    Check("single turn", 3, _same_split(0),
+          "the prompt ends with '\\n\\nAssistant:'; the response keeps its leading space"),
+    Check("multi-turn, responses that start alike", 3, _same_split(1),
+          "split at the LAST '\\n\\nAssistant:' (str.rfind), not at the first one or the first differing character"),
+    Check("no Assistant turn → ValueError", 2, lambda fn: _raises(ValueError, fn, "\n\nHuman: Hi", "\n\nHuman: Hi"),
+          "raise ValueError when the tag is missing"),
+    Check("different prompts → ValueError", 2, lambda fn: _raises(ValueError, fn, _TRANSCRIPTS[0][0], _TRANSCRIPTS[1][1]),
+          "raise ValueError when the two prompts differ"),
+]
+
+# ----------------------------------------------------------------------------------------------- 01 collator
+
+
+def _pair_examples():
+    from .data import extract_prompt
+    from .tokenization import tokenize_pair
+
+    tok = fx.fixture_tokenizer()
+    # rejected longer than chosen in one pair and shorter in the other, so row order and padding both show
+    return [tokenize_pair(tok, *extract_prompt(*pair)) for pair in _TRANSCRIPTS]
+
+
+def _collate(cls, max_length=None):
+    from .collator import PreferenceDataCollator
+
+    tok = fx.fixture_tokenizer()
+    examples = _pair_examples()
+    got = cls(tok, max_length=max_length)(examples)
+    want = PreferenceDataCollator(tok, max_length=max_length)(examples)
+    for key in ("input_ids", "attention_mask", "loss_mask"):
+        if key not in got:
+            raise AssertionError(f"no '{key}' in the batch (keys: {sorted(got)})")
+        if tuple(torch.as_tensor(got[key]).shape) != tuple(want[key].shape):
+            raise AssertionError(f"'{key}' has shape {tuple(torch.as_tensor(got[key]).shape)}, expected {tuple(want[key].shape)}")
+    return {k: torch.as_tensor(got[k]).long() for k in ("input_ids", "attention_mask", "loss_mask")}, want
+
+
+def _rows(tensor) -> str:
+    return "\n".join(str(r) for r in tensor.tolist())
+
+
+def _collator_tokens(cls):
+    got, want = _collate(cls)
+    real = want["attention_mask"].bool()  # the pad value itself may be anything: it is never attended to
+    if not torch.equal(got["input_ids"][real], want["input_ids"][real]):
+        raise AssertionError(f"input_ids differ from the reference:\n{_rows(got['input_ids'])}\nexpected\n{_rows(want['input_ids'])}")
+    if not torch.equal(got["attention_mask"], want["attention_mask"]):
+        raise AssertionError(f"attention_mask differs:\n{_rows(got['attention_mask'])}\nexpected\n{_rows(want['attention_mask'])}")
+
+
+def _collator_loss_mask(cls):
+    got, want = _collate(cls)
+    if not torch.equal(got["loss_mask"], want["loss_mask"]):
+        raise AssertionError(f"loss_mask differs:\n{_rows(got['loss_mask'])}\nexpected\n{_rows(want['loss_mask'])}")
+
+
+def _collator_eos(cls):
+    got, _ = _collate(cls)
+    tok = fx.fixture_tokenizer()
+    for row, n in enumerate(got["attention_mask"].sum(dim=1).tolist()):
+        if got["input_ids"][row, n - 1] != tok.eos_token_id or got["loss_mask"][row, n - 1] != 1:
+            raise AssertionError(f"row {row}: its last real token must be EOS (id {tok.eos_token_id}) with loss_mask 1")
+
+
+def _collator_truncation(cls):
+    got, want = _collate(cls, max_length=12)
+    real = want["attention_mask"].bool()
+    for key in ("input_ids", "attention_mask", "loss_mask"):
+        g, w = (got[key][real], want[key][real]) if key == "input_ids" else (got[key], want[key])
+        if not torch.equal(g, w):
+            raise AssertionError(f"with max_length=12, '{key}' differs:\n{_rows(got[key])}\nexpected\n{_rows(want[key])}")
+
+
+COLLATOR = [
+    Check("rows = [all chosen; all rejected], tokens and attention_mask", 4, _collator_tokens,
+          "chosen rows first, then rejected rows; each row = prompt_ids + response ids, right-padded"),
+    Check("loss_mask: 1 on response tokens only", 4, _collator_loss_mask,
+          "0 on the prompt and on padding, 1 on every response token (EOS included); build it from lengths"),
+    Check("EOS is scored even though pad == eos", 3, _collator_eos,
+          "never build loss_mask from token values (ids != pad_token_id also removes the real EOS)"),
+    Check("max_length keeps the first tokens", 2, _collator_truncation,
+          "cut each row (and its masks) to its FIRST max_length tokens"),
+]
+
+# ----------------------------------------------------------------------------------------------- 02 sequence_logprobs
+
+
+def _logits_fixture():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 7, 11, generator=g) * 2
+    ids = torch.randint(0, 11, (4, 7), generator=g)
+    # prompt zeros, response ones, padding zeros; row 1's response reaches the last column (its EOS)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 0]])
+    return logits, ids, mask
+
+
+def _logprobs_sum(fn):
+    from .losses import sequence_logprobs
+
+    logits, ids, mask = _logits_fixture()
+    _close(fn(logits, ids, mask), sequence_logprobs(logits, ids, mask), "log-probs")
+
+
+def _logprobs_average(fn):
+    from .losses import sequence_logprobs
+
+    logits, ids, mask = _logits_fixture()
+    _close(fn(logits, ids, mask, average=True), sequence_logprobs(logits, ids, mask, average=True), "log-probs with average=True")
+
+
+def _logprobs_unscored(fn):
+    logits, ids, mask = _logits_fixture()
+    scored = torch.zeros_like(mask)
+    scored[:, 1:] = mask[:, 1:]  # the labels that are scored; every other id may change freely
+    changed = torch.where(scored.bool(), ids, (ids + 5) % 11)
+    changed_logits = logits.clone()
+    changed_logits[:, -1] += 7.0  # the last position predicts nothing
+    _close(fn(changed_logits, changed, mask), fn(logits, ids, mask), "log-probs after changing prompt/padding ids")
+
+
+def _logprobs_grad(fn):
+    logits, ids, mask = _logits_fixture()
+    x = logits.clone().requires_grad_(True)
+    fn(x, ids, mask).sum().backward()
+    if x.grad is None or not x.grad.abs().sum() > 0:
+        raise AssertionError("no gradient reached the logits")
+
+
+def _logprobs_half(fn):
+    from .losses import sequence_logprobs
+
+    logits, ids, mask = _logits_fixture()
+    logits = (logits * 4).to(torch.bfloat16)
+    got = fn(logits, ids, mask)
+    _close(got.float(), sequence_logprobs(logits, ids, mask), "log-probs from bf16 logits", atol=1e-3)
+
+
+def _logprobs_exact(fn):
+    policy, _ = fx.fixture_models()
+    batch = fx.exact_pair_batch()
+    with torch.no_grad():
+        logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    got = float(fn(logits, batch["input_ids"], batch["loss_mask"])[0])
+    if not abs(got - EXACT_CHOSEN_LOGP) < EXACT_TOLERANCE:
+        raise AssertionError(f"log π(chosen) of the exact-value pair is {got:.4f}, expected {EXACT_CHOSEN_LOGP:.4f}")
+
+
+SEQUENCE_LOGPROBS = [
+    Check("sum over response tokens", 5, _logprobs_sum,
+          "shift by one (logits[:, :-1] predict input_ids[:, 1:]), shift the mask WITH the labels, "
+          "log-softmax over the vocabulary (dim=-1), SUM (not mean)"),
+    Check("average=True gives the mean over response tokens", 2, _logprobs_average,
+          "divide the masked sum by the number of scored tokens"),
+    Check("prompt and padding tokens do not count", 2, _logprobs_unscored, "multiply by the (shifted) loss_mask before summing"),
+    Check("gradients flow to the logits", 2, _logprobs_grad, "no .detach(), .item() or torch.no_grad() inside"),
+    Check("bf16 logits are scored in fp32", 2, _logprobs_half,
+          "cast the logits with .float() before log_softmax: half precision loses the small probabilities"),
+    Check(f"exact value: log π(chosen) = {EXACT_CHOSEN_LOGP:.4f}", 2, _logprobs_exact,
+          "EOS is part of the response and is scored; sum, do not average"),
+]
+
+# ----------------------------------------------------------------------------------------------- 03 dpo_loss
+
+
+def _logp_fixture():
+    g = torch.Generator().manual_seed(1)
+    return tuple(torch.randn(5, generator=g) * 10 - 50 for _ in range(4))
+
+
+def _loss_ln2(fn):
+    pc, pr, _, _ = _logp_fixture()
+    losses, chosen, rejected = fn(pc, pr, pc.clone(), pr.clone(), 0.1)
+    _close(losses, torch.full((5,), math.log(2)), "per-pair losses when policy == reference")
+    _close(chosen, torch.zeros(5), "chosen rewards when policy == reference")
+
+
+def _loss_values(fn):
+    from .losses import dpo_loss
+
+    args = _logp_fixture()
+    got, want = fn(*args, 0.3), dpo_loss(*args, 0.3)
+    _close(got[0], want[0], "per-pair losses", atol=1e-4)
+
+
+def _loss_rewards(fn):
+    from .losses import dpo_loss
+
+    args = _logp_fixture()
+    got, want = fn(*args, 0.3), dpo_loss(*args, 0.3)
+    _close(got[1], want[1], "chosen rewards", atol=1e-4)
+    _close(got[2], want[2], "rejected rewards", atol=1e-4)
+
+
+def _loss_swap(fn):
+    pc, pr, rc, rr = _logp_fixture()
+    a, b = fn(pc, pr, rc, rr, 0.3), fn(pr, pc, rr, rc, 0.3)
+    _close(a[1] - a[2], -(b[1] - b[2]), "margin after swapping chosen and rejected", atol=1e-4)
+
+
+def _loss_detached(fn):
+    pc, pr, rc, rr = _logp_fixture()
+    x = pc.clone().requires_grad_(True)
+    losses, chosen, rejected = fn(x, pr, rc, rr, 0.3)
+    if chosen.requires_grad or rejected.requires_grad:
+        raise AssertionError("the rewards carry gradients")
+    if not losses.requires_grad:
+        raise AssertionError("the losses carry no gradient")
+
+
+def _loss_stable(fn):
+    from .losses import dpo_loss
+
+    pc, pr, rc, rr = _logp_fixture()
+    got, want = fn(pc, pr + 2000, rc, rr, 0.5), dpo_loss(pc, pr + 2000, rc, rr, 0.5)
+    if not torch.isfinite(got[0]).all():
+        raise AssertionError(f"losses {_short(got[0])} for a margin of -1000: not finite")
+    _close(got[0], want[0], "losses for a very negative margin", atol=1e-3)
+
+
+def _loss_exact(fn):
+    policy, reference = fx.fixture_models()
+    batch = fx.exact_pair_batch()
+    from .losses import batch_logprobs
+
+    with torch.no_grad():
+        pc, pr = batch_logprobs(policy, batch)
+        rc, rr = batch_logprobs(reference, batch)
+    got = float(fn(pc, pr, rc, rr, fx.EXACT_BETA)[0][0])
+    if not abs(got - EXACT_LOSS) < EXACT_TOLERANCE:
+        raise AssertionError(f"the exact-value pair's loss is {got:.4f}, expected {EXACT_LOSS:.4f}")
+
+
+DPO_LOSS = [
+    Check("policy == reference → every loss is ln 2", 3, _loss_ln2,
+          "loss = -logsigmoid(beta * margin); a margin of 0 gives ln 2 = 0.6931"),
+    Check("per-pair losses", 3, _loss_values,
+          "margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected); beta multiplies it INSIDE the "
+          "sigmoid; return one loss per pair, not the mean"),
+    Check("implicit rewards = beta * (policy - reference)", 3, _loss_rewards,
+          "chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps); same for rejected"),
+    Check("swapping chosen and rejected flips the margin", 1, _loss_swap, "chosen_rewards - rejected_rewards must change sign"),
+    Check("rewards detached, losses differentiable", 2, _loss_detached,
+          "rewards are for logging: .detach() them; the losses must keep their graph"),
+    Check("finite for large margins", 1, _loss_stable,
+          "use F.logsigmoid (or softplus), not torch.log(torch.sigmoid(x)), which gives inf when sigmoid underflows"),
+    Check(f"exact value: loss = {EXACT_LOSS:.4f}", 2, _loss_exact, "beta = 0.1; see the exercise text"),
+]
+
+# ----------------------------------------------------------------------------------------------- 03 dpo_step
+
+
+def _step_batch():
+    from .collator import PreferenceDataCollator
+
+    return PreferenceDataCollator(fx.fixture_tokenizer())(_pair_examples())
+
+
+def _run_steps(step_fn, *, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False):
+    """(metrics of the last step, the policy after the steps, the reference) for one implementation."""
+    policy, reference = fx.fixture_models()
+    if not trainable_reference:
+        for p in reference.parameters():
+            p.requires_grad_(False)
+    batch = _step_batch()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
+    metrics = None
+    for _ in range(steps):
+        metrics = step_fn(policy, reference, {k: v.clone() for k, v in batch.items()}, optimizer, 0.1, max_grad_norm=max_grad_norm)
+    return metrics, policy, reference
+
+
+def _compare_steps(fn, **kwargs):
+    from .dpo import dpo_step
+
+    (got, got_policy, _), (want, want_policy, _) = _run_steps(fn, **kwargs), _run_steps(dpo_step, **kwargs)
+    if not isinstance(got, dict):
+        raise AssertionError(f"dpo_step returned {type(got).__name__}, expected the metrics dict")
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins"):
+        if key not in got:
+            raise AssertionError(f"no '{key}' in the returned metrics (keys: {sorted(got)})")
+        _close(float(got[key]), want[key], f"metrics['{key}']", atol=1e-4)
+    for (name, a), b in zip(got_policy.named_parameters(), want_policy.parameters()):
+        _close(a, b, f"policy parameter {name} after the step", atol=1e-5)
+    return got, want
+
+
+def _step_no_clip(fn):
+    _compare_steps(fn, max_grad_norm=1e9)
+
+
+def _step_clip(fn):
+    got, want = _compare_steps(fn, max_grad_norm=1e-3)
+    if "grad_norm" in got:
+        _close(float(got["grad_norm"]), want["grad_norm"], "metrics['grad_norm'] (the norm BEFORE clipping)", atol=1e-3)
+
+
+def _step_twice(fn):
+    _compare_steps(fn, steps=2, max_grad_norm=1e9)
+
+
+def _step_reference(fn):
+    _, _, reference = _run_steps(fn, trainable_reference=True)
+    _, fresh = fx.fixture_models()
+    if any(p.grad is not None for p in reference.parameters()):
+        raise AssertionError("the reference received gradients (its forward pass built a graph)")
+    for (name, a), b in zip(reference.named_parameters(), fresh.parameters()):
+        _close(a, b, f"reference parameter {name}")
+
+
+DPO_STEP = [
+    Check("loss, rewards and updated weights match the reference step", 6, _step_no_clip,
+          "policy log-probs → reference log-probs → dpo_loss → losses.MEAN() → backward → optimizer.step(); "
+          "chosen rows are the first half of the batch"),
+    Check("the gradient norm is clipped to max_grad_norm", 3, _step_clip,
+          "torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm) between backward() and step()"),
+    Check("two steps in a row (gradients zeroed)", 3, _step_twice, "optimizer.zero_grad() before every backward()"),
+    Check("the reference gets no gradient and does not change", 3, _step_reference,
+          "compute the reference log-probs under torch.no_grad() (even when its parameters require grad)"),
+]
+
+# ----------------------------------------------------------------------------------------------- 04 win_rate
+
+
+def _rate(outcomes, expected):
+    def run(fn):
+        _close(float(fn(list(outcomes))), expected, f"win_rate({outcomes})", atol=1e-9)
+    return run
+
+
+WIN_RATE = [
+    Check("['A', 'B', 'tie'] → 0.5", 2, _rate(["A", "B", "tie"], 0.5), "'A' = 1, 'B' = 0, 'tie' = 0.5"),
+    Check("[1, 1, 0, 0.5] → 0.625", 2, _rate([1, 1, 0, 0.5], 0.625), "numbers are scores already: 1 win, 0 loss, 0.5 tie"),
+    Check("['A', 'tie', 'tie', 'B', 'A'] → 0.6", 2, _rate(["A", "tie", "tie", "B", "A"], 0.6),
+          "ties count as HALF a win and stay in the denominator"),
+    Check("['tie'] * 4 → 0.5", 2, _rate(["tie"] * 4, 0.5), "a model against itself, all ties, is at 50 %"),
+    Check("empty list → ValueError", 2, lambda fn: _raises(ValueError, fn, []), "a win rate of zero comparisons is undefined"),
+]
+
+# ----------------------------------------------------------------------------------------------- the table
+
+EXERCISES: dict[str, list[Check]] = {
+    "extract_prompt": EXTRACT_PROMPT,
+    "PreferenceDataCollator": COLLATOR,
+    "sequence_logprobs": SEQUENCE_LOGPROBS,
+    "dpo_loss": DPO_LOSS,
+    "dpo_step": DPO_STEP,
+    "win_rate": WIN_RATE,
+}
+
+# Names an exercise's code may call that belong to ANOTHER exercise: the grader binds them to the package's
+# reference while grading it, so one bug costs points once (dpo_step is graded with the reference dpo_loss).
+USES: dict[str, dict[str, str]] = {"dpo_step": {"dpo_loss": "dpo_loss", "loss_fn": "dpo_loss"}}
+
+
+def reference_object(name: str) -> Any:
+    """The package's own implementation of exercise `name` (what the notebooks fall back to)."""
+    import dpo_lab
+    from .dpo import dpo_step
+
+    return {"extract_prompt": dpo_lab.extract_prompt, "PreferenceDataCollator": dpo_lab.PreferenceDataCollator,
+            "sequence_logprobs": dpo_lab.sequence_logprobs, "dpo_loss": dpo_lab.dpo_loss, "dpo_step": dpo_step,
+            "win_rate": dpo_lab.win_rate}[name]
+

@@ -1,0 +1,289 @@
+"""Run a student's exercise cells and grade them in a separate, guarded Python process.
+
+The grader (:mod:`dpo_lab.grader`) starts ``python -m dpo_lab.sandbox JOB.json`` per notebook. The
+worker imports torch and the fixtures first, then *arms* its guards and executes the student's cells
+into one module namespace and runs :mod:`dpo_lab.rubric` on each exercise. While armed:
+
+* a time limit per cell and per exercise (SIGALRM for Python code; the parent kills the process if
+  C code does not return, and grades the rest in a new worker);
+* printed output is capped, so a ``while True: print(...)`` ends with a clear message;
+* an audit hook (PEP 578) refuses writes outside the sandbox folder, reads outside it other than the
+  Python installation and this package, subprocesses, sockets, ``ctypes`` and file deletion.
+
+A guard that fires gives 0 for that exercise (even if the student's code caught the exception). The
+guards stop accidents and casual escapes in course submissions; they are not a security boundary
+against a determined attacker — run the grader as an unprivileged user or in a container for that.
+
+Protocol: one JSON object per line on the worker's original stdout (``{"event": "loaded", …}`` once,
+then ``{"event": "exercise", …}`` per exercise). Everything the student prints goes to a buffer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+PREAMBLE = "import math\nimport torch\nimport torch.nn.functional as F\nimport dpo_lab\n"
+
+
+class GuardTripped(BaseException):
+    """Raised inside student code when a guard fires; BaseException so `except Exception` does not hide it."""
+
+
+class _State:
+    armed = False
+    sandbox = ""
+    read_roots: tuple[str, ...] = ()
+    violation = ""  # first guard message of the current exercise; survives a student's `except`
+
+
+_STATE = _State()
+
+_BLOCKED = {
+    "subprocess.Popen": "started a subprocess",
+    "os.system": "ran a shell command",
+    "os.exec": "replaced the process (os.exec*)",
+    "os.posix_spawn": "started a process",
+    "os.spawn": "started a process",
+    "os.fork": "forked the process",
+    "os.forkpty": "forked the process",
+    "os.kill": "sent a signal to a process",
+    "socket.connect": "opened a network connection",
+    "socket.bind": "opened a network socket",
+    "socket.sendto": "sent network data",
+    "ctypes.dlopen": "loaded a C library with ctypes",
+    "ctypes.cdata": "read raw memory with ctypes",
+    "os.chdir": "changed the working directory",
+}
+_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.rmtree", "os.truncate", "os.chmod", "os.chown",
+                "os.symlink", "os.link", "os.utime", "shutil.copyfile", "shutil.move"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _trip(message: str):
+    if not _STATE.violation:
+        _STATE.violation = message
+    raise GuardTripped(message)
+
+
+def _resolve(path: Any) -> str | None:
+    if isinstance(path, int):
+        return None  # an already-open file descriptor
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    return os.path.realpath(os.path.join(os.getcwd(), os.fspath(path)))
+
+
+def _inside(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _STATE.armed:
+        return
+    if event == "open":
+        path = _resolve(args[0])
+        if path is None:
+            return
+        mode, flags = args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else 0
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & _WRITE_FLAGS)
+        if writes and not _inside(path, (_STATE.sandbox,)):
+            _trip(f"wrote outside the sandbox: {path}")
+        if not writes and not _inside(path, _STATE.read_roots):
+            _trip(f"read outside the sandbox: {path}")
+    elif event in _PATH_EVENTS:
+        for arg in args[:2]:
+            if isinstance(arg, (str, bytes, os.PathLike)):
+                path = _resolve(arg)
+                if path is not None and not _inside(path, (_STATE.sandbox,)):
+                    _trip(f"{event} outside the sandbox: {path}")
+    elif event in _BLOCKED:
+        _trip(f"{_BLOCKED[event]} ({event})")
+
+
+class _CappedOutput(io.TextIOBase):
+    """sys.stdout / sys.stderr while armed: keeps the first `limit` characters, then stops the exercise."""
+
+    def __init__(self, limit: int):
+        self.limit, self.size, self.kept = limit, 0, io.StringIO()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.size += len(text)
+        if self.kept.tell() < 2000:
+            self.kept.write(text[: 2000 - self.kept.tell()])
+        if self.size > self.limit:
+            _trip(f"printed more than {self.limit:,} characters")
+        return len(text)
+
+
+class _TimeLimit:
+    """SIGALRM after `seconds`: interrupts Python code (loops, sleep); C code is the parent's job."""
+
+    def __init__(self, seconds: float, what: str):
+        self.seconds, self.what = seconds, what
+
+    def _fire(self, signum, frame):
+        _trip(f"{self.what} took longer than {self.seconds:g} s")
+
+    def __enter__(self):
+        signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class _Armed:
+    """Guards on for the student's code: audit hook checks, capped output, a clean violation record."""
+
+    def __init__(self, max_output: int):
+        self.max_output = max_output
+
+    def __enter__(self):
+        _STATE.violation = ""
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.output = _CappedOutput(self.max_output)
+        _STATE.armed = True
+        return self
+
+    def __exit__(self, *exc):
+        _STATE.armed = False
+        sys.stdout, sys.stderr = self.saved
+        return False
+
+
+def _read_roots(sandbox: str) -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    import dpo_lab
+
+    roots = {sandbox, os.path.realpath(os.path.dirname(dpo_lab.__file__)), os.path.realpath(sys.prefix),
+             os.path.realpath(sys.base_prefix), os.path.realpath(sys.exec_prefix), "/dev/null", "/dev/urandom"}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        roots.add(os.path.realpath(sysconfig.get_paths()[key]))
+    for path in site.getsitepackages() + [site.getusersitepackages()]:
+        roots.add(os.path.realpath(path))
+    return tuple(sorted(roots))
+
+
+def _short_error(e: BaseException, filename: str) -> str:
+    """`Type: message (line N)` with the line in the student's cell when the traceback reaches it."""
+    line = ""
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        if frame.filename == filename:
+            line = f" (line {frame.lineno})"
+            break
+    if isinstance(e, SyntaxError) and e.filename == filename:
+        line = f" (line {e.lineno})"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}{line}"
+
+
+def _magic_free(source: str) -> str:
+    """IPython syntax (``%matplotlib``, ``!pip``) → plain Python calling a no-op ``get_ipython()``."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:  # pragma: no cover - IPython ships with Jupyter
+        return source
+    return TransformerManager().transform_cell(source)
+
+
+class _NoIPython:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def run_job(job: dict[str, Any], emit) -> None:
+    """Execute the job's cells, then grade each exercise; `emit(dict)` sends one protocol message."""
+    import torch
+
+    from . import grading_fixture, rubric
+
+    torch.set_num_threads(1)
+    grading_fixture.fixture_tokenizer()
+    grading_fixture.fixture_models()  # load the fixture files before the guards go up
+    for name in job["exercises"]:
+        rubric.reference_object(name)
+    sandbox = os.path.realpath(job["sandbox"])
+    os.chdir(sandbox)
+    _STATE.sandbox, _STATE.read_roots = sandbox, _read_roots(sandbox)
+    sys.addaudithook(_audit)
+
+    namespace: dict[str, Any] = {"__name__": "submission", "get_ipython": lambda: _NoIPython()}
+    exec(compile(PREAMBLE, "<preamble>", "exec"), namespace)  # noqa: S102 - our own imports
+    cell_errors = []
+    for cell in job["cells"]:
+        filename = f"<cell {cell['index']}>"
+        with _Armed(job["max_output"]) as armed:
+            try:
+                with _TimeLimit(job["cell_timeout"], f"cell {cell['index']}"):
+                    exec(compile(_magic_free(cell["source"]), filename, "exec"), namespace)  # noqa: S102 - the point
+            except BaseException as e:  # noqa: BLE001 - a student's cell may fail in any way
+                cell_errors.append({"cell": cell["index"], "error": _STATE.violation or _short_error(e, filename)})
+            else:
+                if _STATE.violation:
+                    cell_errors.append({"cell": cell["index"], "error": _STATE.violation})
+        del armed
+    emit({"event": "loaded", "cell_errors": cell_errors})
+
+    for name in job["exercises"]:
+        t0 = time.perf_counter()
+        obj = namespace.get(name)
+        uses = rubric.USES.get(name, {})
+        saved = {k: namespace.get(k) for k in uses}
+        for key, other in uses.items():  # each exercise is graded on its own: the exercises it calls are the package's
+            namespace[key] = rubric.reference_object(other)
+        error, results = "", []
+        with _Armed(job["max_output"]) as armed:
+            try:
+                with _TimeLimit(job["exercise_timeout"], name):
+                    results = rubric.grade_object(name, obj)
+            except BaseException as e:  # noqa: BLE001 - guards, SystemExit, KeyboardInterrupt from student code
+                error = _STATE.violation or _short_error(e, "")
+            if _STATE.violation:
+                error = _STATE.violation
+        printed = armed.output.kept.getvalue()
+        for key, value in saved.items():
+            if value is None:
+                namespace.pop(key, None)
+            else:
+                namespace[key] = value
+        emit({"event": "exercise", "name": name, "error": error, "seconds": round(time.perf_counter() - t0, 3),
+              "printed": printed[:500],
+              "results": [{"name": r.name, "points": r.points, "max_points": r.max_points, "message": r.message} for r in results]})
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    log = os.open(os.path.join(job["sandbox"], "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log, 1)  # C-level output of the student's code cannot corrupt the protocol
+    os.dup2(log, 2)
+    sys.stdin = io.StringIO("")  # input() gets EOF instead of hanging
+
+    def emit(message: dict) -> None:
+        protocol.write(json.dumps(message, ensure_ascii=False) + "\n")
+        protocol.flush()
+
+    try:
+        run_job(job, emit)
+    except BaseException as e:  # noqa: BLE001 - report instead of dying silently
+        emit({"event": "fatal", "error": f"{type(e).__name__}: {e}"})
+        return 1
+    protocol.flush()
+    os._exit(0)  # skip interpreter teardown (atexit hooks a student may have registered)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
