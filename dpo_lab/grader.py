@@ -42,6 +42,7 @@ class Limits:
     cell_timeout: float = 30.0  # seconds to execute one exercise cell
     max_output: int = 100_000  # characters a submission may print per cell or exercise
     startup_timeout: float = 120.0  # importing torch + loading fixtures in a fresh worker
+    kill_grace: float = 15.0  # extra seconds before the worker is killed when the in-process alarm could not stop it
 
 
 @dataclass
@@ -56,6 +57,7 @@ class NotebookGrade:
     path: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cell_errors: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -211,8 +213,24 @@ def grade_notebook(path: Path, exercises: list[str], limits: Limits | None = Non
                 break
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
+    _attribute_cell_errors(grade, cells)
     grade.seconds = round(time.perf_counter() - t0, 2)
     return grade
+
+
+def _attribute_cell_errors(grade: NotebookGrade, cells: list[dict[str, Any]]) -> None:
+    """A cell that failed explains its exercises' zero; a cell that tripped a guard zeroes its exercises."""
+    sources = {c["index"]: c["source"] for c in cells}
+    for err in grade.cell_errors:
+        for name in _TOP_LEVEL_DEF.findall(sources.get(err["cell"], "")):
+            result = grade.results.get(name)
+            if result is None:
+                continue
+            reason = f"cell {err['cell']}: {err['error']}"
+            if err.get("guard"):
+                grade.results[name] = {**result, **_zero(result["max_points"], reason), "checks": result.get("checks", [])}
+            elif result["points"] == 0 and reason not in result["failures"]:
+                result["failures"] = [reason] + result["failures"]
 
 
 def _drive_worker(job_path: Path, sandbox: str, n_cells: int, limits: Limits, grade: NotebookGrade,
@@ -256,6 +274,7 @@ def _drive_worker(job_path: Path, sandbox: str, n_cells: int, limits: Limits, gr
                 if message["event"] == "loaded":
                     loaded = True
                     if first_load:
+                        grade.cell_errors = message["cell_errors"]
                         grade.notes += [f"cell {e['cell']}: {e['error']}" for e in message["cell_errors"]]
                 elif message["event"] == "exercise":
                     name = message["name"]
@@ -264,7 +283,7 @@ def _drive_worker(job_path: Path, sandbox: str, n_cells: int, limits: Limits, gr
                 elif message["event"] == "fatal":
                     _fail_all(grade, remaining, f"the grader's worker failed: {message['error']}")
                     return "fatal"
-                deadline = time.monotonic() + limits.exercise_timeout + 15
+                deadline = time.monotonic() + limits.exercise_timeout + limits.kill_grace
     finally:
         if proc.poll() is None:
             proc.kill()

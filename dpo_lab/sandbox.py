@@ -230,10 +230,11 @@ def run_job(job: dict[str, Any], emit) -> None:
                 with _TimeLimit(job["cell_timeout"], f"cell {cell['index']}"):
                     exec(compile(_magic_free(cell["source"]), filename, "exec"), namespace)  # noqa: S102 - the point
             except BaseException as e:  # noqa: BLE001 - a student's cell may fail in any way
-                cell_errors.append({"cell": cell["index"], "error": _STATE.violation or _short_error(e, filename)})
+                cell_errors.append({"cell": cell["index"], "error": _STATE.violation or _short_error(e, filename),
+                                    "guard": bool(_STATE.violation)})
             else:
-                if _STATE.violation:
-                    cell_errors.append({"cell": cell["index"], "error": _STATE.violation})
+                if _STATE.violation:  # tripped, and the student's code swallowed the exception
+                    cell_errors.append({"cell": cell["index"], "error": _STATE.violation, "guard": True})
         del armed
     emit({"event": "loaded", "cell_errors": cell_errors})
 

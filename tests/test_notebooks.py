@@ -70,7 +70,7 @@ def test_notebook_03_exposes_its_training_knobs():
 
 
 def _exercise_namespace(name):
-    namespace: dict = {}
+    namespace: dict = {"loss_fn": dpo_lab.dpo_loss}  # what notebook 03's dpo_loss self-check cell picks before dpo_step
     for cell in _nb(name).cells:
         if "exercise" in _tags(cell):
             exec(compile(cell.source, f"{name}:exercise", "exec"), namespace)
@@ -98,22 +98,14 @@ def test_exercises_are_marked_and_match_the_public_api(name):
             assert "selfcheck" in tags[i + 1], f"{name}: exercise cell without a self-check right after it"
 
 
-def test_master_solutions_pass_their_self_checks(tokenizer):
-    checks = {
-        "extract_prompt": lambda f: selfcheck.check_extract_prompt(f, verbose=False),
-        "PreferenceDataCollator": lambda f: selfcheck.check_collator(f, tokenizer, verbose=False),
-        "sequence_logprobs": lambda f: selfcheck.check_sequence_logprobs(f, verbose=False),
-        "dpo_loss": lambda f: selfcheck.check_dpo_loss(f, verbose=False),
-        "dpo_step": lambda f: selfcheck.check_dpo_step(f, tokenizer, verbose=False),
-        "win_rate": lambda f: selfcheck.check_win_rate(f, verbose=False),
-    }
+def test_master_solutions_pass_their_self_checks():
     for name, api_names in EXERCISES.items():
         namespace = _exercise_namespace(name)
         for api_name in api_names:
-            assert checks[api_name](namespace[api_name]), f"{name}: the master solution of {api_name} fails its self-check"
+            assert selfcheck.check(api_name, namespace[api_name], verbose=False), f"{name}: the master {api_name} fails its self-check"
 
 
-def test_self_checks_reject_an_unfinished_or_buggy_exercise(tokenizer):
+def test_self_checks_reject_an_unfinished_or_buggy_exercise():
     def unfinished(*args, **kwargs):
         raise NotImplementedError("練習")
 

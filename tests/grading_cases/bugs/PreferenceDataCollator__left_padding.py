@@ -1,0 +1,19 @@
+# caught by: rows = [all chosen; all rejected], tokens and attention_mask
+class PreferenceDataCollator:
+    def __init__(self, tokenizer, max_length=None):
+        self.pad = tokenizer.pad_token_id
+        self.max_length = max_length
+
+    def __call__(self, examples):
+        rows, masks = [], []
+        for key in ("chosen_ids", "rejected_ids"):
+            for ex in examples:
+                seq = list(ex["prompt_ids"]) + list(ex[key])
+                mask = [0] * len(ex["prompt_ids"]) + [1] * len(ex[key])
+                rows.append(seq[: self.max_length] if self.max_length else seq)
+                masks.append(mask[: self.max_length] if self.max_length else mask)
+        width = max(map(len, rows))
+        left = lambda r, v: [v] * (width - len(r)) + r  # noqa: E731 - left padding (generation's layout) is not the collator's
+        return {"input_ids": torch.tensor([left(r, self.pad) for r in rows]),
+                "attention_mask": torch.tensor([left([1] * len(r), 0) for r in rows]),
+                "loss_mask": torch.tensor([left(m, 0) for m in masks])}

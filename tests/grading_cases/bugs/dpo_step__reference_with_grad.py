@@ -1,0 +1,11 @@
+# caught by: the reference gets no gradient and does not change
+def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):
+    policy.train()
+    optimizer.zero_grad()
+    pc, pr = dpo_lab.batch_logprobs(policy, batch)
+    rc, rr = dpo_lab.batch_logprobs(reference, batch)  # no torch.no_grad(): a second graph, gradients into the reference
+    losses, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
+    losses.mean().backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+    optimizer.step()
+    return {**dpo_lab.dpo_metrics(pc, pr, cr, rj, losses), "grad_norm": float(grad_norm)}

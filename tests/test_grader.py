@@ -1,0 +1,162 @@
+"""The autograder end to end: real worker processes, real notebooks, hostile submissions.
+
+- the master notebooks get full marks and the untouched student notebooks get zero, without a crash;
+- a class folder gives one JSON per student, class.csv and summary.md, and a filled-in exercise
+  (a correct alternative, a classic bug) is scored like the rubric scores it in-process;
+- hangs, endless printing, files outside the sandbox, subprocesses, a dying worker, syntax errors and
+  a top-level infinite loop each cost only the exercise concerned, with a clear reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dpo_lab import rubric
+from dpo_lab.cli import main
+from dpo_lab.grader import Limits, grade_notebook
+from dpo_lab.notebooks import NOTEBOOKS, repo_root
+from dpo_lab.student import STUDENT_DIR
+
+CASES = Path(__file__).parent / "grading_cases"
+MAX_TOTAL = sum(rubric.max_points(n) for n in rubric.EXERCISES)
+FAST = Limits(exercise_timeout=3, cell_timeout=3, kill_grace=3)
+
+
+def _fill(notebook: Path, exercise: str, case: Path) -> None:
+    """Replace the exercise cell that defines `exercise` with a grading case's source (as a student would)."""
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]]
+    assert len(cells) == 1, exercise
+    cells[0].source = case.read_text(encoding="utf-8")
+    nbformat.write(nb, notebook)
+
+
+def _notebook(path: Path, cells: list[str], tag: str = "exercise") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("a submission")]
+    nb.cells += [nbformat.v4.new_code_cell(src, metadata={"tags": [tag]}) for src in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_class_folder_masters_full_marks_untouched_zero_and_filled_in_exercises(tmp_path):
+    klass = tmp_path / "class"
+    (klass / "alice").mkdir(parents=True)
+    for name in NOTEBOOKS:
+        shutil.copy(repo_root() / name, klass / "alice" / name)
+    shutil.copytree(repo_root() / STUDENT_DIR, klass / "bob")
+    shutil.copytree(repo_root() / STUDENT_DIR, klass / "carol")
+    _fill(klass / "carol" / "03-DPO_Training.ipynb", "dpo_loss", CASES / "correct" / "dpo_loss__softplus.py")
+    _fill(klass / "carol" / "02-SFT_Baseline.ipynb", "sequence_logprobs", CASES / "bugs" / "sequence_logprobs__no_shift.py")
+    out = tmp_path / "grades"
+
+    assert main(["grade", str(klass), "--out", str(out), "--jobs", "2"]) == 0
+
+    reports = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (out / "students").glob("*.json")}
+    assert sorted(reports) == ["alice", "bob", "carol"]
+    alice, bob, carol = reports["alice"], reports["bob"], reports["carol"]
+    assert list(alice["exercises"]) == list(rubric.EXERCISES)
+    assert alice["total"] == alice["max_total"] == MAX_TOTAL
+    assert all(e["failures"] == [] for e in alice["exercises"].values())
+    assert bob["total"] == 0 and bob["max_total"] == MAX_TOTAL
+    assert all(e["failures"] == ["not implemented yet (NotImplementedError)"] for e in bob["exercises"].values())
+    assert carol["exercises"]["dpo_loss"]["points"] == 15
+    no_shift = carol["exercises"]["sequence_logprobs"]
+    assert 0 < no_shift["points"] < 15 and any(f.startswith("sum over response tokens") for f in no_shift["failures"])
+    assert carol["total"] == 15 + no_shift["points"]
+    assert set(alice["seconds"]) == set(NOTEBOOKS)
+
+    with open(out / "class.csv", newline="", encoding="utf-8") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert rows["alice"]["total"] == str(MAX_TOTAL) and rows["bob"]["total"] == "0" and rows["carol"]["dpo_loss"] == "15"
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert f"**{MAX_TOTAL}/{MAX_TOTAL}**" in summary and f"**0/{MAX_TOTAL}**" in summary
+    assert "not implemented yet" in summary and "sum over response tokens" in summary
+
+
+@pytest.mark.slow
+def test_json_for_one_notebook_has_the_documented_shape(tmp_path):
+    out = tmp_path / "one.json"
+    assert main(["grade", str(repo_root() / "03-DPO_Training.ipynb"), "--out", str(tmp_path / "g"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert list(report["exercises"]) == ["dpo_loss", "dpo_step"]
+    for name, entry in report["exercises"].items():
+        assert entry["points"] == entry["max_points"] == rubric.max_points(name) and entry["failures"] == []
+    assert report["total"] == report["max_total"] == 30
+
+
+@pytest.mark.slow
+def test_hostile_exercises_cost_only_themselves(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.txt"
+    secret.write_text("answers", encoding="utf-8")
+    escape = outside / "escape.txt"
+    path = _notebook(tmp_path / "hostile.ipynb", [
+        "def extract_prompt(chosen_text, rejected_text):\n    while True:\n        pass\n",
+        "class PreferenceDataCollator:\n    def __init__(self, tokenizer, max_length=None):\n        pass\n"
+        "    def __call__(self, examples):\n        while True:\n            print('spam ' * 100)\n",
+        f"def sequence_logprobs(logits, input_ids, loss_mask, average=False):\n    open({str(escape)!r}, 'w').write('x')\n",
+        f"def dpo_loss(pc, pr, rc, rr, beta):\n    try:\n        open({str(secret)!r}).read()\n    except BaseException:\n"
+        "        pass\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",  # the guard's exception is swallowed: still 0
+        "import os\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    os._exit(3)\n",
+        (CASES / "correct" / "win_rate__counter.py").read_text(encoding="utf-8"),
+    ])
+    g = grade_notebook(path, list(rubric.EXERCISES), FAST)
+    r = g.results
+    assert r["extract_prompt"]["points"] == 0 and "took longer than 3 s" in r["extract_prompt"]["failures"][0]
+    assert r["PreferenceDataCollator"]["points"] == 0 and "printed more than" in r["PreferenceDataCollator"]["failures"][0]
+    assert r["sequence_logprobs"]["points"] == 0 and "wrote outside the sandbox" in r["sequence_logprobs"]["failures"][0]
+    assert not escape.exists()
+    assert r["dpo_loss"]["points"] == 0 and "read outside the sandbox" in r["dpo_loss"]["failures"][0]
+    assert r["dpo_step"]["points"] == 0 and "grading process died (exit code 3" in r["dpo_step"]["failures"][0]
+    assert r["win_rate"]["points"] == 10  # graded by a fresh worker after dpo_step killed the first one
+
+
+@pytest.mark.slow
+def test_broken_cells_and_a_hang_the_alarm_cannot_stop(tmp_path):
+    path = _notebook(tmp_path / "broken.ipynb", [
+        "def extract_prompt(chosen_text, rejected_text)\n    return chosen_text\n",  # SyntaxError
+        "import subprocess\n\nclass PreferenceDataCollator:\n    pass\n\nsubprocess.run(['true'])\n",  # guard at load time
+        "x = 0\nwhile True:\n    x += 1\n",  # a top-level infinite loop: stopped, the next cells still run
+        (CASES / "correct" / "sequence_logprobs__cross_entropy.py").read_text(encoding="utf-8"),
+        "import signal\n\ndef dpo_loss(pc, pr, rc, rr, beta):\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "    while True:\n        pass\n",
+        "import sys\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    sys.exit(0)\n",
+        (CASES / "correct" / "win_rate__numpy.py").read_text(encoding="utf-8"),
+    ])
+    g = grade_notebook(path, list(rubric.EXERCISES), FAST)
+    r = g.results
+    assert r["extract_prompt"]["points"] == 0 and "SyntaxError" in r["extract_prompt"]["failures"][0]
+    assert "(line 1)" in r["extract_prompt"]["failures"][0]
+    assert r["PreferenceDataCollator"]["points"] == 0 and "started a subprocess" in r["PreferenceDataCollator"]["failures"][0]
+    assert any("cell 3" in n and "took longer than 3 s" in n for n in g.notes)
+    assert r["sequence_logprobs"]["points"] == 15
+    assert r["dpo_loss"]["points"] == 0 and "killed" in r["dpo_loss"]["failures"][0]
+    assert r["dpo_step"]["points"] == 0 and "SystemExit" in r["dpo_step"]["failures"][0]
+    assert r["win_rate"]["points"] == 10
+
+
+def test_unreadable_notebooks_and_missing_paths_are_reported_not_raised(tmp_path):
+    bad = tmp_path / "03-DPO_Training.ipynb"
+    bad.write_text("{ not json", encoding="utf-8")
+    g = grade_notebook(bad, ["dpo_loss", "dpo_step"])
+    assert {n: e["points"] for n, e in g.results.items()} == {"dpo_loss": 0, "dpo_step": 0}
+    assert "could not read 03-DPO_Training.ipynb" in g.results["dpo_loss"]["failures"][0]
+    assert main(["grade", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_exercise_whose_tag_was_lost_is_still_found(tmp_path):
+    from dpo_lab.grader import exercise_cells
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n")]  # no "exercise" tag
+    cells, defined, notes = exercise_cells(nb)
+    assert defined == ["win_rate"] and "tag is missing" in notes[0] and len(cells) == 1
