@@ -42,6 +42,8 @@ class _State:
     sandbox = ""
     read_roots: tuple[str, ...] = ()
     violation = ""  # first guard message of the current exercise; survives a student's `except`
+    grading = ""  # the exercise being graded
+    delegated = ""  # set when the student's code calls the package's own implementation of that exercise
 
 
 _STATE = _State()
@@ -204,6 +206,62 @@ class _NoIPython:
         return lambda *args, **kwargs: None
 
 
+# Where the package keeps each exercise's own implementation: (module, attribute) pairs to watch.
+_REFERENCE_SITES = {
+    "extract_prompt": [("dpo_lab", "extract_prompt"), ("dpo_lab.data", "extract_prompt")],
+    "sequence_logprobs": [("dpo_lab", "sequence_logprobs"), ("dpo_lab.losses", "sequence_logprobs"),
+                          ("dpo_lab", "sequence_logprobs_lean"), ("dpo_lab.losses", "sequence_logprobs_lean")],
+    "dpo_loss": [("dpo_lab", "dpo_loss"), ("dpo_lab.losses", "dpo_loss")],
+    "dpo_step": [("dpo_lab.dpo", "dpo_step")],
+    "win_rate": [("dpo_lab", "win_rate"), ("dpo_lab.winrate", "win_rate")],
+}
+
+
+def _called_from_submission(depth: int = 2) -> bool:
+    return sys._getframe(depth).f_code.co_filename.startswith("<cell ")
+
+
+def _watch(exercise: str, fn):
+    """`fn` unchanged, except that a call made directly by the submission while `exercise` is graded is recorded."""
+    import functools
+
+    @functools.wraps(fn)
+    def watched(*args, **kwargs):
+        if _STATE.grading == exercise and _called_from_submission():
+            _STATE.delegated = _STATE.delegated or f"calls the package's own {fn.__module__}.{fn.__name__} instead of implementing it"
+        return fn(*args, **kwargs)
+    return watched
+
+
+def _install_tripwires() -> None:
+    """Before the student's cells run (so `from dpo_lab import dpo_loss` binds the watched version)."""
+    import importlib
+
+    from .collator import PreferenceDataCollator
+
+    watched: dict[int, Any] = {}
+    for exercise, sites in _REFERENCE_SITES.items():
+        for module_name, attr in sites:
+            module = importlib.import_module(module_name)
+            original = getattr(module, attr)
+            setattr(module, attr, watched.setdefault(id(original), _watch(exercise, original)))
+    call = PreferenceDataCollator.__call__
+
+    def watched_call(self, examples):
+        if _STATE.grading == "PreferenceDataCollator" and _called_from_submission():
+            _STATE.delegated = _STATE.delegated or "calls the package's own dpo_lab.PreferenceDataCollator instead of implementing it"
+        return call(self, examples)
+    PreferenceDataCollator.__call__ = watched_call
+
+
+def _delegation(name: str, obj: Any) -> str:
+    from .collator import PreferenceDataCollator
+
+    if name == "PreferenceDataCollator" and isinstance(obj, type) and issubclass(obj, PreferenceDataCollator):
+        return "subclasses the package's own dpo_lab.PreferenceDataCollator instead of implementing it"
+    return _STATE.delegated
+
+
 def run_job(job: dict[str, Any], emit) -> None:
     """Execute the job's cells, then grade each exercise; `emit(dict)` sends one protocol message."""
     import torch
@@ -213,6 +271,7 @@ def run_job(job: dict[str, Any], emit) -> None:
     torch.set_num_threads(1)
     grading_fixture.fixture_tokenizer()
     grading_fixture.fixture_models()  # load the fixture files before the guards go up
+    _install_tripwires()
     for name in job["exercises"]:
         rubric.reference_object(name)
     sandbox = os.path.realpath(job["sandbox"])
@@ -246,6 +305,7 @@ def run_job(job: dict[str, Any], emit) -> None:
         for key, other in uses.items():  # each exercise is graded on its own: the exercises it calls are the package's
             namespace[key] = rubric.reference_object(other)
         error, results = "", []
+        _STATE.grading, _STATE.delegated = name, ""
         with _Armed(job["max_output"]) as armed:
             try:
                 with _TimeLimit(job["exercise_timeout"], name):
@@ -254,6 +314,8 @@ def run_job(job: dict[str, Any], emit) -> None:
                 error = _STATE.violation or _short_error(e, "")
             if _STATE.violation:
                 error = _STATE.violation
+        error = error or _delegation(name, obj)
+        _STATE.grading = ""
         printed = armed.output.kept.getvalue()
         for key, value in saved.items():
             if value is None:

@@ -160,3 +160,21 @@ def test_an_exercise_whose_tag_was_lost_is_still_found(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n")]  # no "exercise" tag
     cells, defined, notes = exercise_cells(nb)
     assert defined == ["win_rate"] and "tag is missing" in notes[0] and len(cells) == 1
+
+
+@pytest.mark.slow
+def test_calling_the_packages_own_implementation_scores_zero(tmp_path):
+    step = (CASES / "correct" / "dpo_step__reference_helper.py").read_text(encoding="utf-8")
+    path = _notebook(tmp_path / "copied.ipynb", [
+        "from dpo_lab.winrate import win_rate as _theirs\n\ndef win_rate(outcomes):\n    return _theirs(outcomes)\n",
+        "def dpo_loss(pc, pr, rc, rr, beta):\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",
+        "class PreferenceDataCollator(dpo_lab.PreferenceDataCollator):\n    pass\n",
+        "def extract_prompt(chosen_text, rejected_text):\n    return dpo_lab.data.extract_prompt(chosen_text, rejected_text)\n",
+        # dpo_step may use the package's dpo_loss and batch_logprobs: they belong to other exercises
+        step.replace("dpo_loss(policy_chosen", "dpo_lab.dpo_loss(policy_chosen"),
+    ])
+    g = grade_notebook(path, ["extract_prompt", "PreferenceDataCollator", "dpo_loss", "dpo_step", "win_rate"], FAST)
+    for name in ("extract_prompt", "PreferenceDataCollator", "dpo_loss", "win_rate"):
+        assert g.results[name]["points"] == 0, name
+        assert "package's own" in g.results[name]["failures"][0], g.results[name]["failures"]
+    assert g.results["dpo_step"]["points"] == 15, g.results["dpo_step"]["failures"]
