@@ -180,7 +180,7 @@ def _cmd_grade(args) -> int:
     from .grader import Limits, grade, write_reports
 
     t0 = time.perf_counter()
-    limits = Limits(exercise_timeout=args.timeout, cell_timeout=args.timeout)
+    limits = Limits(exercise_timeout=args.timeout, cell_timeout=args.timeout, memory_mb=args.memory_mb)
     reports = grade(args.paths, limits, jobs=args.jobs)
     paths = write_reports(reports, args.out)
     if args.json:
@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="OUT", help="also write the JSON report here (one submission: its report)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per exercise (and per exercise cell) before it scores 0")
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (one worker process each)")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory a submission may allocate before it gets a MemoryError")
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")

@@ -42,6 +42,7 @@ class Limits:
     cell_timeout: float = 30.0  # seconds to execute one exercise cell
     max_output: int = 100_000  # characters a submission may print per cell or exercise
     startup_timeout: float = 120.0  # importing torch + loading fixtures in a fresh worker
+    memory_mb: int = 4096  # address space a worker may add after loading torch and the fixtures
     kill_grace: float = 15.0  # extra seconds before the worker is killed when the in-process alarm could not stop it
 
 
@@ -204,7 +205,8 @@ def grade_notebook(path: Path, exercises: list[str], limits: Limits | None = Non
         sandbox = tempfile.mkdtemp(prefix="dpo_lab_grade_")
         try:
             job = {"cells": cells, "exercises": remaining, "sandbox": sandbox, "max_output": limits.max_output,
-                   "cell_timeout": limits.cell_timeout, "exercise_timeout": limits.exercise_timeout}
+                   "cell_timeout": limits.cell_timeout, "exercise_timeout": limits.exercise_timeout,
+                   "memory_mb": limits.memory_mb}
             job_path = Path(sandbox, "job.json")
             job_path.write_text(json.dumps(job), encoding="utf-8")
             outcome = _drive_worker(job_path, sandbox, len(cells), limits, grade, remaining, first_load=not loaded)

@@ -262,6 +262,22 @@ def _delegation(name: str, obj: Any) -> str:
     return _STATE.delegated
 
 
+def _limit_memory(megabytes: int | None) -> None:
+    """Cap the address space at what the worker already maps plus `megabytes`: a huge allocation in the
+    student's code becomes a MemoryError for that exercise instead of swapping the instructor's machine."""
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as f:
+            vm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    except (ImportError, OSError, StopIteration):  # not Linux: no cap
+        return
+    if megabytes:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = vm_kb * 1024 + megabytes * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
 def run_job(job: dict[str, Any], emit) -> None:
     """Execute the job's cells, then grade each exercise; `emit(dict)` sends one protocol message."""
     import torch
@@ -274,6 +290,7 @@ def run_job(job: dict[str, Any], emit) -> None:
     _install_tripwires()
     for name in job["exercises"]:
         rubric.reference_object(name)
+    _limit_memory(job.get("memory_mb"))
     sandbox = os.path.realpath(job["sandbox"])
     os.chdir(sandbox)
     _STATE.sandbox, _STATE.read_roots = sandbox, _read_roots(sandbox)

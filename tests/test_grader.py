@@ -4,7 +4,8 @@
 - a class folder gives one JSON per student, class.csv and summary.md, and a filled-in exercise
   (a correct alternative, a classic bug) is scored like the rubric scores it in-process;
 - hangs, endless printing, files outside the sandbox, subprocesses, a dying worker, syntax errors and
-  a top-level infinite loop each cost only the exercise concerned, with a clear reason.
+  a top-level infinite loop, a 6 GB allocation and delegating to the package's own implementation each
+  cost only the exercise concerned, with a clear reason.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def test_broken_cells_and_a_hang_the_alarm_cannot_stop(tmp_path):
         "import signal\n\ndef dpo_loss(pc, pr, rc, rr, beta):\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
         "    while True:\n        pass\n",
         "import sys\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    sys.exit(0)\n",
-        (CASES / "correct" / "win_rate__numpy.py").read_text(encoding="utf-8"),
+        "def win_rate(outcomes):\n    hog = bytearray(6 * 2**30)  # 6 GB, more than the worker's 4 GB allowance\n    return 0.5\n",
     ])
     g = grade_notebook(path, list(rubric.EXERCISES), FAST)
     r = g.results
@@ -140,8 +141,8 @@ def test_broken_cells_and_a_hang_the_alarm_cannot_stop(tmp_path):
     assert any("cell 3" in n and "took longer than 3 s" in n for n in g.notes)
     assert r["sequence_logprobs"]["points"] == 15
     assert r["dpo_loss"]["points"] == 0 and "killed" in r["dpo_loss"]["failures"][0]
-    assert r["dpo_step"]["points"] == 0 and "SystemExit" in r["dpo_step"]["failures"][0]
-    assert r["win_rate"]["points"] == 10
+    assert r["dpo_step"]["points"] == 0 and "SystemExit" in r["dpo_step"]["failures"][0]  # graded by a fresh worker
+    assert r["win_rate"]["points"] == 0 and all("MemoryError" in f for f in r["win_rate"]["failures"])
 
 
 def test_unreadable_notebooks_and_missing_paths_are_reported_not_raised(tmp_path):
