@@ -54,10 +54,8 @@ def run_check(check: Check, obj: Any) -> CheckResult:
     except NotImplementedError:
         return CheckResult(check.name, 0, check.points, "not implemented yet")
     except Exception as e:  # a student's code may fail in any way: report it, never crash
-        text = str(e).strip().splitlines()
-        detail = f"{type(e).__name__}: {text[0] if text else ''}"
-        if len(text) > 1:
-            detail += " …"
+        text = str(e).strip().splitlines() or [""]
+        detail = f"{type(e).__name__}: {text[0]}" + "".join(f"\n      {line}" for line in text[1:10])  # e.g. the masks, row by row
         return CheckResult(check.name, 0, check.points, f"{detail} — hint: {check.hint}")
 
 

@@ -290,6 +290,7 @@ def run_job(job: dict[str, Any], emit) -> None:
     _install_tripwires()
     for name in job["exercises"]:
         rubric.reference_object(name)
+    _magic_free("%matplotlib inline")  # import IPython's transformer before the guards go up
     _limit_memory(job.get("memory_mb"))
     sandbox = os.path.realpath(job["sandbox"])
     os.chdir(sandbox)
@@ -301,7 +302,7 @@ def run_job(job: dict[str, Any], emit) -> None:
     cell_errors = []
     for cell in job["cells"]:
         filename = f"<cell {cell['index']}>"
-        with _Armed(job["max_output"]) as armed:
+        with _Armed(job["max_output"]):
             try:
                 with _TimeLimit(job["cell_timeout"], f"cell {cell['index']}"):
                     exec(compile(_magic_free(cell["source"]), filename, "exec"), namespace)  # noqa: S102 - the point
@@ -311,7 +312,6 @@ def run_job(job: dict[str, Any], emit) -> None:
             else:
                 if _STATE.violation:  # tripped, and the student's code swallowed the exception
                     cell_errors.append({"cell": cell["index"], "error": _STATE.violation, "guard": True})
-        del armed
     emit({"event": "loaded", "cell_errors": cell_errors})
 
     for name in job["exercises"]:
