@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from grading_cases.mutations import buggy_source
 
 from dpo_lab import rubric
 from dpo_lab.cli import main
@@ -29,12 +30,12 @@ MAX_TOTAL = sum(rubric.max_points(n) for n in rubric.EXERCISES)
 FAST = Limits(exercise_timeout=3, cell_timeout=3, kill_grace=3)
 
 
-def _fill(notebook: Path, exercise: str, case: Path) -> None:
-    """Replace the exercise cell that defines `exercise` with a grading case's source (as a student would)."""
+def _fill(notebook: Path, exercise: str, source: str) -> None:
+    """Replace the exercise cell that defines `exercise` with `source` (as a student would)."""
     nb = nbformat.read(notebook, as_version=4)
     cells = [c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]]
     assert len(cells) == 1, exercise
-    cells[0].source = case.read_text(encoding="utf-8")
+    cells[0].source = source
     nbformat.write(nb, notebook)
 
 
@@ -54,8 +55,8 @@ def test_class_folder_masters_full_marks_untouched_zero_and_filled_in_exercises(
         shutil.copy(repo_root() / name, klass / "alice" / name)
     shutil.copytree(repo_root() / STUDENT_DIR, klass / "bob")
     shutil.copytree(repo_root() / STUDENT_DIR, klass / "carol")
-    _fill(klass / "carol" / "03-DPO_Training.ipynb", "dpo_loss", CASES / "correct" / "dpo_loss__softplus.py")
-    _fill(klass / "carol" / "02-SFT_Baseline.ipynb", "sequence_logprobs", CASES / "bugs" / "sequence_logprobs__no_shift.py")
+    _fill(klass / "carol" / "03-DPO_Training.ipynb", "dpo_loss", (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8"))
+    _fill(klass / "carol" / "02-SFT_Baseline.ipynb", "sequence_logprobs", buggy_source("sequence_logprobs", "no_shift"))
     out = tmp_path / "grades"
 
     assert main(["grade", str(klass), "--out", str(out), "--jobs", "2"]) == 0

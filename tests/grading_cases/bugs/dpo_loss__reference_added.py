@@ -1,6 +1,0 @@
-# caught by: per-pair losses
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
-    chosen = policy_chosen_logps + ref_chosen_logps  # a log-RATIO subtracts the reference
-    rejected = policy_rejected_logps + ref_rejected_logps
-    losses = -F.logsigmoid(beta * (chosen - rejected))
-    return losses, beta * chosen.detach(), beta * rejected.detach()

@@ -1,7 +1,0 @@
-# caught by: average=True gives the mean over response tokens
-def sequence_logprobs(logits, input_ids, loss_mask, average=False):
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    token_logps = log_probs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    mask = loss_mask[:, 1:].float()
-    total = (token_logps * mask).sum(-1)
-    return total / mask.shape[1] if average else total  # divides by the padded width, not by the response length
