@@ -155,13 +155,16 @@ def test_unreadable_notebooks_and_missing_paths_are_reported_not_raised(tmp_path
     assert main(["grade", str(tmp_path / "nowhere")]) == 2
 
 
-def test_an_exercise_whose_tag_was_lost_is_still_found(tmp_path):
+def test_only_imports_and_exercise_cells_run_and_a_lost_tag_is_recovered(tmp_path):
     from dpo_lab.grader import exercise_cells
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n")]  # no "exercise" tag
+    nb.cells = [nbformat.v4.new_code_cell("import numpy as np", metadata={"tags": ["imports"]}),
+                nbformat.v4.new_code_cell("model = train_for_an_hour()"),  # never executed by the grader
+                nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n")]  # no "exercise" tag
     cells, defined, notes = exercise_cells(nb)
-    assert defined == ["win_rate"] and "tag is missing" in notes[0] and len(cells) == 1
+    assert defined == ["win_rate"] and "tag is missing" in notes[0]
+    assert [c["index"] for c in cells] == [0, 2]
 
 
 @pytest.mark.slow
