@@ -125,7 +125,7 @@ class DPOTrainer:
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        with torch.no_grad():
+        with torch.inference_mode():  # no graph, no version counters: the reference is only ever read
             if self._uses_adapters_as_reference():
                 with self.unwrapped.disable_adapter():
                     return batch_logprobs(self.unwrapped, batch, average=self.average_logps)

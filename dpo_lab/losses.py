@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .scored_logprobs import scored_sequence_logprobs, supports_scored_head
+
 
 def _shift(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):
     """Align predictions with targets: the logits at position t predict the token at t + 1."""
@@ -146,8 +148,13 @@ def batch_logprobs(model, batch: dict[str, torch.Tensor], average: bool = False,
     """One forward over the collated ``[chosen rows; rejected rows]`` batch → ``(chosen_logps, rejected_logps)``, each ``[B]``.
 
     One concatenated forward (not two) keeps both halves in the same kernels and halves the calls.
-    ``lean=True`` uses :func:`sequence_logprobs_lean` (same numbers, less memory).
+    ``lean=True`` (same numbers, less time and memory): the LM head only on scored positions when the
+    model allows it (:mod:`dpo_lab.scored_logprobs`), else :func:`sequence_logprobs_lean` on the logits.
+    ``lean=False`` is the textbook path: full logits, then :func:`sequence_logprobs`.
     """
+    if lean and supports_scored_head(model):
+        logps = scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average=average)
+        return logps.chunk(2, dim=0)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     fn = sequence_logprobs_lean if lean else sequence_logprobs
     logps = fn(logits, batch["input_ids"], batch["loss_mask"], average=average)

@@ -27,7 +27,7 @@ from dpo_lab.student import STUDENT_DIR
 
 CASES = Path(__file__).parent / "grading_cases"
 MAX_TOTAL = sum(rubric.max_points(n) for n in rubric.EXERCISES)
-FAST = Limits(exercise_timeout=3, cell_timeout=3, kill_grace=3)
+FAST = Limits(exercise_timeout=8, cell_timeout=3, kill_grace=3)  # legit checks take <= 1.5 s; 8 s leaves room on a loaded machine
 
 
 def _fill(notebook: Path, exercise: str, source: str) -> None:
@@ -113,7 +113,7 @@ def test_hostile_exercises_cost_only_themselves(tmp_path):
     ])
     g = grade_notebook(path, list(rubric.EXERCISES), FAST)
     r = g.results
-    assert r["extract_prompt"]["points"] == 0 and "took longer than 3 s" in r["extract_prompt"]["failures"][0]
+    assert r["extract_prompt"]["points"] == 0 and "took longer than 8 s" in r["extract_prompt"]["failures"][0]
     assert r["PreferenceDataCollator"]["points"] == 0 and "printed more than" in r["PreferenceDataCollator"]["failures"][0]
     assert r["sequence_logprobs"]["points"] == 0 and "wrote outside the sandbox" in r["sequence_logprobs"]["failures"][0]
     assert not escape.exists()

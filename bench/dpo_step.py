@@ -1,0 +1,331 @@
+"""Seconds per DPO step: the lab's step vs TRL 1.16's DPOTrainer vs a plain cross-entropy floor, side by side.
+
+    python bench/dpo_step.py                 # 3 configs × 5 variants, 2 alternated rounds (about 12 min on 2 CPU cores)
+    python bench/dpo_step.py --quick         # the GPT-2-vocab config only, 1 round, 1 timed step (under a minute)
+    python bench/dpo_step.py --configs vocab512 --steps 3 --rounds 1 --json out.json
+
+Every measurement runs in its own process (``--worker``), variants alternate within a round and reverse
+order between rounds, and all variants see the same seed, model and batches:
+
+* ``ours_live``      — ``dpo_lab.dpo.DPOTrainer.train_step`` with a live frozen reference (inference mode);
+* ``ours_cached``    — the same step with the reference log-probs precomputed (what notebook 03 does);
+* ``trl``            — TRL ``DPOTrainer``, fp32, ``use_cpu`` on CPU, no gradient checkpointing;
+* ``trl_precompute`` — the same with ``precompute_ref_log_probs=True``;
+* ``floor``          — one policy forward + backward over the same 2B sequences with the model's own
+                       cross-entropy loss (every position through the LM head), clipping and AdamW.
+
+Reported per variant: median s/step over all timed steps, tokens/s (non-padding tokens of the 2B rows),
+the process's peak RSS, and the step's own peak (RSS high-water mark reset after setup). Prints a
+Markdown table per config, writes JSON, and ends with one JSON line for the GPT-2-vocab config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = {
+    # name: model shape, sequence layout and batch; "tokenizer" says which offline tokenizer feeds it
+    "vocab512": dict(vocab=512, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="fixture"),
+    "gpt2vocab": dict(vocab=50257, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="corpus"),
+    "cpu-profile": dict(vocab=4096, n_layer=4, n_embd=256, n_head=4, max_length=256, pairs=8, data="corpus", tokenizer="corpus"),
+}
+VARIANTS = ["ours_live", "ours_cached", "trl", "trl_precompute", "floor"]
+HEADLINE = "gpt2vocab"
+
+
+# ----------------------------------------------------------------------------------------------- shared setup
+
+
+def _tokenizer(kind: str, cache: Path):
+    from transformers import AutoTokenizer
+
+    path = cache / f"tokenizer-{kind}"
+    if not path.exists():
+        if kind == "fixture":
+            from dpo_lab.grading_fixture import fixture_tokenizer
+
+            tok = fixture_tokenizer()
+        else:
+            from dpo_lab.models import corpus_tokenizer
+
+            tok = corpus_tokenizer(seed=0, vocab_size=4096)
+        tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _pairs(cfg: dict, tokenizer, n: int) -> list[dict[str, str]]:
+    """``n`` pairs: the corpus' own (``data="corpus"``) or corpus text stitched to fill ``max_length`` ("long")."""
+    from dpo_lab.corpus import build_corpus
+
+    corpus = build_corpus(0)["pairs_train"]
+    if cfg["data"] == "corpus":
+        return [{k: corpus[i][k] for k in ("prompt", "chosen", "rejected")} for i in range(n)]
+    out, i = [], 0
+    budget = cfg["max_length"]
+    for _ in range(n):
+        prompt, chosen, rejected = "", "", ""
+        while len(tokenizer(prompt)["input_ids"]) < budget * 0.35:  # prompts about a third of the sequence
+            prompt += corpus[i % len(corpus)]["prompt"].replace("\n\nAssistant:", "")
+            i += 1
+        while len(tokenizer(prompt + chosen)["input_ids"]) < budget:  # chosen fills the rest (cut at max_length)
+            chosen += corpus[i % len(corpus)]["chosen"]
+            i += 1
+        while len(tokenizer(prompt + rejected)["input_ids"]) < budget * (0.75 + 0.05 * (len(out) % 4)):  # shorter: padding
+            rejected += corpus[i % len(corpus)]["rejected"]
+            i += 1
+        out.append({"prompt": prompt + "\n\nAssistant:", "chosen": chosen, "rejected": rejected})
+    return out
+
+
+def _models(cfg: dict, tokenizer):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from dpo_lab.models import gpt2_config
+    from dpo_lab.runtime import disable_dropout
+
+    config = gpt2_config(cfg["vocab"], cfg["n_layer"], cfg["n_embd"], cfg["n_head"], n_positions=cfg["max_length"], tokenizer=tokenizer)
+    models = []
+    for seed in (0, 1):  # the reference differs from the policy
+        torch.manual_seed(seed)
+        models.append(disable_dropout(GPT2LMHeadModel(config)))
+    return models
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def _reset_peak() -> None:
+    """Make VmHWM (peak RSS) restart from the current RSS (Linux >= 4.0), so the step's own peak can be read."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- one variant, one process
+
+
+def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -> dict:
+    import torch
+
+    import dpo_lab
+
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(cfg["tokenizer"], cache)
+    total = warmup + steps
+    pairs = _pairs(cfg, tokenizer, total * cfg["pairs"])
+    policy, reference = _models(cfg, tokenizer)
+    examples = dpo_lab.tokenize_pairs(tokenizer, pairs, max_length=cfg["max_length"])
+    collate = dpo_lab.PreferenceDataCollator(tokenizer, max_length=cfg["max_length"])
+    batches = [collate(examples[i * cfg["pairs"] : (i + 1) * cfg["pairs"]]) for i in range(total)]
+    tokens = [int(b["attention_mask"].sum()) for b in batches]
+    times: list[float] = []
+    if variant.startswith("trl"):
+        times = _run_trl(policy, reference, tokenizer, pairs, cfg, total, precompute=variant == "trl_precompute")
+    else:
+        _run_ours_or_floor(variant, policy, reference, batches, times)
+    timed = times[warmup:]
+    return {"variant": variant, "seconds": timed, "tokens": tokens[warmup:], "peak_rss_mb": _rss_mb("VmHWM"),
+            "step_peak_rss_mb": _STEP_PEAK.get("mb"), "setup_rss_mb": _STEP_PEAK.get("setup_mb")}
+
+
+_STEP_PEAK: dict[str, float] = {}
+
+
+def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
+    import torch
+
+    from dpo_lab.dpo import DPOTrainer
+    from dpo_lab.losses import reference_logprobs
+    from dpo_lab.optim import build_optimizer, build_scheduler
+
+    device = torch.device("cpu")
+    optimizer = build_optimizer(policy, lr=1e-5)
+    scheduler = build_scheduler(optimizer, 0, len(batches), kind="linear")
+    if variant == "ours_cached":  # computed once before training, as notebook 03's cache does
+        for b in batches:
+            b["ref_chosen_logps"], b["ref_rejected_logps"] = (t.clone() for t in reference_logprobs(reference, b))
+        reference = None
+    trainer = DPOTrainer(policy, reference, beta=0.1) if variant != "floor" else None
+    _STEP_PEAK["setup_mb"] = _rss_mb("VmRSS")
+    _reset_peak()
+    for step, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        if trainer is not None:
+            trainer.train_step([batch], optimizer, scheduler, 1.0, step, device)
+        else:  # the floor: a plain LM loss over every position of the same 2B rows
+            policy.train()
+            optimizer.zero_grad(set_to_none=True)
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+        times.append(time.perf_counter() - t0)
+    _STEP_PEAK["mb"] = _rss_mb("VmHWM")
+
+
+def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool) -> list[float]:
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            _STEP_PEAK["setup_mb"] = _rss_mb("VmRSS")
+            _reset_peak()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.t0)
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        args = trl.DPOConfig(output_dir=out, beta=0.1, learning_rate=1e-5, per_device_train_batch_size=cfg["pairs"], max_steps=total,
+                             lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, logging_steps=1, use_cpu=not cuda,
+                             bf16=cuda, gradient_checkpointing=False, report_to="none", train_sampling_strategy="sequential",
+                             save_strategy="no", seed=0, disable_tqdm=True, max_length=cfg["max_length"],
+                             precompute_ref_log_probs=precompute)
+        trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(pairs),
+                                 processing_class=tokenizer, callbacks=[StepTimer()])
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+        trainer.train()
+    _STEP_PEAK["mb"] = _rss_mb("VmHWM")
+    return times
+
+
+# ----------------------------------------------------------------------------------------------- the driver
+
+
+def _summary(name: str, runs: dict[str, list[dict]]) -> dict:
+    rows = {}
+    for variant, results in runs.items():
+        seconds = [s for r in results for s in r["seconds"]]
+        tokens = [t for r in results for t in r["tokens"]]
+        median = statistics.median(seconds)
+        rows[variant] = {"s_per_step": round(median, 4), "tokens_per_s": round(statistics.mean(tokens) / median, 1),
+                         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
+                         "step_peak_rss_mb": round(max(r["step_peak_rss_mb"] for r in results), 1),
+                         "step_extra_mb": round(max(r["step_peak_rss_mb"] - r["setup_rss_mb"] for r in results), 1),
+                         "n_steps": len(seconds)}
+    ratios = {}
+    if {"trl", "ours_live"} <= rows.keys():
+        ratios["speedup_vs_trl"] = round(rows["trl"]["s_per_step"] / rows["ours_live"]["s_per_step"], 2)
+        ratios["peak_memory_ratio_vs_trl"] = round(rows["ours_live"]["peak_rss_mb"] / rows["trl"]["peak_rss_mb"], 3)
+        ratios["step_memory_ratio_vs_trl"] = round(rows["ours_live"]["step_extra_mb"] / max(rows["trl"]["step_extra_mb"], 1.0), 3)
+    if {"trl_precompute", "ours_cached"} <= rows.keys():
+        ratios["speedup_vs_trl_precompute"] = round(rows["trl_precompute"]["s_per_step"] / rows["ours_cached"]["s_per_step"], 2)
+        ratios["peak_memory_ratio_vs_trl_precompute"] = round(rows["ours_cached"]["peak_rss_mb"] / rows["trl_precompute"]["peak_rss_mb"], 3)
+    if "floor" in rows:
+        for variant in ("ours_cached", "ours_live"):
+            if variant in rows:
+                key = "ratio_to_floor" if variant == "ours_cached" else "ratio_to_floor_live"
+                ratios[key] = round(rows[variant]["s_per_step"] / rows["floor"]["s_per_step"], 3)
+    return {"config": name, **CONFIGS[name], "variants": rows, "ratios": ratios}
+
+
+def _markdown(summary: dict) -> str:
+    c = summary
+    lines = [f"### {c['config']}: vocab {c['vocab']:,}, {c['n_layer']} layers × {c['n_embd']}, max_length {c['max_length']},"
+             f" {c['pairs']} pairs per step", "",
+             "| variant | s / step (median) | tokens / s | peak RSS (MB) | step's own peak over setup (MB) |", "|---|---|---|---|---|"]
+    for variant, r in c["variants"].items():
+        lines.append(f"| {variant} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['step_extra_mb']:,.0f} |")
+    lines += ["", "ratios: " + ", ".join(f"{k} {v}" for k, v in c["ratios"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="GPT-2-vocab config, 1 round, 1 warm-up + 1 timed step")
+    p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 4; --quick 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per process")
+    p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 2; --quick 1)")
+    p.add_argument("--json", default="bench/dpo_step.json", help="where to write every measurement")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+    if args.worker:  # one measurement in this process
+        result = run_variant(args.worker, CONFIGS[args.config], args.steps, args.warmup, Path(args.cache))
+        print("RESULT " + json.dumps(result))
+        return 0
+
+    configs = args.configs or ([HEADLINE] if args.quick else list(CONFIGS))
+    steps = args.steps or (1 if args.quick else 4)
+    rounds = args.rounds or (1 if args.quick else 2)
+    summaries, t_start = [], time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dpo_bench_") as cache:
+        for name in configs:
+            runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+            for r in range(rounds):
+                order = args.variants if r % 2 == 0 else list(reversed(args.variants))
+                for variant in order:
+                    cmd = [sys.executable, __file__, "--worker", variant, "--config", name, "--steps", str(steps),
+                           "--warmup", str(args.warmup), "--cache", cache]
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                    if proc.returncode != 0 or line is None:
+                        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+                        raise SystemExit(f"{name}/{variant} failed (exit {proc.returncode})")
+                    runs[variant].append(json.loads(line[len("RESULT "):]))
+                    print(f"[{name} round {r + 1}/{rounds}] {variant}: {statistics.median(runs[variant][-1]['seconds']):.3f} s/step",
+                          file=sys.stderr, flush=True)
+            summary = _summary(name, runs)
+            summary["runs"] = runs
+            summaries.append(summary)
+            print(_markdown(summary), flush=True)
+    versions = _versions()
+    out = {"configs": summaries, "versions": versions, "quick": args.quick, "steps": steps, "rounds": rounds,
+           "seconds": round(time.perf_counter() - t_start, 1)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    from dpo_lab.atomic import atomic_write_text
+
+    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+    headline = next((s for s in summaries if s["config"] == HEADLINE), summaries[-1])
+    print(json.dumps({"config": headline["config"], **headline["ratios"],
+                      **{f"{v}_s_per_step": r["s_per_step"] for v, r in headline["variants"].items()},
+                      "seconds": out["seconds"]}))
+    return 0
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+    import transformers
+    import trl
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "trl": trl.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
