@@ -64,10 +64,12 @@ def _tokenizer(kind: str, cache: Path):
 def _pairs(cfg: dict, tokenizer, n: int) -> list[dict[str, str]]:
     """``n`` pairs: the corpus' own (``data="corpus"``) or corpus text stitched to fill ``max_length`` ("long")."""
     from dpo_lab.corpus import build_corpus
+    from dpo_lab.data import extract_prompt
 
-    corpus = build_corpus(0)["pairs_train"]
+    corpus = [dict(zip(("prompt", "chosen", "rejected"), extract_prompt(r["chosen"], r["rejected"])))
+              for r in build_corpus(0)["pairs_train"][: max(4 * n, 400)]]
     if cfg["data"] == "corpus":
-        return [{k: corpus[i][k] for k in ("prompt", "chosen", "rejected")} for i in range(n)]
+        return corpus[:n]
     out, i = [], 0
     budget = cfg["max_length"]
     for _ in range(n):

@@ -5,9 +5,10 @@ and ``sequence_logprobs`` then throws most of them away. With GPT-2's 50,257-wor
 matrix product is most of the model's compute, and the logits (plus their gradient) most of its memory.
 
 Here the model's body runs as usual, but only the hidden states of scored positions (those whose NEXT
-token has ``loss_mask`` 1) go through the LM head, ``chunk_size`` rows at a time, and each token's
-log-probability is ``z[y] - logsumexp(z)``. The backward pass recomputes each chunk's logits instead
-of keeping them, so the extra memory is ``chunk_size × V`` floats, not ``N × T × V``:
+token has ``loss_mask`` 1) go through the LM head, a chunk of rows at a time, and each token's
+log-probability is ``z[y] - logsumexp(z)``. Backward needs the softmax of those logits: it is kept when
+the scored positions' ``[n, V]`` fits a budget (512 MB), else recomputed chunk by chunk, so the extra
+memory is at most that budget or one chunk (32 MB) — never ``N × T × V`` logits plus their gradient:
 
 .. math::
     \frac{\partial \log p(y)}{\partial z} = \mathrm{onehot}(y) - \mathrm{softmax}(z)
@@ -36,56 +37,81 @@ def supports_scored_head(model) -> bool:
     return type(model).__name__ in SUPPORTED_MODELS and model.get_output_embeddings() is not None
 
 
+CHUNK_ELEMENTS = 2**23  # logits computed at a time: 8M floats = 32 MB, about 166 rows of GPT-2's vocabulary
+KEEP_PROBS_BYTES = 512 * 2**20  # keep the scored positions' softmax for backward when it fits here; else recompute it
+
+
 class _ScoredTokenLogProbs(torch.autograd.Function):
-    """``log_softmax(h @ W.T + b)[y]`` per row of ``h``, chunked; backward recomputes each chunk."""
+    """``log_softmax(h @ W.T + b)[y]`` per row of ``h``, in row chunks.
+
+    Backward needs ``softmax(z)`` again: kept from the forward when ``[n, V]`` fp32 fits in
+    ``KEEP_PROBS_BYTES`` (one matrix product less), otherwise recomputed chunk by chunk (least memory).
+    """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk_size):
-        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows, keep_probs):
+        n, vocab = hidden.shape[0], weight.shape[0]
+        out = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
-        for start in range(0, hidden.shape[0], chunk_size):
-            z = F.linear(hidden[start : start + chunk_size], weight, bias).float()  # [chunk, V] in fp32
-            lse[start : start + chunk_size] = torch.logsumexp(z, dim=-1)
-            out[start : start + chunk_size] = z.gather(-1, labels[start : start + chunk_size, None])[:, 0] - lse[start : start + chunk_size]
-        ctx.save_for_backward(hidden, weight, bias, labels, lse)
-        ctx.chunk_size = chunk_size
+        probs = torch.empty(n, vocab, dtype=torch.float32, device=hidden.device) if keep_probs else None
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            z = F.linear(hidden[rows], weight, bias).float()  # [chunk, V] in fp32
+            target = z.gather(-1, labels[rows, None])[:, 0]
+            peak = z.amax(dim=-1, keepdim=True)
+            z.sub_(peak).exp_()  # in place: no second [chunk, V] buffer
+            total = z.sum(dim=-1, keepdim=True)
+            lse[rows] = (peak + total.log())[:, 0]
+            out[rows] = target - lse[rows]
+            if keep_probs:
+                torch.div(z, total, out=probs[rows])
+        ctx.save_for_backward(hidden, weight, bias, labels, lse, probs)
+        ctx.chunk_rows = chunk_rows
         device = hidden.device.type  # recompute under the same autocast as the forward (bf16 on CUDA)
         ctx.autocast = (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, bias, labels, lse = ctx.saved_tensors
+        hidden, weight, bias, labels, lse, probs = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b and bias is not None else None
         recompute = torch.autocast(*ctx.autocast) if ctx.autocast else contextlib.nullcontext()
-        for start in range(0, hidden.shape[0], ctx.chunk_size):
-            rows = slice(start, start + ctx.chunk_size)
-            h = hidden[rows]
-            with recompute:
-                z = F.linear(h, weight, bias).float()
-            g = grad_out[rows].float()
-            dz = torch.exp(z - lse[rows, None]).mul_(-g[:, None])  # -g * softmax(z)
-            dz.scatter_add_(-1, labels[rows, None], g[:, None])  # + g at the target token
+        for start in range(0, hidden.shape[0], ctx.chunk_rows):
+            rows = slice(start, start + ctx.chunk_rows)
+            h, g = hidden[rows], grad_out[rows].float()[:, None]
+            if probs is not None:
+                dz = probs[rows] * -g
+            else:
+                with recompute:
+                    z = F.linear(h, weight, bias).float()
+                dz = z.sub_(lse[rows, None]).exp_().mul_(-g)  # -g * softmax(z), in place
+            dz.scatter_add_(-1, labels[rows, None], g)  # + g at the target token
             if need_h:
                 grad_h[rows] = (dz @ weight.float()).to(hidden.dtype)
             if need_w:
-                grad_w += dz.T @ h.float()
+                grad_w.addmm_(dz.T, h.float())
             if grad_b is not None:
                 grad_b += dz.sum(0)
         return (grad_h, grad_w.to(weight.dtype) if need_w else None,
-                grad_b.to(bias.dtype) if grad_b is not None else None, None, None)
+                grad_b.to(bias.dtype) if grad_b is not None else None, None, None, None)
 
 
-def scored_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+def scored_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels: torch.Tensor, chunk_rows: int | None = None,
+                          keep_probs: bool | None = None) -> torch.Tensor:
     """``log p(labels[i] | hidden[i])`` for each row: ``[n]`` fp32, differentiable w.r.t. ``hidden`` and the head."""
-    return _ScoredTokenLogProbs.apply(hidden, lm_head.weight, lm_head.bias, labels, chunk_size)
+    vocab = lm_head.weight.shape[0]
+    chunk_rows = chunk_rows or max(16, CHUNK_ELEMENTS // vocab)
+    if keep_probs is None:
+        grads = torch.is_grad_enabled() and (hidden.requires_grad or lm_head.weight.requires_grad)
+        keep_probs = grads and hidden.shape[0] * vocab * 4 <= KEEP_PROBS_BYTES
+    return _ScoredTokenLogProbs.apply(hidden, lm_head.weight, lm_head.bias, labels, chunk_rows, keep_probs)
 
 
 def scored_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                             average: bool = False, chunk_size: int = 1024) -> torch.Tensor:
+                             average: bool = False, chunk_rows: int | None = None, keep_probs: bool | None = None) -> torch.Tensor:
     """Same as ``sequence_logprobs(model(...).logits, input_ids, loss_mask)``, with the LM head on scored positions only."""
     from .losses import _reduce
 
@@ -94,6 +120,6 @@ def scored_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
     rows, cols = mask.nonzero(as_tuple=True)
     token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
     if rows.numel():
-        picked = scored_token_logprobs(hidden[rows, cols], model.get_output_embeddings(), input_ids[rows, cols + 1], chunk_size)
+        picked = scored_token_logprobs(hidden[rows, cols], model.get_output_embeddings(), input_ids[rows, cols + 1], chunk_rows, keep_probs)
         token_logps = token_logps.index_put((rows, cols), picked)
     return _reduce(token_logps, mask, average)

@@ -34,7 +34,7 @@ def test_same_logprobs_as_the_full_logits_on_gpt2_and_llama(tokenizer, pairs):
         for average in (False, True):
             with torch.no_grad():
                 want = _textbook(model, batch, average)
-                got = scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average, chunk_size=7)
+                got = scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average, chunk_rows=7)
             assert torch.allclose(got, want, rtol=1e-6, atol=1e-5), (type(model).__name__, got - want)
         assert (want.abs() > 1).all(), "meaningful magnitudes, not zeros"
 
@@ -43,18 +43,20 @@ def test_same_gradients_for_every_parameter(tokenizer, pairs):
     batch = _batch(tokenizer, pairs)
     weights = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.25, 2.0, -0.5])  # a loss that mixes rows with both signs
     grads = []
-    for path in ("textbook", "scored"):
+    for path in ("textbook", "kept softmax", "recomputed softmax"):
         model = dpo_lab.tiny_random_model(tokenizer, seed=1)
         dpo_lab.runtime.disable_dropout(model)
         logps = _textbook(model, batch) if path == "textbook" else \
-            scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], chunk_size=5)
+            scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], chunk_rows=5,
+                                     keep_probs=path == "kept softmax")
         (logps * weights).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    textbook, scored = grads
-    assert textbook.keys() == scored.keys()
-    for name in textbook:
-        scale = textbook[name].abs().max().item()
-        assert torch.allclose(scored[name], textbook[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4), name
+    textbook = grads[0]
+    for scored in grads[1:]:
+        assert textbook.keys() == scored.keys()
+        for name in textbook:
+            scale = textbook[name].abs().max().item()
+            assert torch.allclose(scored[name], textbook[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4), name
     assert textbook["transformer.wte.weight"].abs().sum() > 0  # the tied LM head / embedding gets both contributions
 
 
@@ -65,13 +67,14 @@ def test_the_function_passes_gradcheck_with_a_bias_and_several_chunks():
     bias = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
     labels = torch.randint(0, 11, (7,), generator=g)
 
-    def fn(h, w, b):
-        return _ScoredTokenLogProbs.apply(h, w, b, labels, 3).double()
-
-    # the forward accumulates in fp32 (as the textbook path does), so compare gradients at fp32 precision
-    assert torch.autograd.gradcheck(fn, (hidden, weight, bias), eps=1e-3, atol=1e-3, rtol=1e-3)
     want = torch.log_softmax(hidden @ weight.T + bias, dim=-1).gather(-1, labels[:, None])[:, 0]
-    assert torch.allclose(fn(hidden, weight, bias), want, atol=1e-5)
+    for keep_probs in (True, False):
+        def fn(h, w, b):
+            return _ScoredTokenLogProbs.apply(h, w, b, labels, 3, keep_probs).double()
+
+        # the forward accumulates in fp32 (as the textbook path does), so compare gradients at fp32 precision
+        assert torch.autograd.gradcheck(fn, (hidden, weight, bias), eps=1e-3, atol=1e-3, rtol=1e-3)
+        assert torch.allclose(fn(hidden, weight, bias), want, atol=1e-5)
 
 
 def test_batch_logprobs_uses_it_only_for_plain_causal_lms(tokenizer, pairs):
