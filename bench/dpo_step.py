@@ -1,7 +1,7 @@
 """Seconds per DPO step: the lab's step vs TRL 1.16's DPOTrainer vs a plain cross-entropy floor, side by side.
 
     python bench/dpo_step.py                 # 3 configs × 5 variants, 2 alternated rounds (about 12 min on 2 CPU cores)
-    python bench/dpo_step.py --quick         # the GPT-2-vocab config only, 1 round, 1 timed step (under a minute)
+    python bench/dpo_step.py --quick         # the GPT-2-vocab config only, 1 round, 1 timed step, no warm-up (under a minute)
     python bench/dpo_step.py --configs vocab512 --steps 3 --rounds 1 --json out.json
 
 Every measurement runs in its own process (``--worker``), variants alternate within a round and reverse
@@ -127,7 +127,10 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
     torch.manual_seed(0)
     tokenizer = _tokenizer(cfg["tokenizer"], cache)
     total = warmup + steps
-    pairs = _pairs(cfg, tokenizer, total * cfg["pairs"])
+    pairs_file = cache / f"pairs-{cfg['data']}-{cfg['tokenizer']}-{cfg['max_length']}-{total * cfg['pairs']}.json"
+    if not pairs_file.exists():  # built by the first variant, read by the others: every variant sees the same pairs
+        pairs_file.write_text(json.dumps(_pairs(cfg, tokenizer, total * cfg["pairs"])), encoding="utf-8")
+    pairs = json.loads(pairs_file.read_text(encoding="utf-8"))
     policy, reference = _models(cfg, tokenizer)
     examples = dpo_lab.tokenize_pairs(tokenizer, pairs, max_length=cfg["max_length"])
     collate = dpo_lab.PreferenceDataCollator(tokenizer, max_length=cfg["max_length"])
@@ -262,11 +265,11 @@ def _markdown(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="GPT-2-vocab config, 1 round, 1 warm-up + 1 timed step")
+    p.add_argument("--quick", action="store_true", help="GPT-2-vocab config, 1 round, 1 timed step, no warm-up (rough)")
     p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 4; --quick 1)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps per process")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per process (default 1; --quick 0)")
     p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 2; --quick 1)")
     p.add_argument("--json", default="bench/dpo_step.json", help="where to write every measurement")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -276,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
     if args.worker:  # one measurement in this process
-        result = run_variant(args.worker, CONFIGS[args.config], args.steps, args.warmup, Path(args.cache))
+        result = run_variant(args.worker, CONFIGS[args.config], args.steps, args.warmup or 0, Path(args.cache))
         print("RESULT " + json.dumps(result))
         return 0
 
     configs = args.configs or ([HEADLINE] if args.quick else list(CONFIGS))
     steps = args.steps or (1 if args.quick else 4)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     rounds = args.rounds or (1 if args.quick else 2)
     summaries, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dpo_bench_") as cache:
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = args.variants if r % 2 == 0 else list(reversed(args.variants))
                 for variant in order:
                     cmd = [sys.executable, __file__, "--worker", variant, "--config", name, "--steps", str(steps),
-                           "--warmup", str(args.warmup), "--cache", cache]
+                           "--warmup", str(warmup), "--cache", cache]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                     if proc.returncode != 0 or line is None:
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(summary)
             print(_markdown(summary), flush=True)
     versions = _versions()
-    out = {"configs": summaries, "versions": versions, "quick": args.quick, "steps": steps, "rounds": rounds,
+    out = {"configs": summaries, "versions": versions, "quick": args.quick, "steps": steps, "warmup": warmup, "rounds": rounds,
            "seconds": round(time.perf_counter() - t_start, 1)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     from dpo_lab.atomic import atomic_write_text
