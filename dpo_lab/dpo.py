@@ -66,6 +66,7 @@ class DPOArgs:
     train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
     accuracy_window: int = 20
     progress: bool = True
+    compile: bool = False  # CUDA only: torch.compile the policy's transformer body (unverified here: no GPU)
 
     def __post_init__(self):
         if not self.beta > 0:
@@ -257,6 +258,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
     policy.to(device)
     if reference is not None:
         reference.to(device)
+    if args.compile and device.type == "cuda" and hasattr(policy, "base_model"):
+        policy.base_model.compile()  # in place: the model keeps its class, so the scored-head path still applies
     trainer = DPOTrainer(policy, reference, beta=args.beta, average_logps=args.average_logps, ref_lm_head=ref_lm_head)
     seed_everything(args.seed)
     collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
