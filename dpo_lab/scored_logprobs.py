@@ -58,13 +58,11 @@ class _ScoredTokenLogProbs(torch.autograd.Function):
             rows = slice(start, start + chunk_rows)
             z = F.linear(hidden[rows], weight, bias).float()  # [chunk, V] in fp32
             target = z.gather(-1, labels[rows, None])[:, 0]
-            peak = z.amax(dim=-1, keepdim=True)
-            z.sub_(peak).exp_()  # in place: no second [chunk, V] buffer
-            total = z.sum(dim=-1, keepdim=True)
-            lse[rows] = (peak + total.log())[:, 0]
-            out[rows] = target - lse[rows]
+            z = torch.log_softmax(z, dim=-1)  # one fused pass; the raw logits are freed
+            out[rows] = z.gather(-1, labels[rows, None])[:, 0]
+            lse[rows] = target - out[rows]
             if keep_probs:
-                torch.div(z, total, out=probs[rows])
+                torch.exp(z, out=probs[rows])
         ctx.save_for_backward(hidden, weight, bias, labels, lse, probs)
         ctx.chunk_rows = chunk_rows
         device = hidden.device.type  # recompute under the same autocast as the forward (bf16 on CUDA)
