@@ -29,12 +29,24 @@ SUPPORTED_MODELS = {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM",
                     "GPTNeoXForCausalLM", "OPTForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM"}
 
 
-def supports_scored_head(model) -> bool:
-    """True for a plain transformers causal LM whose logits are exactly ``lm_head(base_model(...))``.
+def plain_causal_lm(model):
+    """The transformers causal LM whose logits are exactly ``lm_head(base_model(...))``, or None.
 
-    Wrappers (DDP, PEFT) and other classes use the logits path: their forward does more than that.
+    A PEFT model with LoRA adapters counts (the adapters live inside the same modules, so the inner
+    model's forward includes them, and ``disable_adapter()`` still works). DDP wrappers, prompt-learning
+    PEFT methods and other classes use the logits path: their forward does more than that.
     """
-    return type(model).__name__ in SUPPORTED_MODELS and model.get_output_embeddings() is not None
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):
+        if getattr(model, "active_peft_config", None) is None or model.active_peft_config.is_prompt_learning:
+            return None
+        model = model.get_base_model()
+    if type(model).__name__ in SUPPORTED_MODELS and model.get_output_embeddings() is not None:
+        return model
+    return None
+
+
+def supports_scored_head(model) -> bool:
+    return plain_causal_lm(model) is not None
 
 
 CHUNK_ELEMENTS = 2**23  # logits computed at a time: 8M floats = 32 MB, about 166 rows of GPT-2's vocabulary
@@ -113,6 +125,9 @@ def scored_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
     """Same as ``sequence_logprobs(model(...).logits, input_ids, loss_mask)``, with the LM head on scored positions only."""
     from .losses import _reduce
 
+    model = plain_causal_lm(model)
+    if model is None:
+        raise ValueError("scored_sequence_logprobs needs a plain causal LM (see SUPPORTED_MODELS); use sequence_logprobs on the logits")
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     mask = loss_mask[:, 1:].to(torch.float32)  # position t predicts token t + 1
     rows, cols = mask.nonzero(as_tuple=True)

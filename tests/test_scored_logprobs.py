@@ -77,16 +77,28 @@ def test_the_function_passes_gradcheck_with_a_bias_and_several_chunks():
         assert torch.allclose(fn(hidden, weight, bias), want, atol=1e-5)
 
 
-def test_batch_logprobs_uses_it_only_for_plain_causal_lms(tokenizer, pairs):
+def test_lora_models_use_it_with_adapters_on_and_off_and_wrappers_do_not(tokenizer, pairs):
     from peft import LoraConfig, get_peft_model
 
     batch = _batch(tokenizer, pairs, n=2)
-    model = dpo_lab.tiny_random_model(tokenizer, seed=1).eval()
-    lora = get_peft_model(dpo_lab.tiny_random_model(tokenizer, seed=1), LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
-    assert supports_scored_head(model) and not supports_scored_head(lora) and not supports_scored_head(torch.nn.Linear(2, 2))
-    with torch.no_grad():
-        lean = torch.cat(batch_logprobs(model, batch))
-        plain = torch.cat(batch_logprobs(model, batch, lean=False))
-        via_lora = torch.cat(batch_logprobs(lora.eval(), batch))  # fresh LoRA (B = 0) is the base model: logits path
-    assert torch.allclose(lean, plain, rtol=1e-6, atol=1e-5)
-    assert torch.allclose(via_lora, plain, rtol=1e-6, atol=1e-5)
+    assert not supports_scored_head(torch.nn.Linear(2, 2))
+    grads = []
+    for path in ("scored", "textbook"):
+        torch.manual_seed(0)  # the same LoRA A and B in both runs
+        lora = get_peft_model(dpo_lab.runtime.disable_dropout(dpo_lab.tiny_random_model(tokenizer, seed=1)),
+                              LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0))
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.5)  # adapters that change the output (fresh LoRA has B = 0)
+        assert supports_scored_head(lora)
+        logps = torch.cat(batch_logprobs(lora, batch)) if path == "scored" else _textbook(lora, batch)
+        with torch.no_grad(), lora.disable_adapter():
+            off = torch.cat(batch_logprobs(lora, batch)) if path == "scored" else _textbook(lora, batch)
+        logps.sum().backward()
+        grads.append((logps.detach(), off, {n: p.grad.clone() for n, p in lora.named_parameters() if p.requires_grad}))
+    (on_s, off_s, g_s), (on_t, off_t, g_t) = grads
+    assert torch.allclose(on_s, on_t, rtol=1e-6, atol=1e-5) and torch.allclose(off_s, off_t, rtol=1e-6, atol=1e-5)
+    assert (on_s - off_s).abs().max() > 0.1, "the adapters must matter, or this proves nothing"
+    assert g_s.keys() == g_t.keys() and len(g_s) == 4
+    for name in g_s:
+        assert torch.allclose(g_s[name], g_t[name], rtol=1e-4, atol=1e-5 * max(g_t[name].abs().max().item(), 1.0)), name
