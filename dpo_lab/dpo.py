@@ -38,6 +38,7 @@ from .runtime import (
     progress_bar,
     seed_everything,
 )
+from .scored_logprobs import plain_causal_lm
 from .sft import TrainingDivergedError
 
 
@@ -258,8 +259,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
     policy.to(device)
     if reference is not None:
         reference.to(device)
-    if args.compile and device.type == "cuda" and hasattr(policy, "base_model"):
-        policy.base_model.compile()  # in place: the model keeps its class, so the scored-head path still applies
+    if args.compile and device.type == "cuda" and plain_causal_lm(policy) is not None:
+        plain_causal_lm(policy).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
     trainer = DPOTrainer(policy, reference, beta=args.beta, average_logps=args.average_logps, ref_lm_head=ref_lm_head)
     seed_everything(args.seed)
     collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
