@@ -183,14 +183,10 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
 
 
 def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool) -> list[float]:
-    import contextlib
-    import io
-    import warnings
-
     import torch
-    import trl
-    from datasets import Dataset
-    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+    from transformers import TrainerCallback
+
+    from dpo_lab.trl_compare import parity_trl_trainer, quiet_trl
 
     times: list[float] = []
 
@@ -205,18 +201,10 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter() - self.t0)
 
-    cuda = torch.cuda.is_available()
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        args = trl.DPOConfig(output_dir=out, beta=0.1, learning_rate=1e-5, per_device_train_batch_size=cfg["pairs"], max_steps=total,
-                             lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, logging_steps=1, use_cpu=not cuda,
-                             bf16=cuda, gradient_checkpointing=False, report_to="none", train_sampling_strategy="sequential",
-                             save_strategy="no", seed=0, disable_tqdm=True, max_length=cfg["max_length"],
-                             precompute_ref_log_probs=precompute)
-        trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(pairs),
-                                 processing_class=tokenizer, callbacks=[StepTimer()])
-        for callback in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(callback)
+    with tempfile.TemporaryDirectory() as out, quiet_trl():
+        trainer = parity_trl_trainer(policy, reference, tokenizer, pairs, out, beta=0.1, lr=1e-5, batch_size=cfg["pairs"], steps=total,
+                                     max_length=cfg["max_length"], cuda=torch.cuda.is_available(), callbacks=[StepTimer()],
+                                     precompute_ref_log_probs=precompute)
         trainer.train()
     _STEP_PEAK["mb"] = _rss_mb("VmHWM")
     return times

@@ -61,6 +61,38 @@ class TRLComparison:
         return max(abs(a[m] - b[m]) for a, b in zip(self.ours, self.trl) for m in METRICS)
 
 
+@contextlib.contextmanager
+def quiet_trl():
+    """TRL/transformers print notices (deprecations, CPU training) and datasets draws progress bars: not the lesson here."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _datasets_progress_off():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def parity_trl_trainer(policy, reference, tokenizer, rows: list[dict[str, str]], out_dir: str, *, beta: float, lr: float,
+                       batch_size: int, steps: int, max_length: int | None, cuda: bool, callbacks=(), **extra):
+    """A TRL ``DPOTrainer`` configured like the lab's loop (the settings in this module's docstring), without console output.
+
+    ``extra`` goes to ``DPOConfig`` (e.g. ``precompute_ref_log_probs=True`` in the benchmark).
+    """
+    import trl
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback
+
+    config = trl.DPOConfig(
+        output_dir=out_dir, beta=beta, learning_rate=lr, per_device_train_batch_size=batch_size, max_steps=steps,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        max_grad_norm=1.0, logging_steps=1, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=False, report_to="none",
+        train_sampling_strategy="sequential", save_strategy="no", seed=0, disable_tqdm=True,
+        **({"max_length": max_length} if max_length is not None else {}), **extra,
+    )
+    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=list(callbacks))
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    return trainer
+
+
 def compare_with_trl(make_policy: Callable[[], Any], make_reference: Callable[[], Any], tokenizer, pairs: list[dict[str, Any]], *,
                      beta: float, lr: float, steps: int, batch_size: int, max_length: int | None = None,
                      device=None) -> TRLComparison:
@@ -69,31 +101,14 @@ def compare_with_trl(make_policy: Callable[[], Any], make_reference: Callable[[]
     ``make_policy`` / ``make_reference`` return a NEW model each call (each run needs its own copy;
     the reference must be a separate module). Returns both histories and their wall times.
     """
-    import trl
-    from datasets import Dataset
-    from transformers import PrinterCallback, ProgressCallback
-
     device = pick_device(device)
     pairs = list(pairs[: steps * batch_size])
     if len(pairs) < steps * batch_size:
         raise ValueError(f"{steps} steps of {batch_size} pairs need {steps * batch_size} pairs, got {len(pairs)}")
-    cuda = device.type == "cuda"
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-    # TRL/transformers print notices (deprecations, CPU training) and datasets draws progress bars: not the lesson here
-    with tempfile.TemporaryDirectory() as out_dir, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            _datasets_progress_off():
-        warnings.simplefilter("ignore")
-        config = trl.DPOConfig(
-            output_dir=out_dir, beta=beta, learning_rate=lr, per_device_train_batch_size=batch_size, max_steps=steps,
-            lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-            max_grad_norm=1.0, logging_steps=1, use_cpu=not cuda, bf16=cuda, gradient_checkpointing=False, report_to="none",
-            train_sampling_strategy="sequential", save_strategy="no", seed=0, disable_tqdm=True,
-            **({"max_length": max_length} if max_length is not None else {}),
-        )
-        trainer = trl.DPOTrainer(model=make_policy(), ref_model=make_reference(), args=config,
-                                 train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-        for callback in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(callback)
+    with tempfile.TemporaryDirectory() as out_dir, quiet_trl():
+        trainer = parity_trl_trainer(make_policy(), make_reference(), tokenizer, rows, out_dir, beta=beta, lr=lr,
+                                     batch_size=batch_size, steps=steps, max_length=max_length, cuda=device.type == "cuda")
         t0 = time.perf_counter()
         trainer.train()
         trl_seconds = time.perf_counter() - t0
