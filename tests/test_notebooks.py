@@ -238,7 +238,6 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
         assert (run_dir / "figures" / name).exists(), name
 
 
-@pytest.mark.slow
 # What may legitimately differ between the notebook's kernel and this test process. The gold judge embeds
 # every answer with a float32 sentence encoder; its output depends on the process: which texts share a
 # padded batch (the embedding cache decides which texts are new) and the number of threads each change
@@ -274,6 +273,7 @@ def test_numeric_comparison_allows_float32_noise_only():
     assert _numeric_differences({"a": 1.0}, {"b": 1.0}, "rows")
 
 
+@pytest.mark.slow
 def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same numbers."""
     run_dir, _, _ = smoke_lab
