@@ -98,3 +98,28 @@ class SFTDataCollator:
             "attention_mask": _right_pad([[1] * len(s) for s in sequences], 0),
             "labels": _right_pad(labels, -100),
         }
+
+
+def merge_pair_batches(batches: list[dict[str, torch.Tensor]], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """Several collated preference batches as ONE: ``[all chosen rows; all rejected rows]``, right-padded.
+
+    Why: a function that does a whole optimizer step on one batch (a student's ``dpo_step``) cannot
+    accumulate gradients over micro-batches; on equal-sized micro-batches, one step on the merged batch
+    has the same mean loss and gradient as accumulating them. Padded positions are masked (any id works).
+    """
+    if len(batches) == 1:
+        return batches[0]
+    width = max(b["input_ids"].shape[1] for b in batches)
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "loss_mask": 0}
+    merged: dict[str, torch.Tensor] = {}
+    for key in batches[0]:
+        halves = []
+        for b in batches:
+            value = b[key]
+            if key in fill:
+                value = torch.nn.functional.pad(value, (0, width - value.shape[1]), value=fill[key])
+                halves.append(value.chunk(2, dim=0))
+            else:  # per-pair values (cached reference log-probs): [B], already split by name
+                halves.append((value,))
+        merged[key] = torch.cat([h[0] for h in halves] + [h[1] for h in halves if len(h) > 1], dim=0)
+    return merged

@@ -46,7 +46,7 @@ class LabConfig:
     eval_every: int = 25  # steps between held-out evaluations (SFT and DPO)
     eval_pairs: int = 128  # held-out pairs (and SFT examples) used by those evaluations
     save_every: int = 50  # steps between resumable training states
-    early_stopping_patience: int = 0  # evaluations without a better held-out margin before stopping (0 = off)
+    early_stopping_patience: int = 0  # DPO: evaluations without a lower held-out loss before stopping (0 = off)
     lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
     lora_r: int = 16
     seed: int = 42

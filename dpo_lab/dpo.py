@@ -24,7 +24,7 @@ import torch
 
 from .batching import batch_stream
 from .checkpoints import resume_training, save_periodic_state
-from .collator import PreferenceDataCollator
+from .collator import PreferenceDataCollator, merge_pair_batches
 from .losses import batch_logprobs, dpo_loss, dpo_metrics, reference_logprobs, sequence_logprobs_lean, token_kl
 from .optim import build_optimizer, build_scheduler
 from .runtime import (
@@ -62,7 +62,7 @@ class DPOArgs:
     bucket: bool = True
     max_length: int | None = None
     # early stopping and the course's over-optimisation rules
-    patience: int = 0  # stop after this many evaluations without a better held-out margin (0 = off)
+    patience: int = 0  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
     kl_limit: float | None = 20.0  # held-out KL above this = over-optimisation
     train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
     accuracy_window: int = 20
@@ -108,7 +108,13 @@ class DPOTrainer:
     log-probs (``ref_chosen_logps`` / ``ref_rejected_logps``).
     """
 
-    def __init__(self, policy, reference=None, *, beta: float, average_logps: bool = False, ref_lm_head: dict | None = None):
+    def __init__(self, policy, reference=None, *, beta: float, average_logps: bool = False, ref_lm_head: dict | None = None,
+                 loss_fn=dpo_loss, step_fn=None):
+        """``loss_fn``: the DPO loss used for training and held-out evaluation (a student's ``dpo_loss``).
+        ``step_fn``: when given, every optimizer step IS ``step_fn(policy, reference, batch, optimizer,
+        beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
+        it needs a live reference model. The learning-rate schedule still steps after it.
+        """
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         if reference is not None and reference is policy:
@@ -119,6 +125,10 @@ class DPOTrainer:
         self.beta = beta
         self.average_logps = average_logps
         self.ref_lm_head = ref_lm_head  # from the cache: reference logits = hidden @ W.T (+ b) for the KL
+        self.loss_fn = loss_fn
+        self.step_fn = step_fn
+        if step_fn is not None and self.reference is None:
+            raise ValueError("a dpo_step function needs a live reference model (not cached log-probs or LoRA adapters)")
 
     # ---------------------------------------------------------------- reference side
     def _uses_adapters_as_reference(self) -> bool:
@@ -140,12 +150,18 @@ class DPOTrainer:
         """Mean DPO loss of a collated batch and its metrics (TRL's names)."""
         pc, pr = batch_logprobs(self.policy, batch, average=self.average_logps)
         rc, rr = self.reference_logps(batch)
-        losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+        losses, chosen_rewards, rejected_rewards = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
         return losses.mean(), dpo_metrics(pc, pr, chosen_rewards, rejected_rewards, losses)
 
     def train_step(self, micro_batches: list[dict[str, torch.Tensor]], optimizer, scheduler, max_grad_norm: float,
                    step: int, device: torch.device) -> dict[str, float]:
-        """One optimizer step over ``len(micro_batches)`` accumulated micro-batches."""
+        """One optimizer step over ``len(micro_batches)`` accumulated micro-batches.
+
+        Rows carry TRL's metric names plus ``logratios/margins``: the margin in nats (the reward margin
+        divided by beta), the unit in which runs with different betas can be compared.
+        """
+        if self.step_fn is not None:
+            return self._train_step_with(micro_batches, optimizer, scheduler, max_grad_norm, step, device)
         self.policy.train()
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
@@ -160,15 +176,25 @@ class DPOTrainer:
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
             n_tokens += int(batch["attention_mask"].sum())
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad], max_grad_norm)
-        if not math.isfinite(float(grad_norm)):
-            raise TrainingDivergedError(
-                f"grad_norm is {float(grad_norm)} at step {step} although the loss was finite: lower the learning rate,"
-                " keep max_grad_norm=1.0, and train in fp32/bf16, not fp16."
-            )
+        _check_grad_norm(step, grad_norm)
         lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
         optimizer.step()
         scheduler.step()
-        return {**sums, "grad_norm": float(grad_norm), "lr": lr, "tokens": n_tokens}
+        return {**sums, "logratios/margins": sums["rewards/margins"] / self.beta, "grad_norm": float(grad_norm), "lr": lr,
+                "tokens": n_tokens}
+
+    def _train_step_with(self, micro_batches, optimizer, scheduler, max_grad_norm: float, step: int, device) -> dict[str, float]:
+        """The optimizer step done by ``step_fn`` (the student's ``dpo_step``) on the merged micro-batches."""
+        batch = {k: v.to(device) for k, v in merge_pair_batches(micro_batches).items()}
+        lr = scheduler.get_last_lr()[0]
+        with autocast(device):
+            metrics = self.step_fn(self.policy, self.reference, batch, optimizer, self.beta, max_grad_norm)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        _diagnose(step, torch.tensor(metrics["loss"]), metrics)
+        _check_grad_norm(step, metrics["grad_norm"])
+        scheduler.step()
+        return {**metrics, "logratios/margins": metrics["rewards/margins"] / self.beta, "lr": lr,
+                "tokens": int(batch["attention_mask"].sum())}
 
     # ---------------------------------------------------------------- held-out evaluation
     @torch.no_grad()
@@ -189,7 +215,7 @@ class DPOTrainer:
                 logps = sequence_logprobs_lean(outputs.logits, batch["input_ids"], batch["loss_mask"], average=self.average_logps)
             pc, pr = logps.chunk(2)
             rc, rr = self.reference_logps(batch)
-            losses, cr, rj = dpo_loss(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+            losses, cr, rj = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
             b = pc.shape[0]
             for key, value in dpo_metrics(pc, pr, cr, rj, losses).items():
                 totals[key] = totals.get(key, 0.0) + value * b
@@ -202,6 +228,7 @@ class DPOTrainer:
                 for i in range(b):
                     kls.append(token_kl(pol[i][mask[i]], ref_logits[i]).sum().item())
         out = {f"eval_{k}": v / n_pairs for k, v in totals.items()}
+        out["eval_logratios/margins"] = out["eval_rewards/margins"] / self.beta  # nats: comparable across betas
         if kls:
             out["eval_kl"] = sum(kls) / len(kls)
         return out
@@ -223,6 +250,14 @@ class DPOTrainer:
         else:
             return None
         return [logits[i, :-1][mask[i]] for i in range(b)]
+
+
+def _check_grad_norm(step: int, grad_norm) -> None:
+    if not math.isfinite(float(grad_norm)):
+        raise TrainingDivergedError(
+            f"grad_norm is {float(grad_norm)} at step {step} although the loss was finite: lower the learning rate,"
+            " keep max_grad_norm=1.0, and train in fp32/bf16, not fp16."
+        )
 
 
 def _diagnose(step: int, loss: torch.Tensor, metrics: dict[str, float]) -> None:
@@ -248,11 +283,16 @@ class DPOResult:
 
 def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]],
               args: DPOArgs, *, device=None, state_dir=None, ref_lm_head: dict | None = None,
-              eval_ref_hidden: list[torch.Tensor] | None = None) -> DPOResult:
+              eval_ref_hidden: list[torch.Tensor] | None = None, loss_fn=dpo_loss, step_fn=None) -> DPOResult:
     """Train `policy` in place with DPO; return the per-step history and why it stopped.
 
     ``train_examples`` / ``eval_examples`` are :func:`dpo_lab.tokenize_pair` outputs, optionally carrying
     cached reference log-probs (then `reference` may be None). ``state_dir`` enables resume.
+    ``loss_fn`` / ``step_fn``: see :class:`DPOTrainer` (how a student's ``dpo_loss`` / ``dpo_step`` train the model).
+
+    Stops early, with the reason recorded, on the course's over-optimisation signs: held-out KL above
+    ``kl_limit``, ``accuracy_window``-step train accuracy above ``train_accuracy_limit``, and (when
+    ``patience`` > 0) a held-out DPO loss that has not improved for ``patience`` evaluations.
     """
     acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
     device = acc.device if acc is not None else pick_device(device)
@@ -261,7 +301,8 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
         reference.to(device)
     if args.compile and device.type == "cuda" and plain_causal_lm(policy) is not None:
         plain_causal_lm(policy).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
-    trainer = DPOTrainer(policy, reference, beta=args.beta, average_logps=args.average_logps, ref_lm_head=ref_lm_head)
+    trainer = DPOTrainer(policy, reference, beta=args.beta, average_logps=args.average_logps, ref_lm_head=ref_lm_head,
+                         loss_fn=loss_fn, step_fn=step_fn)
     seed_everything(args.seed)
     collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
     optimizer = build_optimizer(policy, args.lr, args.betas, args.weight_decay)
@@ -270,11 +311,11 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
 
     history: list[dict[str, Any]] = []
     start_step, initial_eval = 0, {}
-    best_margin, evals_without_gain = -math.inf, 0
+    best_loss, evals_without_gain = math.inf, 0
     resumed = resume_training(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler)
     if resumed is not None:
         start_step, history, extra = resumed
-        initial_eval, best_margin, evals_without_gain = extra["initial_eval"], extra["best_margin"], extra["evals_without_gain"]
+        initial_eval, best_loss, evals_without_gain = extra["initial_eval"], extra["best_loss"], extra["evals_without_gain"]
     elif eval_batches:
         initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
     world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
@@ -298,14 +339,14 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
         if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
             final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
             row.update(final_eval)
-            if final_eval["eval_rewards/margins"] > best_margin:
-                best_margin, evals_without_gain = final_eval["eval_rewards/margins"], 0
+            if final_eval["eval_loss"] < best_loss:
+                best_loss, evals_without_gain = final_eval["eval_loss"], 0
             else:
                 evals_without_gain += 1
             if args.kl_limit is not None and final_eval.get("eval_kl", 0.0) > args.kl_limit:
                 reason = f"over-optimisation: held-out KL {final_eval['eval_kl']:.2f} > {args.kl_limit:g}"
             elif args.patience and evals_without_gain >= args.patience:
-                reason = f"early stop: held-out margin did not improve for {args.patience} evaluations"
+                reason = f"early stop: held-out loss did not improve for {args.patience} evaluations (best {best_loss:.4f})"
         if reason is None and args.train_accuracy_limit is not None and len(recent_acc) == args.accuracy_window:
             mean_acc = sum(recent_acc) / len(recent_acc)
             if mean_acc > args.train_accuracy_limit:
@@ -319,7 +360,7 @@ def dpo_train(policy, reference, tokenizer, train_examples: list[dict[str, Any]]
             break
         save_periodic_state(state_dir, step + 1, args.steps, args.save_every, acc, model=policy, optimizer=optimizer,
                             scheduler=scheduler, history=history,
-                            extra={"initial_eval": initial_eval, "best_margin": best_margin, "evals_without_gain": evals_without_gain})
+                            extra={"initial_eval": initial_eval, "best_loss": best_loss, "evals_without_gain": evals_without_gain})
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:

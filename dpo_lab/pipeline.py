@@ -98,9 +98,22 @@ def stage_config(prepared_config: LabConfig, profile: str = "auto", **overrides:
 # -------------------------------------------------------------------------------------------- 02 SFT
 
 
+def implementation_source(fn, reference) -> str:
+    """'student' or 'reference': who wrote the function that ran (recorded in the stage's manifest)."""
+    return "reference" if fn is None or fn is reference else "student"
+
+
 def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, device=None, progress: bool = True,
-                  **overrides: Any) -> tuple[Path, SFTResult]:
-    """Train the SFT model on 01_data's demonstrations and save ``02_sft/`` (resumes an interrupted run)."""
+                  sequence_logprobs=None, **overrides: Any) -> tuple[Path, SFTResult]:
+    """Train the SFT model on 01_data's demonstrations and save ``02_sft/`` (resumes an interrupted run).
+
+    ``sequence_logprobs``: the function whose output IS the training loss (a student's, from notebook
+    02); None or the package's own = the model's built-in loss (the same number). The manifest's
+    ``implementations`` says which one trained the model.
+    """
+    from .losses import sequence_logprobs as reference_logprobs_fn
+
+    source = implementation_source(sequence_logprobs, reference_logprobs_fn)
     run_dir = Path(run_dir)
     prepared = load_prepared_data(run_dir)
     config = dataclasses.replace(config or prepared.config, **overrides)
@@ -111,13 +124,15 @@ def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, devic
     model = build_base_model(config, tok)
     t0 = time.perf_counter()
     state = state_dir(run_dir, SFT_DIR)
-    result = sft_train(model, tok, train, held_out, sft_args(config, progress), device=device, state_dir=state)
+    result = sft_train(model, tok, train, held_out, sft_args(config, progress), device=device, state_dir=state,
+                       logprobs_fn=sequence_logprobs if source == "student" else None)
     seconds = time.perf_counter() - t0
     last_eval = [r for r in result.history if "eval_loss" in r]
     metrics = {"best_step": result.best_step, "best_eval_loss": result.best_eval_loss,
                "best_eval_perplexity": None if result.best_eval_loss is None else float(torch.tensor(result.best_eval_loss).exp()),
                "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None, "train_seconds": seconds,
-               "train_examples": len(train), "parameters": sum(p.numel() for p in model.parameters())}
+               "train_examples": len(train), "parameters": sum(p.numel() for p in model.parameters()),
+               "implementations": {"sequence_logprobs": source}}
     manifest = build_manifest(SFT_DIR, config, inputs={DATA_DIR: _data_id(run_dir)}, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
@@ -142,12 +157,22 @@ def load_reference_model(sft_folder: Path, device):
 
 
 def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: LabConfig | None = None, use_cache: bool = True,
-                  device=None, progress: bool = True, **overrides: Any) -> tuple[Path, DPOResult]:
+                  device=None, progress: bool = True, dpo_loss=None, dpo_step=None, **overrides: Any) -> tuple[Path, DPOResult]:
     """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/``. Other betas' folders are never touched.
 
     With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
     run); a re-run with another beta then never loads or runs the reference model.
+
+    ``dpo_loss`` / ``dpo_step``: the student's functions from notebook 03 (None or the package's own =
+    the reference). A student's ``dpo_step`` does every optimizer step itself, so it gets a live
+    reference model (the cache cannot answer arbitrary code); a student's ``dpo_loss`` is the loss of
+    training and of the held-out evaluation. The manifest's ``implementations`` records who ran what.
     """
+    from . import losses
+    from .dpo import dpo_step as reference_dpo_step
+
+    sources = {"dpo_loss": implementation_source(dpo_loss, losses.dpo_loss),
+               "dpo_step": implementation_source(dpo_step, reference_dpo_step)}
     stage_start = time.perf_counter()
     run_dir = Path(run_dir)
     acc = distributed()
@@ -166,10 +191,14 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
         raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
 
     reference, cache_status, lm_head, eval_hidden = None, "off", None, None
+    if config.lora and sources["dpo_step"] == "student":
+        sources["dpo_step"] = "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
     if config.lora:
         policy = _add_lora(policy, config)  # reference = the same weights with the adapters disabled
-    elif not use_cache:
+    elif not use_cache or sources["dpo_step"] == "student":
         reference = load_reference_model(sft_folder, device)
+        if use_cache:
+            cache_status = "off: your dpo_step runs the reference model itself"
     else:
         visited = visited_indices(train, args.batch_size, args.steps * args.grad_accum * world, seed=args.seed,
                                   shuffle=args.shuffle, bucket=args.bucket)
@@ -196,13 +225,16 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     t0 = time.perf_counter()
     state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
     result = dpo_train(policy, reference, tok, train, held_out, args, device=device, state_dir=state,
-                       ref_lm_head=lm_head, eval_ref_hidden=eval_hidden)
+                       ref_lm_head=lm_head, eval_ref_hidden=eval_hidden,
+                       loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
+                       step_fn=dpo_step if sources["dpo_step"] == "student" else None)
     seconds = time.perf_counter() - t0
     if config.lora:
         policy = policy.merge_and_unload()  # a plain model again: 04 loads it like any other
     metrics = {"stop_reason": result.stop_reason, "steps_run": len(result.history), "train_seconds": seconds,
                "stage_seconds": time.perf_counter() - stage_start,
-               "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval}
+               "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval,
+               "implementations": sources}
     manifest = build_manifest(DPO_DIR, config, inputs={DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(beta_dir(run_dir, config.beta), policy, tok, manifest, result.history, run_dir, state)

@@ -88,9 +88,25 @@ def evaluate_lm_loss(model, examples: list[dict[str, Any]], collate, batch_size:
     return {"eval_loss": eval_loss, "eval_perplexity": math.exp(min(eval_loss, 50.0))}
 
 
+def sft_loss(model, batch: dict[str, torch.Tensor], logprobs_fn=None) -> torch.Tensor:
+    """Mean NLL over the response tokens of an :class:`SFTDataCollator` batch.
+
+    ``logprobs_fn=None``: the model's own ``loss`` (labels = -100 on prompt and padding). With a
+    ``sequence_logprobs``-style function (a student's), the same number computed by it:
+    ``-(sum of every row's response log-prob) / (number of scored tokens)``.
+    """
+    if logprobs_fn is None:
+        return model(**batch).loss
+    loss_mask = (batch["labels"] != -100).long()  # 1 on response tokens (EOS included)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return -logprobs_fn(logits, batch["input_ids"], loss_mask).sum() / loss_mask[:, 1:].sum().clamp(min=1)
+
+
 def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examples: list[dict[str, Any]], args: SFTArgs, *,
-              device: str | torch.device | None = None, state_dir=None) -> SFTResult:
+              device: str | torch.device | None = None, state_dir=None, logprobs_fn=None) -> SFTResult:
     """Train `model` in place on ``{"prompt_ids", "response_ids"}`` examples; leave it at its best weights.
+
+    ``logprobs_fn``: train on the loss computed by this ``sequence_logprobs`` (a student's; see :func:`sft_loss`).
 
     ``state_dir``: where the periodic training state goes; if it already holds one, the run RESUMES
     from it (same batches, same RNG) and ends exactly where an uninterrupted run would.
@@ -123,7 +139,7 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
         for _ in range(args.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
             with autocast(device):
-                loss = net(**batch).loss  # mean NLL over response tokens (labels = -100 elsewhere)
+                loss = sft_loss(net, batch, logprobs_fn)  # mean NLL over response tokens (labels = -100 elsewhere)
             (loss / args.grad_accum).backward()
             loss_sum += loss.detach().float().item()
             n_tokens += int(batch["attention_mask"].sum())

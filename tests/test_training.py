@@ -159,6 +159,109 @@ def test_cached_and_live_reference_give_the_same_run(smoke_run):
     assert cached.final_eval["eval_kl"] == pytest.approx(live.final_eval["eval_kl"], rel=1e-3, abs=1e-6)
 
 
+def _student_dpo_loss(calls):
+    """A correct dpo_loss written another way (softplus), counting its calls: the student's, not the package's."""
+    def dpo_loss(pc, pr, rc, rr, beta):
+        calls.append(pc.shape[0])
+        logits = beta * ((pc - rc) - (pr - rr))
+        return torch.nn.functional.softplus(-logits), beta * (pc - rc).detach(), beta * (pr - rr).detach()
+    return dpo_loss
+
+
+def _student_dpo_step(calls, loss_fn):
+    """A correct dpo_step in a student's style (two forwards, its own sequence log-probs), counting its calls."""
+    def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):
+        calls.append(batch["input_ids"].shape[0])
+        policy.train()
+        optimizer.zero_grad()
+        ids, att, mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
+        logps = dpo_lab.sequence_logprobs(policy(input_ids=ids, attention_mask=att).logits, ids, mask)
+        with torch.no_grad():
+            ref = dpo_lab.sequence_logprobs(reference(input_ids=ids, attention_mask=att).logits, ids, mask)
+        pc, pr = logps.chunk(2)
+        rc, rr = ref.chunk(2)
+        losses, cr, rj = loss_fn(pc, pr, rc, rr, beta)
+        losses.mean().backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+        return {**dpo_lab.dpo_metrics(pc, pr, cr, rj, losses), "grad_norm": float(grad_norm)}
+    return dpo_step
+
+
+def test_the_students_dpo_loss_and_step_train_the_model(smoke_run):
+    loss_calls, step_calls = [], []
+    student_loss = _student_dpo_loss(loss_calls)
+    student_step = _student_dpo_step(step_calls, student_loss)
+    folder, result = pipeline.run_dpo_stage(smoke_run, beta=0.3, progress=False, dpo_loss=student_loss, dpo_step=student_step)
+    steps = len(result.history)
+    assert len(step_calls) == steps > 0  # every optimizer step was the student's function
+    assert len(loss_calls) >= steps  # ... which used the student's loss (and so did the held-out evaluations)
+    metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
+    assert metrics["implementations"] == {"dpo_loss": "student", "dpo_step": "student"}
+    assert metrics["reference_cache"].startswith("off")
+    # the same run on the package's path: the student's code trained the same model
+    _, package = pipeline.run_dpo_stage(smoke_run, beta=0.3, use_cache=False, progress=False)
+    for a, b in zip(result.history, package.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["logratios/margins"] == pytest.approx(b["logratios/margins"], abs=1e-4)
+    assert result.final_eval["eval_loss"] == pytest.approx(package.final_eval["eval_loss"], abs=1e-5)
+
+
+def test_a_students_loss_alone_trains_on_the_cached_path(smoke_run):
+    calls = []
+    folder, result = pipeline.run_dpo_stage(smoke_run, beta=0.4, progress=False, dpo_loss=_student_dpo_loss(calls),
+                                            dpo_step=dpo_lab.dpo_step)
+    metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
+    assert metrics["implementations"] == {"dpo_loss": "student", "dpo_step": "reference"}
+    assert not metrics["reference_cache"].startswith("off") and len(calls) >= len(result.history)
+
+
+def test_unfinished_exercises_fall_back_to_the_reference(smoke_run):
+    folder, _ = pipeline.run_dpo_stage(smoke_run, beta=0.6, progress=False, dpo_loss=dpo_lab.dpo_loss, dpo_step=None)
+    assert json.loads((folder / "manifest.json").read_text())["metrics"]["implementations"] == {"dpo_loss": "reference",
+                                                                                                 "dpo_step": "reference"}
+    assert json.loads((smoke_run / "02_sft" / "manifest.json").read_text())["metrics"]["implementations"] == {
+        "sequence_logprobs": "reference"}
+
+
+def test_merged_micro_batches_are_one_batch_with_chosen_rows_first(tokenizer, tokenized_pairs):
+    from dpo_lab.collator import merge_pair_batches
+
+    collate = dpo_lab.PreferenceDataCollator(tokenizer)
+    a, b = collate(tokenized_pairs[:2]), collate(tokenized_pairs[2:5])
+    merged, whole = merge_pair_batches([a, b], collate.pad_token_id), collate(tokenized_pairs[:5])
+    for key in ("attention_mask", "loss_mask"):
+        assert torch.equal(merged[key], whole[key]), key
+    keep = whole["attention_mask"].bool()
+    assert torch.equal(merged["input_ids"][keep], whole["input_ids"][keep])
+
+
+def test_sft_on_the_students_sequence_logprobs(smoke_run, tmp_path):
+    import shutil
+
+    from dpo_lab.collator import SFTDataCollator
+    from dpo_lab.sft import sft_loss
+
+    calls = []
+
+    def student_logprobs(logits, input_ids, loss_mask, average=False):
+        calls.append(1)
+        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return (logp * loss_mask[:, 1:]).sum(-1)
+
+    model, tok, _ = pipeline.load_sft_checkpoint(smoke_run)
+    examples = [dpo_lab.tokenize_sft_example(tok, "\n\nHuman: hi\n\nAssistant:", " hello there" * k, 64) for k in (1, 3)]
+    batch = SFTDataCollator(tok)(examples)
+    assert sft_loss(model, batch, student_logprobs).item() == pytest.approx(sft_loss(model, batch).item(), rel=1e-5)
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run / "01_data", run_dir / "01_data")
+    calls.clear()
+    folder, result = pipeline.run_sft_stage(run_dir, progress=False, sequence_logprobs=student_logprobs)
+    metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
+    assert metrics["implementations"] == {"sequence_logprobs": "student"}
+    assert len(calls) == len(result.history) * pipeline.load_prepared_data(run_dir).config.grad_accum
+
+
 def test_cache_for_other_inputs_is_not_used(smoke_run, tokenizer):
     from dpo_lab.reference_cache import cache_key, cache_path, ensure_reference_logps, load_cache_file
 
