@@ -58,7 +58,10 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
 def summarize_runs(models: dict[str, Path]):
     """One row per model: beta, steps, why training stopped, and the held-out metrics stage 03 recorded.
 
-    The SFT row is the reference itself: reward margin 0, accuracy 0 (strict ">") and KL 0 by definition.
+    Two margins, two units: ``heldout_reward_margin`` is TRL's ``rewards/margins`` = β × (log-ratio of
+    chosen − log-ratio of rejected), in reward units that scale with β; ``heldout_logratio_margin`` is
+    the same difference in nats (the reward margin ÷ β), the unit in which runs with different betas
+    can be compared. The SFT row is the reference itself: margins 0, accuracy 0 (strict ">") and KL 0.
     """
     import pandas as pd
 
@@ -68,13 +71,16 @@ def summarize_runs(models: dict[str, Path]):
         metrics = manifest.get("metrics", {})
         if name == "SFT":
             rows.append({"model": name, "beta": None, "steps": len(read_history(folder)), "stop_reason": "—",
-                         "heldout_accuracy": 0.0, "heldout_margin": 0.0, "heldout_kl": 0.0,
+                         "heldout_accuracy": 0.0, "heldout_reward_margin": 0.0, "heldout_logratio_margin": 0.0, "heldout_kl": 0.0,
                          "heldout_dpo_loss": math.log(2), "train_seconds": metrics.get("train_seconds")})
             continue
         final = metrics.get("final_eval", {})
-        rows.append({"model": name, "beta": manifest["config"]["beta"], "steps": metrics.get("steps_run"),
+        beta = manifest["config"]["beta"]
+        margin = final.get("eval_rewards/margins")
+        rows.append({"model": name, "beta": beta, "steps": metrics.get("steps_run"),
                      "stop_reason": metrics.get("stop_reason"),
-                     "heldout_accuracy": final.get("eval_rewards/accuracies"), "heldout_margin": final.get("eval_rewards/margins"),
+                     "heldout_accuracy": final.get("eval_rewards/accuracies"), "heldout_reward_margin": margin,
+                     "heldout_logratio_margin": None if margin is None else margin / beta,
                      "heldout_kl": final.get("eval_kl"), "heldout_dpo_loss": final.get("eval_loss"),
                      "train_seconds": metrics.get("train_seconds")})
     return pd.DataFrame(rows)
@@ -245,11 +251,19 @@ def with_win_rates(summary, win_rates, judge: str = "gold judge"):
     return summary.merge(rows[["model", *columns]].rename(columns=columns), on="model", how="left")
 
 
+COURSE_KL_LIMIT = 10.0
+
+
 def course_rule_pick(summary) -> str | None:
-    """The course's rule: among DPO runs with held-out KL < 10, the one with the largest held-out margin (None if none)."""
+    """The course's rule: among DPO runs with held-out KL < 10, the largest held-out margin (None if none).
+
+    The margin compared is the LOG-RATIO margin in nats, not TRL's reward margin: the reward margin is
+    β × the log-ratio margin, so across betas it mostly measures β itself (a larger β multiplies a
+    smaller movement). KL is in nats too, so the rule trades like against like.
+    """
     dpo = summary[summary["model"].str.startswith("DPO")]
-    eligible = dpo[dpo["heldout_kl"] < 10]
-    return None if eligible.empty else str(eligible.loc[eligible["heldout_margin"].idxmax(), "model"])
+    eligible = dpo[dpo["heldout_kl"] < COURSE_KL_LIMIT]
+    return None if eligible.empty else str(eligible.loc[eligible["heldout_logratio_margin"].idxmax(), "model"])
 
 
 # ---------------------------------------------------------------------------------------------------- the whole of 04
@@ -290,9 +304,9 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     from .headtohead import round_robin, win_rates_vs
     from .judges import GPU_REWARD_MODEL, GoldJudge, RewardModelJudge
     from .pipeline import stage_config
-    from .plots import plot_elo, plot_model_comparison, plot_reward_kl_frontier
+    from .plots import plot_beta_sweep, plot_elo, plot_model_comparison, plot_reward_kl_frontier
     from .prepare import load_prepared_data
-    from .report import build_report, success_and_failure_cases
+    from .report import build_report, judge_info, success_and_failure_cases
 
     unknown = set(params) - set(EVAL_DEFAULTS)
     if unknown:
@@ -366,12 +380,12 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     pick = course_rule_pick(summary)
     focus = pick or [m for m in models if m != "SFT"][0]
     cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], comparisons[focus])
-    figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
+    figures = {"model_comparison": plot_model_comparison(summary), "beta_sweep": plot_beta_sweep(summary, pick=pick),
+               "elo": plot_elo(elo)}
     frontier_rows = summary[["model", "sampled_kl", "sampled_kl_stderr", "gold_reward", "gold_reward_stderr"]]
     figures["reward_kl_frontier"] = plot_reward_kl_frontier(frontier_rows)
     report = build_report(run_dir=run_dir, summary=summary, win_rates=win_rates, elo=elo, cases=cases, pick=pick,
-                          judge_info={"held-out pairwise accuracy vs true quality": judge_accuracy.get("vs_quality"),
-                                      "vs labels": judge_accuracy["vs_labels"]},
+                          judge_info=judge_info(judge_accuracy),
                           settings={"prompts": len(prompts), **settings},
                           notes=[f"skipped: {s}" for s in skipped] + incomplete)
     out = save_evaluation(run_dir, config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"},

@@ -78,7 +78,8 @@ def plot_dpo_history(history: list[dict[str, Any]], beta: float | None = None, w
     ax_rew.set(title="Implicit rewards β·log(π/π_ref)", xlabel="optimizer step", ylabel="reward")
     train_and_eval(ax_margin, "rewards/margins", "margin", "tab:purple")
     ax_margin.axhline(0, color="gray", ls=":")
-    ax_margin.set(title="Reward margin (chosen − rejected)", xlabel="optimizer step", ylabel="margin")
+    ax_margin.set(title="Reward margin β·(Δ log-ratio), chosen − rejected", xlabel="optimizer step",
+                  ylabel="reward units (÷ β = nats)")
     train_and_eval(ax_acc, "rewards/accuracies", "accuracy", "tab:olive")
     ax_acc.axhline(0.95, color="tab:red", ls="--", label="95 %: over-fitting the preferences")
     ax_acc.axhline(0.6, color="tab:green", ls=":", label="60 %: course target")
@@ -116,7 +117,7 @@ def plot_overoptimization(history: list[dict[str, Any]], initial_eval: dict[str,
     kl_rows = [r for r in evals if "eval_kl" in r]
     if kl_rows:
         kl = [r["eval_kl"] for r in kl_rows]
-        margin = [r["eval_rewards/margins"] for r in kl_rows]
+        margin = [r["eval_rewards/margins"] / beta if beta else r["eval_rewards/margins"] for r in kl_rows]
         ax_front.plot(kl, margin, "o-", color="tab:purple", label="held-out evaluations")
         for r, x, y in zip(kl_rows, kl, margin):
             if r is kl_rows[0] or r is kl_rows[-1]:
@@ -128,8 +129,8 @@ def plot_overoptimization(history: list[dict[str, Any]], initial_eval: dict[str,
         ax_front.legend(fontsize=8)
     else:
         ax_front.text(0.5, 0.5, "no KL measured", ha="center", va="center", transform=ax_front.transAxes)
-    ax_front.set(title="Reward bought with KL (held-out)", xlabel="KL(policy ‖ reference), nats per response",
-                 ylabel="reward margin (chosen − rejected)")
+    ax_front.set(title="Margin bought with KL (held-out)", xlabel="KL(policy ‖ reference), nats per response",
+                 ylabel="log-ratio margin, nats" if beta else "reward margin (β-scaled)")
 
     steps, loss = _series(history, "loss")
     ax_gap.plot(steps, _smooth(loss, window), color="tab:blue", label=f"train ({window}-step mean)")
@@ -154,14 +155,19 @@ def plot_model_comparison(table):
     import matplotlib.pyplot as plt
 
     panels = [("heldout_accuracy", "Held-out reward accuracy", "share of pairs", (0.6, "course target: > 0.6")),
-              ("heldout_margin", "Held-out reward margin", "β·Δlog-ratio (chosen − rejected)", (0.5, "course target: > 0.5")),
+              ("heldout_reward_margin", "Reward margin (TRL's, β-scaled)", "β·Δ log-ratio, reward units", (0.5, "course target: > 0.5")),
+              ("heldout_logratio_margin", "Log-ratio margin (comparable across β)", "Δ log-ratio, nats", None),
               ("heldout_kl", "KL(policy ‖ SFT), held-out", "nats per response", (10.0, "keep below 10")),
               ("perplexity", "Perplexity on held-out chosen", "perplexity", None)]
     panels = [p for p in panels if p[0] in table.columns]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), constrained_layout=True, squeeze=False)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.6 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     labels = list(table["model"])
     colors = ["tab:gray" if m == "SFT" else "tab:blue" for m in labels]
-    for ax, (col, title, ylabel, target) in zip(axes[0], panels):
+    for ax, (col, title, ylabel, target) in zip(axes.flat, panels):
         values = [float("nan") if v is None else v for v in table[col]]
         bars = ax.bar(labels, values, color=colors)
         ax.bar_label(bars, fmt="%.3g", fontsize=8)
@@ -172,6 +178,37 @@ def plot_model_comparison(table):
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("SFT vs DPO at each beta")
+    return fig
+
+
+def plot_beta_sweep(table, kl_limit: float = 10.0, pick: str | None = None):
+    """The beta sweep in both margin units: why the course rule must compare log-ratio margins.
+
+    Left: log-ratio margin (nats) against held-out KL (nats), one point per beta, the KL < ``kl_limit``
+    zone shaded and the rule's pick circled. Right: the same runs with TRL's β-scaled reward margin,
+    which grows with β itself. ``table`` is :func:`dpo_lab.evaluation.summarize_runs` output.
+    """
+    import matplotlib.pyplot as plt
+
+    dpo = table[table["model"] != "SFT"].dropna(subset=["heldout_kl", "heldout_reward_margin"]).sort_values("beta")
+    fig, (ax_nats, ax_reward) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    panels = ((ax_nats, "heldout_logratio_margin", "Log-ratio margin vs KL (the course rule)", "log-ratio margin, nats"),
+              (ax_reward, "heldout_reward_margin", "Reward margin vs KL (β-scaled: not comparable)", "reward margin = β × nats"))
+    right = max(kl_limit * 1.3, float(dpo["heldout_kl"].max()) * 1.15) if len(dpo) else kl_limit * 1.3
+    for ax, column, title, ylabel in panels:
+        ax.plot(dpo["heldout_kl"], dpo[column], ":", color="tab:blue", alpha=0.6)
+        ax.scatter(dpo["heldout_kl"], dpo[column], color="tab:blue", zorder=3)
+        for _, row in dpo.iterrows():
+            ax.annotate(f"β={row['beta']:g}", (row["heldout_kl"], row[column]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+            if row["model"] == pick and column == "heldout_logratio_margin":
+                ax.scatter([row["heldout_kl"]], [row[column]], s=260, facecolors="none", edgecolors="tab:green", lw=2,
+                           label="course rule's pick", zorder=4)
+        ax.axvspan(0, kl_limit, color="tab:green", alpha=0.08, label=f"KL < {kl_limit:g}: allowed")
+        ax.set(title=title, xlabel="held-out KL(policy ‖ SFT), nats per response", ylabel=ylabel, xlim=(0, right))
+        ax.set_ylim(bottom=min(0.0, float(dpo[column].min()) * 1.2) if len(dpo) else 0.0)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Beta sweep: the margin each beta reached, and the KL it cost")
     return fig
 
 

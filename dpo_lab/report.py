@@ -54,47 +54,57 @@ def _table(df, columns: dict[str, str], formats: dict[str, str] | None = None) -
     return "\n".join(lines)
 
 
+def judge_info(accuracy: dict[str, Any]) -> dict[str, Any]:
+    """The gold judge's validation numbers, labelled as the report prints them."""
+    return {"held-out pairs 上與真實品質一致": accuracy.get("vs_quality"), "與（有雜訊的）標籤一致": accuracy["vs_labels"]}
+
+
 def build_report(*, run_dir: str | Path, summary, win_rates, elo=None, cases=None, judge_info: dict[str, Any] | None = None,
                  pick: str | None = None, settings: dict[str, Any] | None = None, notes: list[str] | None = None) -> str:
-    """One page of Markdown: the verdict first, then the tables that support it, then the cases."""
-    lines = [f"# Lab-1.7 evaluation report — `{Path(run_dir).name}`", ""]
+    """One page of Markdown (zh-TW, as students read it in 04): the verdict first, then the tables, then the cases."""
+    lines = [f"# Lab-1.7 評估報告 — `{Path(run_dir).name}`", ""]
     best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
     dpo = best[best["model"].str.startswith("DPO")]
     if len(dpo):
         top = dpo.loc[dpo["win_rate"].idxmax()]
-        lines.append(f"**Verdict.** Best DPO model by the {top['judge']}: **{top['model']}**, win rate vs SFT "
-                     f"{top['win_rate']:.1%} (95 % CI {top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}, {int(top['n_judged'])} prompts).")
+        lines.append(f"**結論。** 依 {top['judge']}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
+                     f"{top['win_rate']:.1%}（95 % 信賴區間 {top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）。")
     if pick:
-        lines.append(f"The course rule (largest held-out margin with KL < 10) picks **{pick}**.")
+        lines.append(f"課程規則（held-out KL < 10 之下 log-ratio margin（nats）最大）選 **{pick}**。")
     if settings:
-        lines.append("Answers: " + ", ".join(f"{k} = {v}" for k, v in settings.items()) + ".")
+        lines.append("回答的生成設定：" + "、".join(f"{k} = {v}" for k, v in settings.items()) + "。")
     if judge_info:
-        lines.append("Judge: " + ", ".join(f"{k} {_fmt(v, '{:.4g}')}" for k, v in judge_info.items()) + ".")
-    lines += ["", "## Win rate vs SFT", "",
-              _table(win_rates, {"model": "model", "judge": "judge", "win_rate": "win rate", "win_ci_low": "CI low",
-                                 "win_ci_high": "CI high", "ties": "ties", "n_judged": "judged", "errors": "errors"},
+        lines.append("Judge：" + "、".join(f"{k} {_fmt(v, '{:.4g}')}" for k, v in judge_info.items()) + "。")
+    lines += ["", "## 對 SFT 的 win rate", "",
+              _table(win_rates, {"model": "模型", "judge": "judge", "win_rate": "win rate", "win_ci_low": "區間下界",
+                                 "win_ci_high": "區間上界", "ties": "平手", "n_judged": "比較數", "errors": "錯誤"},
                      {"win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}", "ties": "{:.0%}", "n_judged": "{:d}",
                       "errors": "{:d}"})]
-    lines += ["", "## Models", "",
-              _table(summary, {"model": "model", "win_rate_vs_sft": "win vs SFT", "heldout_accuracy": "accuracy", "heldout_margin": "margin",
-                               "heldout_kl": "KL (held-out)", "sampled_kl": "KL (sampled)", "perplexity_change_vs_sft": "Δ perplexity",
-                               "gold_reward": "gold reward", "helpfulness_1_5": "helpful 1–5", "harmlessness_1_5": "harmless 1–5",
-                               "refusal_rate": "refusal", "harmful_compliance_rate": "harmful compliance",
-                               "over_refusal_rate": "over-refusal", "mean_words": "words"},
-                     {"perplexity_change_vs_sft": "{:+.1%}", "mean_words": "{:.1f}", "win_rate_vs_sft": "{:.1%}"})]
+    lines += ["", "## 模型", "",
+              "reward margin 是 TRL 記錄的 β × log-ratio 差（reward 單位，隨 β 縮放）；log-ratio margin 是同一個差以 nats 表示，"
+              "不同 β 之間只能比較後者。", "",
+              _table(summary, {"model": "模型", "win_rate_vs_sft": "對 SFT win rate", "heldout_accuracy": "accuracy",
+                               "heldout_reward_margin": "reward margin", "heldout_logratio_margin": "log-ratio margin（nats）",
+                               "heldout_kl": "KL（held-out）", "sampled_kl": "KL（取樣）", "perplexity_change_vs_sft": "Δ perplexity",
+                               "gold_reward": "gold reward", "helpfulness_1_5": "helpfulness 1–5", "harmlessness_1_5": "harmlessness 1–5",
+                               "refusal_rate": "拒絕率", "harmful_compliance_rate": "有害配合率",
+                               "over_refusal_rate": "過度拒絕率", "mean_words": "平均詞數"},
+                     {"perplexity_change_vs_sft": "{:+.1%}", "mean_words": "{:.1f}", "win_rate_vs_sft": "{:.1%}",
+                      "heldout_logratio_margin": "{:.2f}"})]
     if elo is not None and len(elo):
-        lines += ["", "## Elo (all pairs of models, same judge; SFT = 1000)", "",
-                  _table(elo, {"model": "model", "elo": "Elo", "elo_ci_low": "CI low", "elo_ci_high": "CI high", "games": "games",
-                               "score": "score"}, {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}",
-                                                   "score": "{:.1%}"})]
+        lines += ["", "## Elo（所有模型兩兩比較，同一個 judge；SFT = 1000）", "",
+                  _table(elo, {"model": "模型", "elo": "Elo", "elo_ci_low": "區間下界", "elo_ci_high": "區間上界", "games": "比較數",
+                               "score": "得分"}, {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}",
+                                                "score": "{:.1%}"})]
     if cases is not None and len(cases):
-        lines += ["", "## Largest gains and losses against SFT", ""]
+        kinds = {"success": "進步", "failure": "退步"}
+        lines += ["", "## 相對 SFT 進步與退步最多的回答", ""]
         for _, row in cases.iterrows():
-            lines.append(f"- **{row['case']}** (reward gain {row['reward_gain']:+.2f}) — *{_one_line(row['prompt'])}*  ")
-            lines.append(f"  DPO ({row['model_reward']:.2f}): {_one_line(row['model'])}  ")
-            lines.append(f"  SFT ({row['reference_reward']:.2f}): {_one_line(row['reference'])}")
+            lines.append(f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— *{_one_line(row['prompt'])}*  ")
+            lines.append(f"  DPO（{row['model_reward']:.2f}）：{_one_line(row['model'])}  ")
+            lines.append(f"  SFT（{row['reference_reward']:.2f}）：{_one_line(row['reference'])}")
     if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+        lines += ["", "## 備註", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 

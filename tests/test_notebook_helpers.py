@@ -145,7 +145,7 @@ def test_summary_perplexity_and_saved_evaluation(evaluated_run, tokenizer):
     models, _ = discover_models(evaluated_run)
     summary = summarize_runs(models)
     sft = summary.iloc[0]
-    assert sft["model"] == "SFT" and sft["heldout_margin"] == 0 and sft["heldout_dpo_loss"] == pytest.approx(math.log(2))
+    assert sft["model"] == "SFT" and sft["heldout_reward_margin"] == 0 == sft["heldout_logratio_margin"] and sft["heldout_dpo_loss"] == pytest.approx(math.log(2))
     assert list(summary["beta"][1:]) == [0.1, 0.5]
     prepared = load_prepared_data(evaluated_run)
     ppl = heldout_perplexity(load_eval_model(models["SFT"]), prepared.tokenizer, prepared.splits["pairs_test"][:4], max_length=128)
@@ -181,8 +181,13 @@ def test_new_figures_have_titles_and_labelled_axes(evaluated_run, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     fig = plot_overoptimization(read_history(folder), manifest["metrics"]["initial_eval"], beta=0.1)
     assert _labelled(fig) and len(fig.axes) == 3
-    comparison = plot_model_comparison(summarize_runs(discover_models(evaluated_run)[0]))
-    assert _labelled(comparison) and len(comparison.axes) == 3  # no perplexity column: three panels
+    from dpo_lab.plots import plot_beta_sweep
+
+    summary = summarize_runs(discover_models(evaluated_run)[0])
+    comparison = plot_model_comparison(summary)
+    assert _labelled(comparison) and len([ax for ax in comparison.axes if ax.get_visible()]) == 4  # no perplexity column
+    sweep = plot_beta_sweep(summary, pick="DPO β=0.1")
+    assert _labelled(sweep) and [ax.get_ylabel() for ax in sweep.axes] == ["log-ratio margin, nats", "reward margin = β × nats"]
     path = save_figure(comparison, tmp_path / "figures" / "cmp.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -233,3 +238,36 @@ def test_generate_ids_keeps_the_eos_it_sampled(model, tokenizer):
     for _, new in results:
         assert tokenizer.eos_token_id not in new[:-1]  # nothing after the first EOS
         assert len(new) <= 40
+
+
+def _sweep(rows):
+    import pandas as pd
+
+    table = pd.DataFrame([{"model": "SFT", "beta": None, "heldout_reward_margin": 0.0, "heldout_kl": 0.0}]
+                         + [{"model": f"DPO β={b:g}", "beta": b, "heldout_reward_margin": m, "heldout_kl": kl} for b, m, kl in rows])
+    table["heldout_logratio_margin"] = table["heldout_reward_margin"] / table["beta"].fillna(1.0)
+    return table
+
+
+def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
+    from dpo_lab.evaluation import course_rule_pick
+
+    # the README's cpu runs before this rule was fixed: reward margins 0.612 (β=0.1) and 1.519 (β=0.5)
+    # are 6.12 and 3.04 nats; in nats β=0.1 moved the log-ratios twice as far, at a KL well under 10
+    table = _sweep([(0.1, 0.612, 2.48), (0.5, 1.519, 0.89)])
+    assert course_rule_pick(table) == "DPO β=0.1"
+    assert table.loc[table["heldout_reward_margin"].idxmax(), "model"] == "DPO β=0.5"  # what the β-scaled margin would pick
+    # the KL limit excludes a run whatever its margin; nothing under the limit -> None
+    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)])) == "DPO β=0.5"
+    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0)])) is None
+
+
+def test_summary_reports_both_margins(evaluated_run):
+    from dpo_lab.evaluation import discover_models, summarize_runs
+
+    summary = summarize_runs(discover_models(evaluated_run)[0]).set_index("model")
+    for name, beta in (("DPO β=0.1", 0.1), ("DPO β=0.5", 0.5)):
+        row = summary.loc[name]
+        assert row["heldout_logratio_margin"] == pytest.approx(row["heldout_reward_margin"] / beta)
+        manifest = json.loads((evaluated_run / "03_dpo" / f"beta_{beta:g}" / "manifest.json").read_text())
+        assert manifest["metrics"]["final_eval"]["eval_logratios/margins"] == pytest.approx(row["heldout_logratio_margin"], rel=1e-6)
