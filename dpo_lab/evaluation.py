@@ -380,8 +380,9 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     pick = course_rule_pick(summary)
     focus = pick or [m for m in models if m != "SFT"][0]
     cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], comparisons[focus])
-    figures = {"model_comparison": plot_model_comparison(summary), "beta_sweep": plot_beta_sweep(summary, pick=pick),
-               "elo": plot_elo(elo)}
+    figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
+    if len(models) > 2:  # SFT and at least two betas: a sweep to draw (as notebook 04 does)
+        figures["beta_sweep"] = plot_beta_sweep(summary, kl_limit=COURSE_KL_LIMIT, pick=pick)
     frontier_rows = summary[["model", "sampled_kl", "sampled_kl_stderr", "gold_reward", "gold_reward_stderr"]]
     figures["reward_kl_frontier"] = plot_reward_kl_frontier(frontier_rows)
     report = build_report(run_dir=run_dir, summary=summary, win_rates=win_rates, elo=elo, cases=cases, pick=pick,

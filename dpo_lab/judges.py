@@ -102,8 +102,21 @@ class Comparison:
     def complete(self) -> bool:
         return len(self.judgments) == self.n_requested
 
+    @property
+    def first_shown_win_share(self) -> float | None:
+        """Share of decided (non-tie) verdicts won by the answer shown FIRST: about 0.5 without position bias.
+
+        Only judges that see both answers (an LLM, a person) can have position bias; a score judge
+        scores each answer alone. The order is random per pair, so this is independent of which model won.
+        """
+        decided = [j for j in self.judgments if j.winner != "tie"]
+        return sum(j.winner == j.shown_first for j in decided) / len(decided) if decided else None
+
     def report(self) -> str:
         text = f"{self.judge}: {len(self.judgments)} of {self.n_requested} pairs judged"
+        share = self.first_shown_win_share
+        if share is not None:
+            text += f"; the answer shown first won {share:.0%} of the decided pairs (position bias if far from 50 %)"
         if self.errors:
             text += f"; {len(self.errors)} error(s), first: {self.errors[0]}"
         return text

@@ -142,12 +142,23 @@ def _collate(cls, max_length=None):
     examples = _pair_examples()
     got = cls(tok, max_length=max_length)(examples)
     want = PreferenceDataCollator(tok, max_length=max_length)(examples)
+    if all(key in got for key in ("input_ids", "attention_mask", "loss_mask")):
+        got = _drop_masked_columns(got, want["input_ids"].shape[1])
     for key in ("input_ids", "attention_mask", "loss_mask"):
         if key not in got:
             raise AssertionError(f"no '{key}' in the batch (keys: {sorted(got)})")
         if tuple(torch.as_tensor(got[key]).shape) != tuple(want[key].shape):
             raise AssertionError(f"'{key}' has shape {tuple(torch.as_tensor(got[key]).shape)}, expected {tuple(want[key].shape)}")
     return {k: torch.as_tensor(got[k]).long() for k in ("input_ids", "attention_mask", "loss_mask")}, want
+
+
+def _drop_masked_columns(got: dict, width: int) -> dict:
+    """Accept padding wider than the longest row (e.g. to max_length): extra columns that are fully masked
+    change nothing a model computes, so they are dropped before comparing."""
+    attention, loss = torch.as_tensor(got["attention_mask"]), torch.as_tensor(got["loss_mask"])
+    if attention.dim() == 2 and attention.shape[1] > width and not attention[:, width:].any() and not loss[:, width:].any():
+        return {k: (torch.as_tensor(v)[:, :width] if k in ("input_ids", "attention_mask", "loss_mask") else v) for k, v in got.items()}
+    return got
 
 
 def _rows(tensor) -> str:

@@ -163,3 +163,13 @@ def test_human_ab_widget_is_blind_saves_every_click_and_resumes(tmp_path):
     assert other.path != judge.path and other.next_index() == 0
     with pytest.raises(ValueError, match="choice must be"):
         again.record(5, "A")
+
+
+def test_position_bias_is_measured_as_the_first_shown_answers_win_share():
+    # a judge that always prefers the first answer it sees: the win rate between the models is ~50 % (random
+    # order), which hides the bias; the first-shown share exposes it
+    biased = compare(FlakyJudge(ok=100), PROMPTS, GOOD, BAD, seed=1)
+    assert biased.first_shown_win_share == 1.0 and "won 100% of the decided pairs" in biased.report()
+    fair = compare(KeywordJudge(), PROMPTS, GOOD, BAD, seed=0)  # scores each answer alone: wins follow content
+    assert fair.first_shown_win_share == sum(j.shown_first == "A" for j in fair.judgments) / 12
+    assert compare(KeywordJudge(), PROMPTS, GOOD, GOOD, seed=0).first_shown_win_share is None  # all ties
