@@ -159,7 +159,7 @@ def _from_worker(message: dict[str, Any], name: str) -> dict[str, Any]:
     if message["error"]:
         return {**_zero(max_points, message["error"]), "checks": checks, "seconds": message["seconds"]}
     failures = [f"{c['name']}: {c['message']}" for c in checks if c["points"] < c["max_points"]]
-    if checks and all(c["message"] == "not implemented yet" for c in checks):
+    if checks and all(c["message"] == rubric.NOT_IMPLEMENTED for c in checks):
         failures = ["not implemented yet (NotImplementedError)"]
     result = {"points": sum(c["points"] for c in checks), "max_points": max_points, "failures": failures,
               "checks": checks, "seconds": message["seconds"]}
@@ -372,7 +372,7 @@ def summary_markdown(reports: list[dict[str, Any]]) -> str:
         counts: dict[str, int] = {}
         for e in graded:
             for f in e["failures"]:
-                key = f.split(" — hint:")[0].splitlines()[0][:120]
+                key = f.split(rubric.HINT_MARK)[0].splitlines()[0][:120]
                 counts[key] = counts.get(key, 0) + 1
         common = "; ".join(f"{k} (×{v})" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:3]).replace("|", "\\|")
         lines.append(f"| {n} | {mean:.1f} / {rubric.max_points(n)} | {full}/{len(graded)} | {common or '—'} |")

@@ -13,7 +13,7 @@ numbers a student can reproduce from the rules written in the exercise text.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -26,12 +26,17 @@ EXACT_LOSS = 0.2560  # DPO loss of the pair at beta = 0.1
 EXACT_TOLERANCE = 1e-3  # the values are printed with 4 decimals
 
 
+NOT_IMPLEMENTED = "not implemented yet"  # the grader's marker for an untouched exercise
+HINT_MARK = " — 提示："  # separates what went wrong from the hint (the grader's summary groups failures by it)
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     points: int
     run: Callable[[Any], None]  # raises AssertionError (or anything) when the student's object fails
     hint: str
+    label: str = ""  # what a student reads (zh-TW); ``name`` stays the stable English identifier
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class CheckResult:
     points: int
     max_points: int
     message: str = ""  # why it failed ("" when it passed)
+    label: str = ""  # the check as the student reads it (zh-TW)
 
     @property
     def passed(self) -> bool:
@@ -50,19 +56,19 @@ def run_check(check: Check, obj: Any) -> CheckResult:
     """One check on one student object: full points or none, never an exception."""
     try:
         check.run(obj)
-        return CheckResult(check.name, check.points, check.points)
+        return CheckResult(check.name, check.points, check.points, label=check.label)
     except NotImplementedError:
-        return CheckResult(check.name, 0, check.points, "not implemented yet")
+        return CheckResult(check.name, 0, check.points, NOT_IMPLEMENTED, label=check.label)
     except Exception as e:  # a student's code may fail in any way: report it, never crash
         text = str(e).strip().splitlines() or [""]
         detail = f"{type(e).__name__}: {text[0]}" + "".join(f"\n      {line}" for line in text[1:10])  # e.g. the masks, row by row
-        return CheckResult(check.name, 0, check.points, f"{detail} — hint: {check.hint}")
+        return CheckResult(check.name, 0, check.points, f"{detail}{HINT_MARK}{check.hint}", label=check.label)
 
 
 def grade_object(name: str, obj: Any) -> list[CheckResult]:
     """Run every check of exercise `name` on `obj` (the student's function or class)."""
     if obj is None:
-        return [CheckResult(c.name, 0, c.points, f"no {name} defined") for c in EXERCISES[name]]
+        return [CheckResult(c.name, 0, c.points, f"no {name} defined", label=c.label) for c in EXERCISES[name]]
     return [run_check(c, obj) for c in EXERCISES[name]]
 
 
@@ -464,13 +470,68 @@ WIN_RATE = [
 
 # ----------------------------------------------------------------------------------------------- the table
 
+# What students read (zh-TW, English terms kept): check name -> (label, hint). The English names stay the
+# identifiers that tests, mutations and grade reports use.
+ZH_TW: dict[str, tuple[str, str]] = {
+    "single turn": ("單輪對話", "prompt 以 '\\n\\nAssistant:' 結尾（含）；response 保留開頭的空白"),
+    "multi-turn, responses that start alike": ("多輪對話、開頭相同的兩個回答",
+                                               "在最後一個 '\\n\\nAssistant:' 切開（str.rfind），不是第一個，也不是第一個不同的字元"),
+    "no Assistant turn → ValueError": ("沒有 Assistant 回合 → ValueError", "找不到標記時 raise ValueError"),
+    "different prompts → ValueError": ("兩個 prompt 不同 → ValueError", "兩段逐字稿的 prompt 不同時 raise ValueError"),
+    "rows = [all chosen; all rejected], tokens and attention_mask": ("列順序 [所有 chosen；所有 rejected]、token 與 attention_mask",
+                                                                     "先放所有 chosen 列、再放所有 rejected 列；每一列 = prompt_ids + response ids，右側補齊"),
+    "loss_mask: 1 on response tokens only": ("loss_mask 只在 response token 為 1",
+                                             "prompt 與 padding 為 0，每個 response token（含 EOS）為 1；用長度建遮罩"),
+    "EOS is scored even though pad == eos": ("pad == eos 時 EOS 仍然計分",
+                                             "不要用 token 的值建 loss_mask（ids != pad_token_id 會把真正的 EOS 也遮掉）"),
+    "max_length keeps the first tokens": ("max_length 保留前段 token", "每一列（連同遮罩）只保留前 max_length 個 token"),
+    "sum over response tokens": ("對 response token 加總",
+                                 "位移一格（logits[:, :-1] 預測 input_ids[:, 1:]），遮罩跟著 labels 一起位移，"
+                                 "在詞彙維度（dim=-1）做 log-softmax，加總（不是平均）"),
+    "average=True gives the mean over response tokens": ("average=True 時為 response token 的平均", "遮罩後的總和除以計分的 token 數"),
+    "prompt and padding tokens do not count": ("prompt 與 padding 不計分", "加總前乘上（位移後的）loss_mask"),
+    "gradients flow to the logits": ("梯度能回傳到 logits", "函式裡不要 .detach()、.item() 或 torch.no_grad()"),
+    "bf16 logits are scored in fp32": ("bf16 的 logits 以 fp32 計算", "log_softmax 之前先 .float()：bf16 的 8 位元尾數讓加總的誤差達到零點幾 nats"),
+    f"exact value: log π(chosen) = {EXACT_CHOSEN_LOGP:.4f}": (f"精確值：log π(chosen) = {EXACT_CHOSEN_LOGP:.4f}",
+                                                               "EOS 屬於 response、要計分；加總，不要平均"),
+    "policy == reference → every loss is ln 2": ("policy == reference → 每個 loss 都是 ln 2",
+                                                 "loss = -logsigmoid(beta * margin)；margin 為 0 時是 ln 2 = 0.6931"),
+    "per-pair losses": ("每一對的 loss",
+                        "margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)；beta 在 sigmoid 裡面乘上 margin；"
+                        "回傳每一對的 loss，不是平均"),
+    "implicit rewards = beta * (policy - reference)": ("implicit rewards = beta * (policy - reference)",
+                                                       "chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)；rejected 同理"),
+    "swapping chosen and rejected flips the margin": ("交換 chosen 與 rejected，margin 變號", "chosen_rewards - rejected_rewards 必須變號"),
+    "rewards detached, losses differentiable": ("rewards 已 detach、losses 可微分", "rewards 只用來記錄：要 .detach()；losses 要保留計算圖"),
+    "finite for large margins": ("margin 很大時仍是有限值",
+                                 "用 F.logsigmoid（或 softplus），不要用 torch.log(torch.sigmoid(x))：sigmoid 下溢成 0 時會得到 inf"),
+    f"exact value: loss = {EXACT_LOSS:.4f}": (f"精確值：loss = {EXACT_LOSS:.4f}", "beta = 0.1；見練習說明"),
+    "loss, rewards and updated weights match the reference step": ("loss、rewards 與更新後的權重和參考實作相同",
+                                                                   "policy log-probs → reference log-probs → dpo_loss → losses.mean() → backward → "
+                                                                   "optimizer.step()；batch 的前半是 chosen 列；dpo_metrics 要傳入全部五個引數"),
+    "the gradient norm is clipped to max_grad_norm": ("梯度範數被裁剪到 max_grad_norm",
+                                                      "在 backward() 與 step() 之間呼叫 torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)，"
+                                                      "回傳它的值（裁剪之前的範數）"),
+    "two steps in a row (gradients zeroed)": ("連續兩步（梯度有歸零）", "每次 backward() 之前先 optimizer.zero_grad()"),
+    "the reference gets no gradient and does not change": ("reference 沒有梯度、權重不變",
+                                                           "reference 的 log-prob 在 torch.no_grad() 下計算（即使它的參數 requires_grad 是 True）"),
+    "['A', 'B', 'tie'] → 0.5": ("['A', 'B', 'tie'] → 0.5", "'A' = 1、'B' = 0、'tie' = 0.5"),
+    "[1, 1, 0, 0.5] → 0.625": ("[1, 1, 0, 0.5] → 0.625", "數字本身就是分數：1 勝、0 敗、0.5 平手"),
+    "['A', 'tie', 'tie', 'B', 'A'] → 0.6": ("['A', 'tie', 'tie', 'B', 'A'] → 0.6", "平手算半勝，而且留在分母裡"),
+    "['tie'] * 4 → 0.5": ("['tie'] * 4 → 0.5", "模型和自己比、全部平手，是 50 %"),
+    "empty list → ValueError": ("空 list → ValueError", "零次比較的勝率沒有定義：raise ValueError"),
+}
+
 EXERCISES: dict[str, list[Check]] = {
-    "extract_prompt": EXTRACT_PROMPT,
-    "PreferenceDataCollator": COLLATOR,
-    "sequence_logprobs": SEQUENCE_LOGPROBS,
-    "dpo_loss": DPO_LOSS,
-    "dpo_step": DPO_STEP,
-    "win_rate": WIN_RATE,
+    name: [replace(c, label=ZH_TW[c.name][0], hint=ZH_TW[c.name][1]) for c in checks]
+    for name, checks in {
+        "extract_prompt": EXTRACT_PROMPT,
+        "PreferenceDataCollator": COLLATOR,
+        "sequence_logprobs": SEQUENCE_LOGPROBS,
+        "dpo_loss": DPO_LOSS,
+        "dpo_step": DPO_STEP,
+        "win_rate": WIN_RATE,
+    }.items()
 }
 
 # Names an exercise's code may call that belong to ANOTHER exercise: the grader binds them to the package's

@@ -19,9 +19,10 @@ def check(name: str, obj: Any, verbose: bool = True) -> bool:
     ok = all(r.passed for r in results)
     if verbose:
         points, total = sum(r.points for r in results), sum(r.max_points for r in results)
-        print(f"{name}: {sum(r.passed for r in results)}/{len(results)} checks passed ({points}/{total} points)")
+        print(f"{name}：{sum(r.passed for r in results)}/{len(results)} 項檢查通過（{points}/{total} 分）")
         for r in results:
-            print(f"  {'✅' if r.passed else '❌'} {r.name}" + ("" if r.passed else f": {r.message}"))
+            message = "還沒實作（NotImplementedError）" if r.message == rubric.NOT_IMPLEMENTED else r.message
+            print(f"  {'✅' if r.passed else '❌'} {r.label or r.name}" + ("" if r.passed else f"：{message}"))
     return ok
 
 
@@ -55,8 +56,8 @@ def check_win_rate(fn, verbose: bool = True) -> bool:
 def pick(name: str, student: Any, reference: Any, passed: bool) -> Any:
     """What later cells use: the student's implementation if it passed its checks, else the package's reference."""
     if passed:
-        print(f"➡️  later cells use YOUR {name}")
+        print(f"➡️  後面的儲存格（包括訓練）使用你的 {name}")
         return student
-    print(f"⚠️  {name}: your version is unfinished or failed a check — later cells use the reference dpo_lab.{name}."
-          " Fix it and re-run the check cell to switch back.")
+    print(f"⚠️  {name}：你的版本還沒完成或有檢查沒通過——後面的儲存格改用參考實作 dpo_lab.{name}。"
+          "修好後重新執行這個檢查儲存格，就會換回你的版本。")
     return reference

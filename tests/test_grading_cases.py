@@ -74,7 +74,7 @@ def test_every_classic_bug_is_caught(bug, path):
     assert expected in names, f"{bug.name}: no check named {expected!r} in {names}"
     failed = {r.name: r.message for r in results if not r.passed}
     assert expected in failed, f"{bug.name}: the bug passed {expected!r} (failed: {sorted(failed)})"
-    assert "hint:" in failed[expected], "a failed check must give the student a hint"
+    assert rubric.HINT_MARK in failed[expected], "a failed check must give the student a hint"
     assert sum(r.points for r in results) < rubric.max_points(exercise)
 
 

@@ -74,5 +74,5 @@ def test_untouched_student_notebooks_run_end_to_end_on_the_reference(tmp_path):
         for cell in nbformat.read(r["output"], as_version=4).cells:
             for out in cell.get("outputs", []):
                 assert out.output_type != "error", f"{r['notebook']}: {out.get('ename')}: {out.get('evalue')}"
-                used_reference += "later cells use the reference" in out.get("text", "")
+                used_reference += "後面的儲存格改用參考實作" in out.get("text", "")
     assert used_reference == len(EXERCISES)
