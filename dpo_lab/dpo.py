@@ -214,14 +214,20 @@ class DPOTrainer:
                 outputs = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
                 logps = sequence_logprobs_lean(outputs.logits, batch["input_ids"], batch["loss_mask"], average=self.average_logps)
             pc, pr = logps.chunk(2)
-            rc, rr = self.reference_logps(batch)
-            losses, cr, rj = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
             b = pc.shape[0]
+            live = self._live_reference_logits(batch, device) if "ref_chosen_logps" not in batch else None
+            if live is not None:  # the very same computation as the policy's: at step 0 the rewards are exactly 0
+                rc, rr = sequence_logprobs_lean(live, batch["input_ids"], batch["loss_mask"], average=self.average_logps).chunk(2)
+                mask = batch["loss_mask"][:b, 1:].bool()
+                ref_logits = [live[i, :-1][mask[i]] for i in range(b)]
+            else:
+                rc, rr = self.reference_logps(batch)
+                ref_logits = self._reference_logits(batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device)
+            hidden_at += b
+            losses, cr, rj = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
             for key, value in dpo_metrics(pc, pr, cr, rj, losses).items():
                 totals[key] = totals.get(key, 0.0) + value * b
             n_pairs += b
-            ref_logits = self._reference_logits(batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device)
-            hidden_at += b
             if ref_logits is not None:
                 mask = batch["loss_mask"][:b, 1:].bool()
                 pol = outputs.logits[:b, :-1]
@@ -232,6 +238,16 @@ class DPOTrainer:
         if kls:
             out["eval_kl"] = sum(kls) / len(kls)
         return out
+
+    def _live_reference_logits(self, batch, device) -> torch.Tensor | None:
+        """Full reference logits of every row, from the reference model or the adapters-off policy (None if neither)."""
+        if self.reference is not None:
+            with autocast(device):
+                return self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        if self._uses_adapters_as_reference():
+            with self.unwrapped.disable_adapter(), autocast(device):
+                return self.unwrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        return None
 
     def _reference_logits(self, batch, b: int, hidden: list[torch.Tensor] | None, device) -> list[torch.Tensor] | None:
         """Reference logits at each chosen row's scored positions: from the model, the adapters-off policy, or the cache."""

@@ -455,3 +455,11 @@ def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
     ok = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.3", "--quiet")
     assert ok.returncode == 0, ok.stderr
     assert "eval_rewards/accuracies" in ok.stdout and (tmp_path / "03_dpo" / "beta_0.3" / "model.safetensors").exists()
+
+
+def test_live_reference_step_zero_evaluation_is_exact(smoke_run):
+    """With a live reference (no cache) the held-out rewards at step 0 are exactly 0, so the strict-">" accuracy is 0."""
+    _, live = pipeline.run_dpo_stage(smoke_run, beta=0.7, use_cache=False, progress=False)
+    first = live.initial_eval
+    assert first["eval_rewards/margins"] == 0.0 and first["eval_rewards/accuracies"] == 0.0
+    assert first["eval_loss"] == pytest.approx(0.693147, abs=1e-6) and first["eval_kl"] == pytest.approx(0.0, abs=1e-6)
