@@ -76,3 +76,44 @@ def test_untouched_student_notebooks_run_end_to_end_on_the_reference(tmp_path):
                 assert out.output_type != "error", f"{r['notebook']}: {out.get('ename')}: {out.get('evalue')}"
                 used_reference += "後面的儲存格改用參考實作" in out.get("text", "")
     assert used_reference == len(EXERCISES)
+    run = tmp_path / "run"
+    assert _implementations(run / "02_sft") == {"sequence_logprobs": "reference"}
+    assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "reference", "dpo_step": "reference"}
+
+
+def _implementations(folder):
+    import json
+
+    return json.loads((folder / "manifest.json").read_text())["metrics"]["implementations"]
+
+
+PREAMBLE = "import math\n\nimport torch\nimport torch.nn.functional as F\n\nimport dpo_lab\n\n"
+FILLED = {  # notebook -> (exercise, a correct alternative in another style than the master's)
+    "02-SFT_Baseline.ipynb": [("sequence_logprobs", "sequence_logprobs__cross_entropy.py")],
+    "03-DPO_Training.ipynb": [("dpo_loss", "dpo_loss__softplus.py"), ("dpo_step", "dpo_step__separate_forwards.py")],
+}
+
+
+@pytest.mark.slow
+def test_a_students_own_functions_train_the_models(tmp_path):
+    """Student notebooks filled with correct alternatives: 02 and 03 train with THOSE functions (their manifests say so)."""
+    import shutil
+
+    folder = tmp_path / "alice"
+    shutil.copytree(STUDENT, folder)
+    cases = repo_root() / "tests" / "grading_cases" / "correct"
+    for name, fills in FILLED.items():
+        nb = nbformat.read(folder / name, as_version=4)
+        for exercise, case in fills:
+            [cell] = [c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]]
+            cell.source = PREAMBLE + (cases / case).read_text(encoding="utf-8")
+        nbformat.write(nb, folder / name)
+    run = tmp_path / "run"
+    results = run_lab("smoke", run, root=folder, only=["01", "02", "03"], progress=False)
+    texts = [out.get("text", "") for r in results for cell in nbformat.read(r["output"], as_version=4).cells
+             for out in cell.get("outputs", [])]
+    for exercise in ("sequence_logprobs", "dpo_loss", "dpo_step"):
+        assert any(f"使用你的 {exercise}" in t for t in texts), exercise
+    assert _implementations(run / "02_sft") == {"sequence_logprobs": "student"}
+    assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "student", "dpo_step": "student"}
+    assert any("ran: dpo_loss = student, dpo_step = student" in t for t in texts)

@@ -100,6 +100,10 @@ BUGS = [
     Bug("dpo_step", "length_normalised_logprobs", "loss, rewards and updated weights match the reference step",
         (("batch_logprobs(policy, batch)", "batch_logprobs(policy, batch, average=True)"),
          ("batch_logprobs(reference, batch)", "batch_logprobs(reference, batch, average=True)"))),
+    Bug("dpo_step", "metrics_without_losses", "loss, rewards and updated weights match the reference step",
+        (("rejected_rewards, losses)", "rejected_rewards)"),)),
+    Bug("dpo_step", "no_grad_norm_returned", "loss, rewards and updated weights match the reference step",
+        (('return {**metrics, "grad_norm": float(grad_norm)}', "return metrics"),)),
     # ------------------------------------------------------------------ 6 win_rate
     Bug("win_rate", "ties_as_losses", "['A', 'B', 'tie'] → 0.5", (('"tie": 0.5', '"tie": 0.0'),)),
     Bug("win_rate", "ties_left_out", "['A', 'tie', 'tie', 'B', 'A'] → 0.6",

@@ -17,5 +17,4 @@ def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(list(policy.parameters()), max_norm=max_grad_norm)
     optimizer.step()
-    return {"loss": loss.item(), "rewards/chosen": cr.mean().item(), "rewards/rejected": rj.mean().item(),
-            "rewards/margins": (cr - rj).mean().item(), "grad_norm": grad_norm.item()}
+    return {**dpo_lab.dpo_metrics(pc, pr, cr, rj, losses), "grad_norm": grad_norm.item()}
