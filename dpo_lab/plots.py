@@ -199,13 +199,14 @@ def plot_beta_sweep(table, kl_limit: float = 10.0, pick: str | None = None):
         ax.plot(dpo["heldout_kl"], dpo[column], ":", color="tab:blue", alpha=0.6)
         ax.scatter(dpo["heldout_kl"], dpo[column], color="tab:blue", zorder=3)
         for _, row in dpo.iterrows():
-            ax.annotate(f"β={row['beta']:g}", (row["heldout_kl"], row[column]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+            ax.annotate(f"β={row['beta']:g}", (row["heldout_kl"], row[column]), textcoords="offset points", xytext=(10, 6), fontsize=9)
             if row["model"] == pick and column == "heldout_logratio_margin":
                 ax.scatter([row["heldout_kl"]], [row[column]], s=260, facecolors="none", edgecolors="tab:green", lw=2,
                            label="course rule's pick", zorder=4)
         ax.axvspan(0, kl_limit, color="tab:green", alpha=0.08, label=f"KL < {kl_limit:g}: allowed")
         ax.set(title=title, xlabel="held-out KL(policy ‖ SFT), nats per response", ylabel=ylabel, xlim=(0, right))
-        ax.set_ylim(bottom=min(0.0, float(dpo[column].min()) * 1.2) if len(dpo) else 0.0)
+        if len(dpo):  # room above the highest point for its label and the pick's circle
+            ax.set_ylim(min(0.0, float(dpo[column].min()) * 1.2), max(0.1, float(dpo[column].max()) * 1.22))
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
     fig.suptitle("Beta sweep: the margin each beta reached, and the KL it cost")

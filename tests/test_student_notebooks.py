@@ -116,4 +116,4 @@ def test_a_students_own_functions_train_the_models(tmp_path):
         assert any(f"使用你的 {exercise}" in t for t in texts), exercise
     assert _implementations(run / "02_sft") == {"sequence_logprobs": "student"}
     assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "student", "dpo_step": "student"}
-    assert any("ran: dpo_loss = student, dpo_step = student" in t for t in texts)
+    assert any("訓練實際執行：dpo_loss = 你的、dpo_step = 你的" in t for t in texts)
