@@ -103,7 +103,7 @@ def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_r
     elo = pd.read_csv(out / "elo.csv")
     assert set(elo["model"]) == {"base", "SFT", "DPO β=0.1"} and float(elo.loc[elo["model"] == "SFT", "elo"].iloc[0]) == 1000.0
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "## Win rate vs SFT" in report and "## Elo" in report and "LLM judge stub-model" in report
+    assert "## 對 SFT 的 win rate" in report and "## Elo" in report and "LLM judge stub-model" in report
     assert "5 of 10 pairs judged" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["decoding"]["do_sample"] is True and summary["models"] == ["SFT", "DPO β=0.1"]

@@ -224,7 +224,7 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert "vs_quality" in summary["gold_judge"]
     for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png"):
         assert (run_dir / "04_eval" / name).exists(), name
-    assert "## Win rate vs SFT" in (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
+    assert "## 對 SFT 的 win rate" in (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
     assert not (run_dir / "human_ab").exists() or not any((run_dir / "human_ab").glob("*.json"))  # nobody clicked
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the second beta reused the reference log-prob cache and left the first beta's run as it was
