@@ -3,6 +3,8 @@ untouched student notebook still runs end to end (the self-checks say "not imple
 
 from __future__ import annotations
 
+import json
+
 import nbformat
 import pytest
 
@@ -68,15 +70,19 @@ def test_strip_solution_keeps_indentation_and_rejects_broken_markers():
 @pytest.mark.slow
 def test_untouched_student_notebooks_run_end_to_end_on_the_reference(tmp_path):
     results = run_lab("smoke", tmp_path / "run", root=STUDENT, progress=False)
-    assert [r["notebook"] for r in results] == list(NOTEBOOKS)
+    results += run_lab("smoke", tmp_path / "run", root=STUDENT, only=["03"], beta=0.5, progress=False)
+    assert [r["notebook"] for r in results] == list(NOTEBOOKS) + [NOTEBOOKS[2]]
     used_reference = 0
     for r in results:
         for cell in nbformat.read(r["output"], as_version=4).cells:
             for out in cell.get("outputs", []):
                 assert out.output_type != "error", f"{r['notebook']}: {out.get('ename')}: {out.get('evalue')}"
                 used_reference += "後面的儲存格改用參考實作" in out.get("text", "")
-    assert used_reference == len(EXERCISES)
+    assert used_reference == len(EXERCISES) + 2  # the re-run 03 falls back for dpo_loss and dpo_step again
     run = tmp_path / "run"
+    # the reference path keeps the reference log-prob cache: computed by the first 03, reused by the second beta
+    assert json.loads((run / "03_dpo" / "beta_0.1" / "manifest.json").read_text())["metrics"]["reference_cache"].startswith("computed")
+    assert json.loads((run / "03_dpo" / "beta_0.5" / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
     assert _implementations(run / "02_sft") == {"sequence_logprobs": "reference"}
     assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "reference", "dpo_step": "reference"}
 
@@ -116,4 +122,4 @@ def test_a_students_own_functions_train_the_models(tmp_path):
         assert any(f"使用你的 {exercise}" in t for t in texts), exercise
     assert _implementations(run / "02_sft") == {"sequence_logprobs": "student"}
     assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "student", "dpo_step": "student"}
-    assert any("訓練實際執行：dpo_loss = 你的、dpo_step = 你的" in t for t in texts)
+    assert any("trained by: dpo_loss = student (yours), dpo_step = student (yours)" in t for t in texts)
