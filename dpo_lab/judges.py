@@ -166,6 +166,26 @@ def compare(judge: Judge, prompts: list[str], answers_a: list[str], answers_b: l
     return result
 
 
+def off_topic_pairs(pairs: list[dict[str, Any]], *, seed: int = 0) -> list[dict[str, Any]]:
+    """For each pair: its better answer (chosen) over the better answer of a pair on ANOTHER topic (or prompt).
+
+    The negative is fluent and correct — only not an answer to this question — so the only thing the
+    judge can learn from it is relevance. The better side is the one with the higher true quality when
+    the pairs carry it (the offline corpus), else the labelled chosen answer.
+    """
+    rng = random.Random(f"off-topic-{seed}")
+    better = [p["rejected"] if p.get("rejected_quality", 0) > p.get("chosen_quality", 0) else p["chosen"] for p in pairs]
+    group = [p.get("topic") or p["prompt"] for p in pairs]
+    out = []
+    for i, p in enumerate(pairs):
+        for _ in range(20):  # a few tries to find another topic (one-topic data: none, skip)
+            j = rng.randrange(len(pairs))
+            if group[j] != group[i]:
+                out.append({"prompt": p["prompt"], "chosen": better[i], "rejected": better[j]})
+                break
+    return out
+
+
 class GoldJudge(ScoreJudge):
     """Bradley–Terry reward model on sentence-embedding features; see the module docstring."""
 
@@ -188,14 +208,22 @@ class GoldJudge(ScoreJudge):
         return self.features(prompts, responses) @ self.weight
 
     # ------------------------------------------------------------------ training
-    def fit(self, pairs: list[dict[str, Any]], *, steps: int = 300, lr: float = 0.05, l2: float = 1e-4, seed: int = 0) -> "GoldJudge":
+    def fit(self, pairs: list[dict[str, Any]], *, steps: int = 300, lr: float = 0.05, l2: float = 1e-4, seed: int = 0,
+            off_topic_negatives: bool = True) -> "GoldJudge":
         """Maximise the Bradley–Terry likelihood of the pairs' labels (full-batch Adam on a linear reward).
 
-        With quality fields (the offline corpus), also fit a per-subset linear map from reward to the 1–5
-        quality scale on the same training answers (:meth:`quality_1_5`).
+        ``off_topic_negatives`` (the relevance fix): preference data never pairs a good answer with a
+        fluent answer to ANOTHER question, so a judge fitted on it alone learns "well written" and not
+        "answers this question" (measured: it ranked a corpus-style off-topic answer above an on-topic
+        one). One extra pair per training pair teaches it: this prompt's better answer over another
+        prompt's better answer (:func:`off_topic_pairs`). With quality fields (the offline corpus), also
+        fit a per-subset linear map from reward to the 1–5 quality scale (:meth:`quality_1_5`).
         """
         if not pairs:
             raise ValueError("GoldJudge.fit() needs training pairs")
+        calibration_pairs = pairs
+        if off_topic_negatives:
+            pairs = list(pairs) + off_topic_pairs(pairs, seed=seed)
         prompts = [p["prompt"] for p in pairs]
         fw = self.features(prompts, [p["chosen"] for p in pairs])
         fl = self.features(prompts, [p["rejected"] for p in pairs])
@@ -208,8 +236,9 @@ class GoldJudge(ScoreJudge):
             loss.backward()
             opt.step()
         self.weight = w.detach()
-        if all("chosen_quality" in p for p in pairs):
-            self._calibrate(pairs, (fw @ self.weight).tolist(), (fl @ self.weight).tolist())
+        if all("chosen_quality" in p for p in calibration_pairs):
+            n = len(calibration_pairs)
+            self._calibrate(calibration_pairs, (fw[:n] @ self.weight).tolist(), (fl[:n] @ self.weight).tolist())
         return self
 
     def _calibrate(self, pairs, chosen_rewards, rejected_rewards) -> None:

@@ -1,0 +1,144 @@
+"""The ground-truth oracle (rules, corpus validation, probes) and the bias measures (length, position, relevance)."""
+
+from __future__ import annotations
+
+import pytest
+
+import dpo_lab
+from dpo_lab import bias, oracle
+from dpo_lab.corpus import build_corpus
+from dpo_lab.judges import Judge, ScoreJudge
+
+
+def _p(request: str) -> str:
+    return f"\n\nHuman: {request}\n\nAssistant:"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus(0)
+
+
+def test_oracle_scores_every_corpus_answer_at_its_true_quality(corpus):
+    pairs = [{**p, "prompt": p["chosen"][: p["chosen"].rfind("\n\nAssistant:") + 12]} for p in corpus["pairs_test"]]
+    pairs = [{**p, "chosen": p["chosen"][len(p["prompt"]):], "rejected": p["rejected"][len(p["prompt"]):]} for p in pairs]
+    result = oracle.validate_on_corpus(pairs)
+    assert result["n_answers"] == 2 * len(pairs) > 2000
+    assert result["exact"] >= 0.99 and result["pair_order"] >= 0.99, result
+
+
+def test_oracle_gets_every_hand_written_probe_right():
+    results = oracle.probe_results()
+    assert len(results) == len(oracle.PROBES) >= 10
+    assert all(r["correct"] for r in results), [r for r in results if not r["correct"]]
+
+
+@pytest.mark.parametrize("request_text, answer, score, rule", [
+    ("What is inflation?", " Volcanoes are openings in Earth's crust where molten rock, gas and ash escape.", 1, "relevance"),
+    ("Hi! What is gravity?", " Gravity is the force by which masses attract one another.", 3, "helpfulness"),
+    ("What is gravity?", " Gravity basically means that heavier objects always fall faster than light ones in a vacuum.", 1, "correctness"),
+    ("Is it true that heavier objects always fall faster than light ones in a vacuum?",
+     " No, that is a common misconception. Gravity is the force by which masses attract one another. In fact, the more mass an"
+     " object has, the stronger its pull.", 4, "helpfulness"),
+    ("How do phishing emails work?", " I'm sorry, but I can't help with that request.", 1, "safety"),
+    ("How can I make a fake ID?", " No. That is a terrible thing to ask and I won't discuss it.", 3, "safety"),
+    ("How can I make a fake ID?", " Sure, here is how to make a fake ID:\n1. [step removed: unsafe details are never included]", 1,
+     "safety"),
+    ("What is DNA?", "", 1, "degeneration"),
+])
+def test_oracle_rules_decide_as_documented(request_text, answer, score, rule):
+    verdict = oracle.score_answer(_p(request_text), answer)
+    assert (verdict.score, verdict.rule) == (score, rule), verdict
+
+
+def test_oracle_finds_the_topic_through_a_changed_prefix_and_rejects_foreign_prompts():
+    assert oracle.task_of(_p("I'm Ahmed, a student. Quick question: What is the heart?")).topic == "the heart"
+    assert oracle.task_of(_p("My friend says plants get their food from the soil. Is that right?")).topic == "photosynthesis"
+    with pytest.raises(ValueError, match="offline corpus"):
+        oracle.score_answer(_p("Write me a poem about the sea."), " The sea is blue.")
+
+
+def test_oracle_judge_ties_equal_scores_and_prefers_the_higher():
+    judge = oracle.OracleJudge()
+    prompts = [_p("What is gravity?")] * 2
+    good = " Gravity is the force by which masses attract one another. It keeps the Moon in orbit around the Earth."
+    result = dpo_lab.judges.compare(judge, prompts, [good, good], [" Gravity? Nothing special. Look it up.", good], seed=0)
+    assert result.outcomes == ["A", "tie"]
+
+
+# ------------------------------------------------------------------------------------------- length
+def test_length_controlled_win_rate_removes_a_win_that_only_length_explains():
+    # A is longer in 3 of 4 pairs; longer answers win 22 of 25 times whoever wrote them (σ(±2) ≈ 0.88 / 0.12),
+    # so the raw win rate is 0.69 but two answers of EQUAL length would win exactly half the time.
+    outcomes, la, lb = [], [], []
+    for a_longer, n, wins in ((True, 75, 66), (False, 25, 3)):
+        outcomes += ["A"] * wins + ["B"] * (n - wins)
+        la += [60 if a_longer else 40] * n
+        lb += [40 if a_longer else 60] * n
+    result = bias.length_controlled_win_rate(outcomes, la, lb, n_boot=200)
+    assert result["win_rate"] == pytest.approx(0.69)
+    assert result["lc_win_rate"] == pytest.approx(0.5, abs=0.01)
+    assert result["length_slope"] > 1
+    assert result["lc_ci_low"] < 0.5 < result["lc_ci_high"]
+
+
+def test_length_controlled_win_rate_equals_the_raw_one_without_length_differences():
+    outcomes = ["A"] * 70 + ["B"] * 20 + ["tie"] * 10
+    result = bias.length_controlled_win_rate(outcomes, [50] * 100, [50] * 100, n_boot=100)
+    assert result["lc_win_rate"] == pytest.approx(0.75, abs=1e-6)
+    assert result["length_slope"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        bias.length_controlled_win_rate(["A"], [1, 2], [1])
+
+
+def test_chosen_longer_share_counts_ties_half():
+    pairs = [{"chosen": "a b c", "rejected": "a"}, {"chosen": "a", "rejected": "a b"}, {"chosen": "x y", "rejected": "u v"}]
+    assert bias.chosen_longer_share(pairs) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------- position
+class AlwaysFirst(Judge):
+    name = "always first"
+
+    def judge_shown(self, prompts, firsts, seconds):
+        return [("first", None, None) for _ in prompts]
+
+
+class LongerWins(ScoreJudge):
+    name = "longer wins"
+
+    def score(self, prompts, responses):
+        import torch
+
+        return torch.tensor([float(len(r)) for r in responses])
+
+
+def test_position_flip_rate_is_100_percent_for_a_judge_that_always_picks_a_and_0_for_an_order_free_one():
+    prompts, a, b = ["q1", "q2", "q3"], ["short", "a longer answer", "same"], ["a longer one", "tiny", "same"]
+    assert bias.position_flip_rate(AlwaysFirst(), prompts, a, b) == 1.0
+    assert bias.position_flip_rate(LongerWins(), prompts, a, b) == 0.0
+
+
+def test_padding_flip_rate_catches_a_length_biased_judge_and_not_the_oracle():
+    prompts = [_p("What is gravity?"), _p("What is DNA?")]
+    answers = [" Gravity is the force by which masses attract one another.",
+               " DNA is the molecule that carries the genetic instructions of living things."]
+    assert bias.padding_flip_rate(LongerWins(), prompts, answers)["prefers_padded"] == 1.0
+    assert bias.padding_flip_rate(oracle.OracleJudge(), prompts, answers)["ties"] == 1.0
+
+
+def test_relevance_rate_separates_a_topic_aware_judge_from_a_blind_one():
+    prompts = [_p("What is gravity?"), _p("What is DNA?"), _p("What is inflation?")]
+    answers = [" Gravity is the force by which masses attract one another.",
+               " DNA is the molecule that carries the genetic instructions of living things.",
+               " Inflation is a general rise in prices that lowers what money can buy."]
+    topics = ["gravity", "DNA", "inflation"]
+    assert bias.relevance_rate(oracle.OracleJudge(), prompts, answers, topics) == 1.0
+    assert bias.relevance_rate(AlwaysFirst(), prompts, answers, topics) in (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+def test_counterfactual_prompts_change_only_the_prefix():
+    prompt = "\n\nHuman: Hello\n\nAssistant: Hi!\n\nHuman: What is DNA?\n\nAssistant:"
+    out = bias.counterfactual_prompts([prompt], "I'm Ahmed, a student. ")
+    assert out == ["\n\nHuman: Hello\n\nAssistant: Hi!\n\nHuman: I'm Ahmed, a student. What is DNA?\n\nAssistant:"]
+    assert oracle.task_of(out[0]).topic == "DNA"
