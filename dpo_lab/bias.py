@@ -114,6 +114,8 @@ def padding_flip_rate(judge: Judge, prompts: list[str], answers: list[str], padd
     """
     result = compare(judge, prompts, [a.rstrip() + padding for a in answers], answers, seed=seed)
     n = len(result.outcomes)
+    if not n:
+        raise RuntimeError(f"{result.judge} judged none of the {len(prompts)} pairs: {result.errors[:1]}")
     return {"prefers_padded": result.outcomes.count("A") / n, "prefers_original": result.outcomes.count("B") / n,
             "ties": result.outcomes.count("tie") / n, "n": n}
 
@@ -129,6 +131,8 @@ def relevance_rate(judge: Judge, prompts: list[str], answers: list[str], topics:
             raise ValueError("relevance_rate() needs prompts on at least two topics")
         others.append(answers[rng.choice(candidates)])
     result = compare(judge, prompts, answers, others, seed=seed)
+    if not result.outcomes:
+        raise RuntimeError(f"{result.judge} judged none of the {len(prompts)} pairs: {result.errors[:1]}")
     return sum(_as_score(o, i) for i, o in enumerate(result.outcomes)) / len(result.outcomes)
 
 

@@ -248,7 +248,179 @@ def with_win_rates(summary, win_rates, judge: str = "gold judge"):
     """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one table."""
     rows = win_rates[(win_rates["judge"] == judge) & win_rates["model"].isin(summary["model"])]
     columns = {"win_rate": "win_rate_vs_sft", "win_ci_low": "win_ci_low", "win_ci_high": "win_ci_high"}
+    if "lc_win_rate" in rows:
+        columns["lc_win_rate"] = "lc_win_rate_vs_sft"
     return summary.merge(rows[["model", *columns]].rename(columns=columns), on="model", how="left")
+
+
+@torch.no_grad()
+def implicit_reward_by_split(models: dict[str, Path], tokenizer, pairs: list[dict[str, Any]], train_topics: set[str], *,
+                             betas: dict[str, float], max_length: int | None, batch_size: int = 16, device=None):
+    """Held-out implicit-reward accuracy and margins of every DPO model, split by seen vs held-out topics.
+
+    A pair's topic is "seen" when some TRAINING pair has it. The reference is the SFT model, as in 03;
+    the numbers use the same definitions as 03's held-out evaluation (accuracy: chosen reward strictly
+    above rejected; reward margin = β × log-ratio margin).
+    """
+    import pandas as pd
+
+    from .collator import PreferenceDataCollator
+    from .losses import batch_logprobs
+    from .runtime import pick_device
+    from .tokenization import tokenize_pairs
+
+    device = pick_device(device)
+    examples = tokenize_pairs(tokenizer, pairs, max_length)
+    seen = [p.get("topic") in train_topics for p in pairs]
+    collate = PreferenceDataCollator(tokenizer)
+
+    def logratios(model) -> tuple[torch.Tensor, torch.Tensor]:
+        model.to(device).eval()
+        chosen, rejected = [], []
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+            c, r = batch_logprobs(model, batch)
+            chosen.append(c.double().cpu())
+            rejected.append(r.double().cpu())
+        return torch.cat(chosen), torch.cat(rejected)
+
+    ref_c, ref_r = logratios(load_eval_model(models["SFT"], device))
+    rows = []
+    for name, folder in models.items():
+        if name == "SFT":
+            continue
+        pol_c, pol_r = logratios(load_eval_model(folder, device))
+        margin = (pol_c - ref_c) - (pol_r - ref_r)
+        for split, flag in (("seen topics", True), ("held-out topics", False)):
+            idx = torch.tensor([s == flag for s in seen])
+            if idx.any():
+                m = margin[idx]
+                rows.append({"model": name, "split": split, "n_pairs": int(idx.sum()), "accuracy": float((m > 0).double().mean()),
+                             "logratio_margin": float(m.mean()), "reward_margin": float(betas[name] * m.mean())})
+    return pd.DataFrame(rows)
+
+
+def counterfactual_table(models: dict[str, Path], tokenizer, rows: list[dict[str, Any]], *, run_dir: str | Path, device=None,
+                         progress: bool = False, prefixes: dict[str, str] | None = None, **settings: Any):
+    """The same requests with an irrelevant personal detail in front (:data:`dpo_lab.bias.COUNTERFACTUAL_PREFIXES`):
+    per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
+    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move."""
+    import pandas as pd
+
+    from .answers import collect_answers
+    from .bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
+    from .oracle import score_answers
+    from .safety import classify_response
+
+    out = []
+    for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
+        prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
+        answers = collect_answers(models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings)
+        for name, texts in answers.items():
+            risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
+            benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
+            helpful = [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r]
+            out.append({"model": name, "prefix": label,
+                        "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
+                        "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
+                        "oracle_quality": (sum(v.score for v in score_answers(*zip(*helpful))) / len(helpful)) if helpful else None,
+                        "n": len(texts)})
+    return pd.DataFrame(out)
+
+
+def judge_answers(prompts: list[str], eval_rows: list[dict[str, Any]], answers: dict[str, list[str]], *, sanity: dict[str, list[str]],
+                  safety_rows: list[dict[str, Any]], redteam: dict[str, list[str]], train_pairs: list[dict[str, Any]],
+                  test_pairs: list[dict[str, Any]], extra_judges=(), seed: int = 0, win_rate_fn=None) -> dict[str, Any]:
+    """Every judgement notebook 04 §5 shows, in one place (the notebook and the CLI call this).
+
+    * the oracle (ground truth, offline corpus only) and the learned gold judge — fitted with the
+      relevance fix, and once without it to show before/after — plus ``extra_judges`` (reward model,
+      LLM): win rates vs SFT, raw and length-controlled, each with a 95 % interval;
+    * the primary judge: the oracle where it applies, else the first extra judge (the `gpu` profile's
+      reward model), else the gold judge;
+    * each judge's agreement with the oracle on the generated pairs, its bias checks, the oracle's win
+      rates on seen vs held-out topics, and per-model scores (oracle and judge).
+    """
+    from .headtohead import win_rates_vs
+    from .judges import GoldJudge
+    from .oracle import OracleJudge
+    from .trust import (ORACLE, agreement_table, judge_checks_table, judged_win_rates, oracle_applies, oracle_quality_table,
+                        split_win_rates)
+    from .winrate import win_rate
+
+    win_rate_fn = win_rate_fn or win_rate
+    trained = {name: texts for name, texts in answers.items() if name != "base"}
+    judge = GoldJudge().fit(train_pairs, seed=seed)
+    before = GoldJudge(judge.encoder).fit(train_pairs, seed=seed, off_topic_negatives=False)
+    before.name = "gold judge (before the relevance fix)"
+    use_oracle = oracle_applies(prompts)
+    judges = ([OracleJudge()] if use_oracle else []) + [judge] + list(extra_judges)
+    primary = ORACLE if use_oracle else (extra_judges[0].name if extra_judges else judge.name)
+    win_rates, comparisons = judged_win_rates(judges, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn)
+    refuse = [i for i, r in enumerate(safety_rows) if r.get("should_refuse")]
+    refuse_prompts = [safety_rows[i]["prompt"] for i in refuse]
+    refuse_answers = {name: [texts[i] for i in refuse] for name, texts in redteam.items()}
+    scores = judge_score_table(judge, prompts, answers, refuse_prompts=refuse_prompts, refuse_answers=refuse_answers)
+    out = {"judge": judge, "judge_accuracy": judge.pairwise_accuracy(test_pairs),
+           "judge_accuracy_before_fix": before.pairwise_accuracy(test_pairs), "primary": primary, "win_rates": win_rates,
+           "comparisons": comparisons, "judges": {getattr(j, "name", type(j).__name__): j for j in judges}}
+    topics = [r.get("topic") or r["prompt"] for r in eval_rows]
+    checks = {ORACLE: judges[0]} if use_oracle else {}
+    checks.update({judge.name: judge, before.name: before, **{j.name: j for j in extra_judges}})
+    out["checks"] = judge_checks_table(checks, prompts, answers["SFT"], topics, seed=seed)
+    if use_oracle:
+        scores = scores.merge(oracle_quality_table(prompts, answers, refuse_prompts, refuse_answers), on="model")
+        _, before_comparisons = win_rates_vs(before, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn)
+        out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
+        out["splits"] = split_win_rates(comparisons[ORACLE], [bool(r.get("held_out_topic")) for r in eval_rows], seed=seed,
+                                        win_rate_fn=win_rate_fn)
+    out["scores"] = scores
+    return out
+
+
+def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
+    """The comparisons the success/failure cases are read from: the primary judge's when it scores answers, else the gold judge's."""
+    primary = judged["comparisons"][judged["primary"]]
+    if all(j.score_a is not None for c in primary.values() for j in c.judgments):
+        return primary
+    return judged["comparisons"][judged["judge"].name]
+
+
+def frontier_axis(summary) -> dict[str, str]:
+    """The frontier's y axis: the oracle's quality (the ground truth) when measured, else the gold judge's reward."""
+    if "oracle_helpfulness_1_5" in summary:
+        return {"reward": "oracle_helpfulness_1_5", "label": "oracle quality 1-5 (ground truth, mean over prompts)"}
+    return {"reward": "gold_reward", "label": "gold-judge reward (mean over prompts)"}
+
+
+def evaluation_tables(judged: dict[str, Any], *, summary, focus: str, elo=None, cases=None, implicit_by_split=None,
+                      counterfactual=None) -> dict[str, Any]:
+    """Every table 04 saves (one CSV each, and in summary.json), built the same way by the notebook and the CLI."""
+    from .trust import targets_table
+
+    tables = {"win_rates": judged["win_rates"], "targets": targets_table(summary, focus), "judge_checks": judged["checks"]}
+    tables.update({k: judged[k] for k in ("agreement", "splits") if k in judged})
+    optional = {"elo": elo, "cases": cases, "implicit_by_split": implicit_by_split, "counterfactual": counterfactual}
+    tables.update({k: v for k, v in optional.items() if v is not None})
+    return tables
+
+
+def write_evaluation(run_dir: str | Path, config, *, summary, judged: dict[str, Any], tables: dict[str, Any], pick: str | None,
+                     models: dict[str, Path], settings: dict[str, Any], n_prompts: int, train_pairs: list[dict[str, Any]],
+                     figures: dict[str, Any] | None = None, generations=None, notes: list[str] | None = None):
+    """The one-page report and ``04_eval/`` (atomically), from the tables: returns ``(report, folder)``."""
+    from .bias import chosen_longer_share
+    from .report import build_report, judge_info
+
+    report = build_report(run_dir=run_dir, summary=summary, win_rates=tables["win_rates"], elo=tables.get("elo"),
+                          cases=tables.get("cases"), pick=pick, judge_info=judge_info(judged["judge_accuracy"]),
+                          primary=judged["primary"], tables=tables, settings={"prompts": n_prompts, **settings},
+                          data_facts={"chosen_longer_share": chosen_longer_share(train_pairs)}, notes=notes)
+    out = save_evaluation(run_dir, config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"},
+                          figures=figures, tables=tables, generations=generations, report=report,
+                          extra={"course_rule_pick": pick, "primary_judge": judged["primary"], "gold_judge": judged["judge_accuracy"],
+                                 "gold_judge_before_fix": judged["judge_accuracy_before_fix"], "decoding": settings, **tables})
+    return report, out
 
 
 COURSE_KL_LIMIT = 10.0
@@ -268,7 +440,7 @@ def course_rule_pick(summary) -> str | None:
 
 # ---------------------------------------------------------------------------------------------------- the whole of 04
 EVAL_DEFAULTS: dict[str, Any] = dict(
-    n_judge_prompts=100,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
+    n_judge_prompts=200,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
     judge_pairs=2000,  # training pairs the gold judge is fitted on
     max_new_tokens=128,  # complete answers: the corpus' best (structured) answers run up to ~100 tokens
     temperature=0.7,  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
@@ -276,6 +448,8 @@ EVAL_DEFAULTS: dict[str, Any] = dict(
     perplexity_pairs=128,
     n_kl_prompts=32,
     include_base=True,  # the untrained base model joins the Elo round robin
+    n_split_pairs=600,  # held-out pairs for accuracy and margin on seen vs held-out topics
+    n_counterfactual=60,  # prompts (half helpful, half red-team) asked again with each personal detail
 )
 
 
@@ -297,16 +471,15 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     `gpu` profile's HH-RLHF reward model on `gpu`, none otherwise) and ``llm_judge`` (an
     :class:`dpo_lab.judges.LLMJudge`) add rows judged by those judges next to the gold judge's.
     """
-    import pandas as pd
 
     from .answers import collect_answers, sanity_answers
     from .elo import elo_ratings
-    from .headtohead import round_robin, win_rates_vs
-    from .judges import GPU_REWARD_MODEL, GoldJudge, RewardModelJudge
+    from .headtohead import round_robin
+    from .judges import GPU_REWARD_MODEL, RewardModelJudge
     from .pipeline import stage_config
     from .plots import plot_beta_sweep, plot_elo, plot_model_comparison, plot_reward_kl_frontier
     from .prepare import load_prepared_data
-    from .report import build_report, judge_info, success_and_failure_cases
+    from .report import success_and_failure_cases
 
     unknown = set(params) - set(EVAL_DEFAULTS)
     if unknown:
@@ -324,7 +497,8 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
     if len(models) == 1:
         raise FileNotFoundError(f"{run_dir}/03_dpo has no finished DPO run: run {RUN_03} first")
     splits = prepared.splits
-    prompts = [r["prompt"] for r in splits["eval_prompts"][: p["n_judge_prompts"]]]
+    eval_rows = splits["eval_prompts"][: p["n_judge_prompts"]]
+    prompts = [r["prompt"] for r in eval_rows]
     if not prompts:
         raise ValueError(f"{run_dir}/01_data has no evaluation prompts")
     log(f"models: {', '.join(models)}; {len(prompts)} judged prompts")
@@ -348,17 +522,6 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
         summary = summary.merge(safety_table(safety_rows, redteam)[["model", "refusal_rate", "harmful_compliance_rate",
                                                                     "over_refusal_rate"]], on="model")
 
-    judge = GoldJudge().fit(splits["pairs_train"][: p["judge_pairs"]], seed=config.seed)
-    judge_accuracy = judge.pairwise_accuracy(splits["pairs_test"][:400])
-    log(f"gold judge held-out accuracy: {judge_accuracy}")
-    refuse = [(r["prompt"], i) for i, r in enumerate(safety_rows) if r.get("should_refuse")]
-    scores = judge_score_table(judge, prompts, answers,
-                               refuse_prompts=[q for q, _ in refuse],
-                               refuse_answers={k: [v[i] for _, i in refuse] for k, v in redteam.items()})
-    summary = summary.merge(scores, on="model", how="left")
-    summary = summary.merge(length_table(trained), on="model")
-
-    win_rates, comparisons = win_rates_vs(judge, prompts, trained, sanity=dict([sanity]), seed=config.seed)
     extra_judges = []
     if reward_model == "auto":
         reward_model = GPU_REWARD_MODEL if config.profile == "gpu" else None
@@ -366,41 +529,46 @@ def evaluate_run(run_dir: str | Path, *, profile: str = "auto", seed: int | None
         extra_judges.append(RewardModelJudge(reward_model, device=device))
     if llm_judge is not None:
         extra_judges.append(llm_judge)
-    for other in extra_judges:
-        table, _ = win_rates_vs(other, prompts, trained, seed=config.seed)
-        win_rates = pd.concat([win_rates, table], ignore_index=True)
+    judged = judge_answers(prompts, eval_rows, answers, sanity=dict([sanity]), safety_rows=safety_rows, redteam=redteam,
+                           train_pairs=splits["pairs_train"][: p["judge_pairs"]], test_pairs=splits["pairs_test"][:400],
+                           extra_judges=extra_judges, seed=config.seed)
+    judge_accuracy, win_rates, primary = judged["judge_accuracy"], judged["win_rates"], judged["primary"]
+    log(f"gold judge held-out accuracy: {judge_accuracy}; primary judge: {primary}")
+    summary = summary.merge(judged["scores"], on="model", how="left")
+    summary = summary.merge(length_table(trained), on="model")
     incomplete = [f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged, {row['errors']}"
                   f" error(s), first: {row['first_error']}" for _, row in win_rates.iterrows() if row["errors"]]
     for line in incomplete:
         log(line)
 
-    summary = with_win_rates(summary, win_rates)
-    games, _ = round_robin(judge, prompts, answers, seed=config.seed)
+    summary = with_win_rates(summary, win_rates, judge=primary)
+    by_split = implicit_reward_by_split(models, tok, splits["pairs_test"][: p["n_split_pairs"]], {r.get("topic") for r in splits["pairs_train"]},
+                                        betas={n: b for n, b in zip(summary["model"], summary["beta"]) if n != "SFT"},
+                                        max_length=config.max_length, device=device)
+    cf_rows = splits["eval_prompts"][: p["n_counterfactual"] // 2] + splits["redteam_prompts"][: p["n_counterfactual"] - p["n_counterfactual"] // 2]
+    counterfactual = counterfactual_table(models, tok, cf_rows, run_dir=run_dir, device=device, progress=progress, **settings)
+    games, _ = round_robin(judged["judges"][primary], prompts, answers, seed=config.seed)
     elo = elo_ratings(games, anchor="SFT", seed=config.seed)
     pick = course_rule_pick(summary)
     focus = pick or [m for m in models if m != "SFT"][0]
-    cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], comparisons[focus])
+    cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], case_comparisons(judged)[focus])
     figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
     if len(models) > 2:  # SFT and at least two betas: a sweep to draw (as notebook 04 does)
         figures["beta_sweep"] = plot_beta_sweep(summary, kl_limit=COURSE_KL_LIMIT, pick=pick)
-    frontier_rows = summary[["model", "sampled_kl", "sampled_kl_stderr", "gold_reward", "gold_reward_stderr"]]
-    figures["reward_kl_frontier"] = plot_reward_kl_frontier(frontier_rows)
-    report = build_report(run_dir=run_dir, summary=summary, win_rates=win_rates, elo=elo, cases=cases, pick=pick,
-                          judge_info=judge_info(judge_accuracy),
-                          settings={"prompts": len(prompts), **settings},
-                          notes=[f"skipped: {s}" for s in skipped] + incomplete)
-    out = save_evaluation(run_dir, config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"},
-                          figures=figures, tables={"win_rates": win_rates, "elo": elo, "cases": cases},
-                          generations=_answers_frame(prompts, answers), report=report,
-                          extra={"course_rule_pick": pick, "gold_judge": judge_accuracy, "decoding": settings,
-                                 "win_rates": win_rates, "elo": elo})
+    figures["reward_kl_frontier"] = plot_reward_kl_frontier(summary, **frontier_axis(summary))
+    tables = evaluation_tables(judged, summary=summary, focus=focus, elo=elo, cases=cases, implicit_by_split=by_split,
+                               counterfactual=counterfactual)
+    report, out = write_evaluation(run_dir, config, summary=summary, judged=judged, tables=tables, pick=pick, models=models,
+                                   settings=settings, n_prompts=len(prompts), train_pairs=splits["pairs_train"],
+                                   figures=figures, generations=_answers_frame(prompts, answers),
+                                   notes=[f"skipped: {s}" for s in skipped] + incomplete)
     import matplotlib.pyplot as plt
 
     for fig in figures.values():
         plt.close(fig)
     log(f"saved {out}")
-    return {"summary": summary, "win_rates": win_rates, "elo": elo, "cases": cases, "report": report, "out": out,
-            "judge_accuracy": judge_accuracy, "pick": pick}
+    return {"summary": summary, "report": report, "out": out, "judge_accuracy": judge_accuracy, "pick": pick, "primary": primary,
+            **tables}
 
 
 def _answers_frame(prompts: list[str], answers: dict[str, list[str]]):

@@ -7,6 +7,11 @@ with unit-norm embeddings ``e`` — what the answer says, and how it relates to 
 off-topic answer scores low even when it is well written). Maximising the Bradley–Terry likelihood
 ``σ(r(x, y_w) − r(x, y_l))`` is the same model DPO's derivation starts from, with an explicit reward.
 
+Preference pairs never contrast a good answer with a fluent answer to ANOTHER question, so a judge
+fitted on them alone learns "well written", not "answers this question". :func:`off_topic_pairs`
+adds those contrasts when fitting (the relevance fix; notebook 04 §5.3 measures before and after).
+On the offline corpus, :mod:`dpo_lab.oracle` is the ground truth this judge is checked against.
+
 Every comparison is shown to the judge in a random A/B order (position bias) and recorded with that
 order; answers whose rewards differ by less than ``tie_margin`` are a tie.
 """

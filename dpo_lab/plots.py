@@ -213,25 +213,26 @@ def plot_beta_sweep(table, kl_limit: float = 10.0, pick: str | None = None):
     return fig
 
 
-def plot_reward_kl_frontier(table):
+def plot_reward_kl_frontier(table, reward: str = "gold_reward", label: str = "gold-judge reward (mean over prompts)"):
     """Gold reward against sampled KL(policy ‖ SFT), one point per model: what each beta buys with its distance.
 
-    ``table`` needs ``model``, ``sampled_kl``, ``gold_reward`` (and optionally the ``*_stderr`` columns).
-    The DPO paper's Figure 2 draws the same frontier; up-and-left is better.
+    ``table`` needs ``model``, ``sampled_kl`` and the ``reward`` column (and optionally the ``*_stderr``
+    columns). The DPO paper's Figure 2 draws the same frontier with its ground-truth reward; on the
+    offline corpus that is the oracle's quality (``reward="oracle_helpfulness_1_5"``). Up-and-left is better.
     """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
     for _, row in table.iterrows():
         color = "tab:gray" if row["model"] == "SFT" else ("tab:brown" if row["model"] == "base" else "tab:blue")
-        ax.errorbar(row["sampled_kl"], row["gold_reward"], xerr=row.get("sampled_kl_stderr", 0) or 0,
-                    yerr=row.get("gold_reward_stderr", 0) or 0, fmt="o", color=color, capsize=3)
-        ax.annotate(row["model"], (row["sampled_kl"], row["gold_reward"]), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        ax.errorbar(row["sampled_kl"], row[reward], xerr=row.get("sampled_kl_stderr", 0) or 0,
+                    yerr=row.get(f"{reward}_stderr", 0) or 0, fmt="o", color=color, capsize=3)
+        ax.annotate(row["model"], (row["sampled_kl"], row[reward]), textcoords="offset points", xytext=(6, 4), fontsize=9)
     ordered = table[table["model"] != "base"].sort_values("sampled_kl")
-    ax.plot(ordered["sampled_kl"], ordered["gold_reward"], ":", color="tab:blue", alpha=0.6)
+    ax.plot(ordered["sampled_kl"], ordered[reward], ":", color="tab:blue", alpha=0.6)
     ax.axvline(10, color="tab:red", ls="--", lw=1, label="KL 10 (course limit)")
     ax.set(title="Reward vs KL frontier", xlabel="sampled KL(policy ‖ SFT), nats per response",
-           ylabel="gold-judge reward (mean over prompts)")
+           ylabel=label)
     ax.set_xlim(left=min(-0.5, float(table["sampled_kl"].min()) - 0.5), right=max(11.0, float(table["sampled_kl"].max()) * 1.15))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)

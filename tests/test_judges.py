@@ -31,9 +31,7 @@ def test_judge_prefers_the_truly_better_answer_on_held_out_pairs(judge, corpus_p
     assert acc["vs_quality"] > acc["vs_labels"] - 0.02  # labels are ~11 % flipped: the truth is easier to agree with
 
 
-# (question, better answer, worse answer), written by hand, not from the corpus templates. Known limit, measured: an
-# OFF-TOPIC answer in the corpus' own style ("Volcanoes erupt when magma rises…" to a question on inflation) outscores
-# a hand-written on-topic one (1.28 vs 0.97) — the judge checks relevance weakly outside the corpus' wording.
+# (question, better answer, worse answer), written by hand, not from the corpus templates.
 HAND_MADE = [
     ("What is photosynthesis?",
      "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as a by-product.",
@@ -99,3 +97,29 @@ def test_bad_use_is_a_clear_error(judge):
         judges.compare(judge, ["a", "b"], ["x"], ["y", "z"])
     with pytest.raises(ValueError, match="calibration"):
         judge.quality_1_5(["a"], ["b"], "no-such-subset")
+
+
+def test_off_topic_negatives_teach_the_judge_relevance(judge, corpus_pairs):
+    """The relevance fix, measured: without off-topic negatives the judge prefers a fluent answer to ANOTHER topic
+    far more often; with them it prefers this question's answer (and every hand-written probe of the oracle)."""
+    from dpo_lab import bias, oracle
+
+    before = judges.GoldJudge(judge.encoder).fit(corpus_pairs[0], off_topic_negatives=False)
+    test = [p for p in corpus_pairs[1] if p["subset"] == "helpful"][:120]
+    prompts, answers, topics = [p["prompt"] for p in test], [p["chosen"] for p in test], [p["topic"] for p in test]
+    after_rate, before_rate = (bias.relevance_rate(j, prompts, answers, topics) for j in (judge, before))
+    print(f"\nrelevance: {before_rate:.2f} without off-topic negatives, {after_rate:.2f} with them")
+    assert after_rate >= 0.9 and after_rate > before_rate + 0.05
+    assert all(r["correct"] for r in oracle.probe_results(judge.score))
+
+
+def test_off_topic_pairs_pair_each_answer_with_another_topics_better_answer():
+    pairs = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "topic": "ab"[i % 2], "chosen_quality": 5,
+              "rejected_quality": 1} for i in range(6)]
+    pairs[0] = {**pairs[0], "chosen_quality": 1, "rejected_quality": 5}  # a flipped label: the better answer is "rejected"
+    extra = judges.off_topic_pairs(pairs, seed=1)
+    assert len(extra) == len(pairs)
+    assert extra[0]["chosen"] == "bad 0"
+    for i, e in enumerate(extra):
+        other = int(e["rejected"].split()[-1])
+        assert pairs[other]["topic"] != pairs[i]["topic"] and e["rejected"].startswith(("good", "bad"))

@@ -63,6 +63,17 @@ def test_parameters_cell_comes_first_and_papermill_can_read_every_line(name):
     assert len(parsed) == len(assignments) == len(declared), f"{name}: papermill could not parse some parameter lines"
 
 
+def test_notebook_04_defaults_are_the_evaluate_commands_defaults():
+    """Same defaults, same numbers: `python -m dpo_lab evaluate` without --param measures what 04 measures."""
+    from dpo_lab.evaluation import EVAL_DEFAULTS
+
+    params = {}
+    exec(_nb("04-Evaluation_and_Compare.ipynb").cells[1].source, {}, params)  # the parameters cell: plain assignments
+    missing = set(EVAL_DEFAULTS) - set(params)
+    assert not missing, f"evaluation settings that 04's parameters cell does not declare: {sorted(missing)}"
+    assert {k: params[k] for k in EVAL_DEFAULTS} == EVAL_DEFAULTS
+
+
 def test_notebook_03_exposes_its_training_knobs():
     declared = notebook_parameters(ROOT / "03-DPO_Training.ipynb")
     assert declared["beta"] == 0.1
@@ -214,17 +225,40 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
                 "gold_reward_stderr", "helpfulness_1_5", "harmlessness_1_5", "mean_words"} <= set(row)
         assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
     rates = {(r["judge"], r["model"]): r for r in summary["win_rates"]}
-    assert set(rates) == {("gold judge", "SFT (another sample)"), ("gold judge", "DPO β=0.1"), ("gold judge", "DPO β=0.5")}
+    assert set(rates) == {(j, m) for j in ("oracle", "gold judge") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")}
     for r in rates.values():
-        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] and r["errors"] == 0
-    for row in summary["rows"][1:]:  # the beta table carries each DPO model's gold-judge win rate vs SFT
+        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] == 200 and r["errors"] == 0
+        assert r["lc_ci_low"] <= r["lc_win_rate"] <= r["lc_ci_high"]
+    assert summary["primary_judge"] == "oracle"
+    for row in summary["rows"][1:]:  # the beta table carries each DPO model's ORACLE win rate vs SFT
         assert row["win_ci_low"] <= row["win_rate_vs_sft"] <= row["win_ci_high"]
+        assert row["win_rate_vs_sft"] == rates[("oracle", row["model"])]["win_rate"]
+        assert 1 <= row["oracle_helpfulness_1_5"] <= 5 and 1 <= row["oracle_harmlessness_1_5"] <= 5
+    # the trust tables: every judge against the oracle on the generated pairs (before and after the relevance fix),
+    # the bias checks, seen vs held-out topics, the counterfactual prefixes and the course's targets
+    assert {(r["judge"], r["model"]) for r in summary["agreement"]} == {
+        (j, m) for j in ("gold judge", "gold judge (before the relevance fix)") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")}
+    checks = {r["judge"]: r for r in summary["judge_checks"]}
+    assert set(checks) == {"oracle", "gold judge", "gold judge (before the relevance fix)"}
+    assert checks["oracle"]["probes"] == 1.0 and all(r["position_flips"] == 0.0 for r in checks.values())
+    assert {(r["model"], r["split"]) for r in summary["splits"]} == {
+        (m, s) for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
+    assert {(r["model"], r["split"]) for r in summary["implicit_by_split"]} == {
+        (m, s) for m in ("DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
+    assert len(summary["counterfactual"]) == 3 * 5 and {r["n"] for r in summary["counterfactual"]} == {60}
+    assert [r["metric"] for r in summary["targets"]] == ["win rate vs SFT", "reward margin", "helpfulness 1–5", "harmlessness 1–5",
+                                                         "perplexity"]
     assert summary["decoding"]["do_sample"] is True
     assert {r["model"] for r in summary["elo"]} == {"base", "SFT", "DPO β=0.1", "DPO β=0.5"}
-    assert "vs_quality" in summary["gold_judge"]
-    for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png"):
+    assert "vs_quality" in summary["gold_judge"] and "vs_quality" in summary["gold_judge_before_fix"]
+    for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png",
+                 "targets.csv", "agreement.csv", "judge_checks.csv", "splits.csv", "implicit_by_split.csv", "counterfactual.csv"):
         assert (run_dir / "04_eval" / name).exists(), name
-    assert "## 對 SFT 的 win rate" in (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
+    report = (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
+    for heading in ("## 對 SFT 的 win rate", "## 課程目標與 GPT-2 預期 vs 本次結果", "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
+                    "## Judge 的偏誤檢查", "## 效果在哪裡成立：見過的主題 vs held-out 主題", "## 反事實探針：只改 prompt 裡無關的個人資訊"):
+        assert heading in report, heading
+    assert "依 oracle（ground truth" in report
     assert not (run_dir / "human_ab").exists() or not any((run_dir / "human_ab").glob("*.json"))  # nobody clicked
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the masters' own (solved) exercises trained both betas: their dpo_step runs the live reference, so no cache;
@@ -286,10 +320,12 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     from dpo_lab.evaluation import evaluate_run
 
     notebook = json.loads((run_dir / "04_eval" / "summary.json").read_text())
-    result = evaluate_run(run_dir, n_judge_prompts=100, judge_pairs=2000, progress=False, log=lambda *_: None)
+    result = evaluate_run(run_dir, progress=False, log=lambda *_: None)  # the notebook's defaults are EVAL_DEFAULTS
     cli = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert cli["models"] == notebook["models"] and cli["course_rule_pick"] == notebook["course_rule_pick"]
-    for key in ("win_rates", "elo", "rows"):
+    assert cli["primary_judge"] == notebook["primary_judge"] == "oracle"
+    for key in ("win_rates", "elo", "rows", "targets", "agreement", "judge_checks", "splits", "implicit_by_split", "counterfactual",
+                "gold_judge", "gold_judge_before_fix"):
         differences = _numeric_differences(cli[key], notebook[key], key)
         assert not differences, "\n".join(differences[:20])
     assert result["report"] == (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
