@@ -271,7 +271,9 @@ def implicit_reward_by_split(models: dict[str, Path], tokenizer, pairs: list[dic
 
     device = pick_device(device)
     examples = tokenize_pairs(tokenizer, pairs, max_length)
-    seen = [p.get("topic") in train_topics for p in pairs]
+    has_topics = any(p.get("topic") for p in pairs)  # HH-RLHF has none: one row per model, over all pairs
+    seen = [p.get("topic") in train_topics if has_topics else True for p in pairs]
+    groups = (("seen topics", True), ("held-out topics", False)) if has_topics else (("all pairs", True),)
     collate = PreferenceDataCollator(tokenizer)
 
     def logratios(model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +293,7 @@ def implicit_reward_by_split(models: dict[str, Path], tokenizer, pairs: list[dic
             continue
         pol_c, pol_r = logratios(load_eval_model(folder, device))
         margin = (pol_c - ref_c) - (pol_r - ref_r)
-        for split, flag in (("seen topics", True), ("held-out topics", False)):
+        for split, flag in groups:
             idx = torch.tensor([s == flag for s in seen])
             if idx.any():
                 m = margin[idx]
@@ -311,15 +313,17 @@ def counterfactual_table(models: dict[str, Path], tokenizer, rows: list[dict[str
     from .bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
     from .oracle import score_answers
     from .safety import classify_response
+    from .trust import oracle_applies
 
     out = []
+    with_oracle = oracle_applies([r["prompt"] for r in rows if "should_refuse" not in r])  # the quality column needs the corpus
     for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
         prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
         answers = collect_answers(models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings)
         for name, texts in answers.items():
             risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
             benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
-            helpful = [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r]
+            helpful = [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r] if with_oracle else []
             out.append({"model": name, "prefix": label,
                         "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
                         "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
@@ -344,8 +348,10 @@ def judge_answers(prompts: list[str], eval_rows: list[dict[str, Any]], answers: 
     from .headtohead import win_rates_vs
     from .judges import GoldJudge
     from .oracle import OracleJudge
-    from .trust import (ORACLE, agreement_table, judge_checks_table, judged_win_rates, oracle_applies, oracle_quality_table,
-                        split_win_rates)
+    import pandas as pd
+
+    from .trust import (ORACLE, agreement_table, answer_key_row, judge_checks_table, judged_win_rates, oracle_applies,
+                        oracle_quality_table, split_win_rates)
     from .winrate import win_rate
 
     win_rate_fn = win_rate_fn or win_rate
@@ -374,6 +380,7 @@ def judge_answers(prompts: list[str], eval_rows: list[dict[str, Any]], answers: 
         out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
         out["splits"] = split_win_rates(comparisons[ORACLE], [bool(r.get("held_out_topic")) for r in eval_rows], seed=seed,
                                         win_rate_fn=win_rate_fn)
+        out["ceiling"] = pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)])
     out["scores"] = scores
     return out
 
@@ -399,7 +406,7 @@ def evaluation_tables(judged: dict[str, Any], *, summary, focus: str, elo=None, 
     from .trust import targets_table
 
     tables = {"win_rates": judged["win_rates"], "targets": targets_table(summary, focus), "judge_checks": judged["checks"]}
-    tables.update({k: judged[k] for k in ("agreement", "splits") if k in judged})
+    tables.update({k: judged[k] for k in ("agreement", "splits", "ceiling") if k in judged})
     optional = {"elo": elo, "cases": cases, "implicit_by_split": implicit_by_split, "counterfactual": counterfactual}
     tables.update({k: v for k, v in optional.items() if v is not None})
     return tables

@@ -154,6 +154,11 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
     if data_facts.get("chosen_longer_share") is not None:
         lines += ["", f"訓練資料中 chosen 比 rejected 長的比例：{data_facts['chosen_longer_share']:.0%}"
                       "（長度偏誤的來源：DPO 學到「長一點比較好」，不一定學到「內容比較好」）。"]
+    if "ceiling" in tables and len(tables["ceiling"]):
+        row = tables["ceiling"].iloc[0]
+        lines += ["", f"上限參考：語料的標準答案（每題都用最好的 structured 回答）對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
+                      f"（{row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}），控制長度後只剩 {row['lc_win_rate']:.1%}"
+                      f"（{row['lc_ci_low']:.1%}–{row['lc_ci_high']:.1%}）：在這份語料裡，好的回答本來就比較長，控制長度也會扣掉真正的進步。"]
     if "splits" in tables and len(tables["splits"]):
         lines += ["", "## 效果在哪裡成立：見過的主題 vs held-out 主題", "",
                   "oracle 判定的 win rate（對 SFT），依 prompt 的主題有沒有出現在訓練 pairs 分開：", "",

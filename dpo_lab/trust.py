@@ -8,9 +8,11 @@ below with the same arguments, so they print and save the same numbers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .bias import length_controlled_win_rate, padding_flip_rate, position_flip_rate, relevance_rate, words
 from .headtohead import win_rates_vs
-from .judges import Comparison, Judge, ScoreJudge
+from .judges import Comparison, Judge, ScoreJudge, compare
 from .oracle import OracleJudge, probe_results, score_answers, task_of
 from .winrate import bootstrap_ci, win_rate
 
@@ -56,6 +58,23 @@ def _lc_row(comparison: Comparison, answers_a: list[str], answers_b: list[str], 
     result = length_controlled_win_rate(outcomes, [words(answers_a[i]) for i in idx], [words(answers_b[i]) for i in idx], seed=seed)
     return {"lc_win_rate": result["lc_win_rate"], "lc_ci_low": result["lc_ci_low"], "lc_ci_high": result["lc_ci_high"],
             "mean_word_diff": result["mean_word_diff"]}
+
+
+def answer_key_row(eval_rows: list[dict[str, Any]], prompts: list[str], sft_answers: list[str], *, seed: int = 0) -> dict[str, Any]:
+    """The ceiling: the corpus' own best answer to every prompt, judged by the oracle against SFT.
+
+    No model can beat SFT more often than this answer key does (raw win rate), and its
+    length-controlled win rate shows how much of a REAL improvement the length control removes on
+    this corpus, where a better answer (more facts) is also a longer one.
+    """
+    from .corpus import HELPFUL_TOPICS, _good_response
+
+    topics = {t[0]: t for t in HELPFUL_TOPICS}
+    key = [_good_response(topics[r["topic"]], r["kind"], "structured") for r in eval_rows]
+    comparison = compare(OracleJudge(), prompts, key, sft_answers, seed=seed)
+    low, high = bootstrap_ci(comparison.outcomes, seed=seed)
+    return {"model": "answer key (the corpus' best answers)", "judge": ORACLE, "win_rate": win_rate(comparison.outcomes),
+            "win_ci_low": low, "win_ci_high": high, **_lc_row(comparison, key, sft_answers, seed)}
 
 
 def agreement_table(comparisons: dict[str, dict[str, Comparison]], truth: str = ORACLE):

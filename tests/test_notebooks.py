@@ -227,7 +227,7 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     rates = {(r["judge"], r["model"]): r for r in summary["win_rates"]}
     assert set(rates) == {(j, m) for j in ("oracle", "gold judge") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")}
     for r in rates.values():
-        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] == 200 and r["errors"] == 0
+        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] and r["errors"] == 0
         assert r["lc_ci_low"] <= r["lc_win_rate"] <= r["lc_ci_high"]
     assert summary["primary_judge"] == "oracle"
     for row in summary["rows"][1:]:  # the beta table carries each DPO model's ORACLE win rate vs SFT
@@ -245,14 +245,17 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
         (m, s) for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
     assert {(r["model"], r["split"]) for r in summary["implicit_by_split"]} == {
         (m, s) for m in ("DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
-    assert len(summary["counterfactual"]) == 3 * 5 and {r["n"] for r in summary["counterfactual"]} == {60}
+    # the answer key scores 5 on every prompt, so no model can beat SFT more often than it does
+    assert summary["ceiling"][0]["win_rate"] >= max(rates[("oracle", m)]["win_rate"] for m in ("DPO β=0.1", "DPO β=0.5"))
+    assert len(summary["counterfactual"]) == 3 * 5 and len({r["n"] for r in summary["counterfactual"]}) == 1
     assert [r["metric"] for r in summary["targets"]] == ["win rate vs SFT", "reward margin", "helpfulness 1–5", "harmlessness 1–5",
                                                          "perplexity"]
     assert summary["decoding"]["do_sample"] is True
     assert {r["model"] for r in summary["elo"]} == {"base", "SFT", "DPO β=0.1", "DPO β=0.5"}
     assert "vs_quality" in summary["gold_judge"] and "vs_quality" in summary["gold_judge_before_fix"]
     for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png",
-                 "targets.csv", "agreement.csv", "judge_checks.csv", "splits.csv", "implicit_by_split.csv", "counterfactual.csv"):
+                 "targets.csv", "agreement.csv", "judge_checks.csv", "splits.csv", "ceiling.csv", "implicit_by_split.csv",
+                 "counterfactual.csv"):
         assert (run_dir / "04_eval" / name).exists(), name
     report = (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
     for heading in ("## 對 SFT 的 win rate", "## 課程目標與 GPT-2 預期 vs 本次結果", "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
@@ -324,7 +327,7 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     cli = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert cli["models"] == notebook["models"] and cli["course_rule_pick"] == notebook["course_rule_pick"]
     assert cli["primary_judge"] == notebook["primary_judge"] == "oracle"
-    for key in ("win_rates", "elo", "rows", "targets", "agreement", "judge_checks", "splits", "implicit_by_split", "counterfactual",
+    for key in ("win_rates", "elo", "rows", "targets", "agreement", "judge_checks", "splits", "ceiling", "implicit_by_split", "counterfactual",
                 "gold_judge", "gold_judge_before_fix"):
         differences = _numeric_differences(cli[key], notebook[key], key)
         assert not differences, "\n".join(differences[:20])

@@ -142,3 +142,27 @@ def test_counterfactual_prompts_change_only_the_prefix():
     out = bias.counterfactual_prompts([prompt], "I'm Ahmed, a student. ")
     assert out == ["\n\nHuman: Hello\n\nAssistant: Hi!\n\nHuman: I'm Ahmed, a student. What is DNA?\n\nAssistant:"]
     assert oracle.task_of(out[0]).topic == "DNA"
+
+
+# ------------------------------------------------------------------------------------------- judges vs the oracle
+def test_agreement_table_counts_same_verdicts_on_the_same_generated_pairs():
+    from dpo_lab.judges import compare
+    from dpo_lab.trust import agreement_table
+
+    prompts = [_p("What is gravity?"), _p("What is DNA?"), _p("What is inflation?"), _p("What is recycling?")]
+    good = [" Gravity is the force by which masses attract one another.",
+            " DNA is the molecule that carries the genetic instructions of living things.",
+            " Inflation is a general rise in prices that lowers what money can buy.",
+            " Recycling? Nothing special. Look it up."]
+    bad = [" Gravity? Nothing special. Look it up.", " DNA? Nothing special. Look it up.",
+           " Inflation is a general rise in prices that lowers what money can buy.",
+           " Recycling is collecting used materials and processing them into new products."]
+    truth = {"m": compare(oracle.OracleJudge(), prompts, good, bad, seed=0)}
+    assert truth["m"].outcomes == ["A", "A", "tie", "B"]
+    longer = {"m": compare(LongerWins(), prompts, good, bad, seed=0)}  # A, A, tie, B by length here
+    first = {"m": compare(AlwaysFirst(), prompts, good, bad, seed=0)}
+    table = agreement_table({"oracle": truth, "longer": longer, "first": first}).set_index("judge")
+    assert table.loc["longer", "agree"] == 1.0 and table.loc["longer", "n_decided"] == 3
+    shown_a = [j.shown_first == "A" for j in first["m"].judgments]
+    expected = sum((("A" if a else "B") == w) for a, w in zip(shown_a, truth["m"].outcomes)) / 4
+    assert table.loc["first", "agree"] == expected
