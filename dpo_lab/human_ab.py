@@ -25,7 +25,9 @@ class HumanABJudge:
     """Blind A/B labelling of ``model_a`` vs ``model_b`` on the same prompts; labels saved under ``folder``."""
 
     def __init__(self, prompts: list[str], answers_a: list[str], answers_b: list[str], *, model_a: str, model_b: str,
-                 folder: str | Path, seed: int = 0):
+                 folder: str | Path, seed: int = 0, repeat_swapped: int = 0):
+        """``repeat_swapped``: after the ``len(prompts)`` pairs, show the first k again with left and right swapped,
+        so :meth:`position_flips` can measure position bias (a verdict that follows the side, not the answer)."""
         if not (len(prompts) == len(answers_a) == len(answers_b)):
             raise ValueError(f"{len(prompts)} prompts, {len(answers_a)} answers of {model_a}, {len(answers_b)} of {model_b}")
         if not prompts:
@@ -36,7 +38,10 @@ class HumanABJudge:
         slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{model_a}_vs_{model_b}")
         self.path = Path(folder) / f"{slug}_{task}.json"
         rng = random.Random(seed)
+        n, repeats = len(prompts), max(0, min(int(repeat_swapped), len(prompts)))
+        self.pair = list(range(n)) + list(range(repeats))  # shown item -> pair index (repeats come last)
         self.a_left = [rng.random() < 0.5 for _ in prompts]  # the blind order, fixed by the seed
+        self.a_left += [not self.a_left[i] for i in range(repeats)]
         self.labels: dict[int, str] = {}
         if self.path.exists():
             saved = json.loads(self.path.read_text(encoding="utf-8"))
@@ -45,16 +50,17 @@ class HumanABJudge:
 
     # ------------------------------------------------------------------ labels
     def next_index(self) -> int | None:
-        return next((i for i in range(len(self.prompts)) if i not in self.labels), None)
+        return next((i for i in range(len(self.pair)) if i not in self.labels), None)
 
     def record(self, index: int, choice: str) -> None:
         """Store one verdict (``left`` / ``right`` / ``tie`` as SHOWN on screen) and save the file atomically."""
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {list(CHOICES)}, got {choice!r}")
-        if not 0 <= index < len(self.prompts):
-            raise IndexError(f"prompt {index} does not exist ({len(self.prompts)} prompts)")
+        if not 0 <= index < len(self.pair):
+            raise IndexError(f"item {index} does not exist ({len(self.prompts)} prompts, {len(self.pair) - len(self.prompts)} repeats)")
         self.labels[index] = choice
-        rows = [{"index": i, "choice": c, "model_left": self._left(i), "winner": self._winner(i, c)} for i, c in sorted(self.labels.items())]
+        rows = [{"index": i, "pair": self.pair[i], "choice": c, "model_left": self._left(i), "winner": self._winner(i, c)}
+                for i, c in sorted(self.labels.items())]
         payload = {"model_a": self.model_a, "model_b": self.model_b, "n_prompts": len(self.prompts),
                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "labels": rows}
         atomic_write_text(self.path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
@@ -71,9 +77,22 @@ class HumanABJudge:
         """The labels so far, in model terms (A = ``model_a``), like any judge's :func:`dpo_lab.judges.compare`."""
         result = Comparison(judge="human A/B", n_requested=len(self.prompts))
         for i, choice in sorted(self.labels.items()):
+            if i >= len(self.prompts):  # a swapped repeat: counted by position_flips(), not twice in the win rate
+                continue
             result.judgments.append(Judgment(index=i, winner=self._winner(i, choice), shown_first="A" if self.a_left[i] else "B",
                                              score_a=None, score_b=None))
         return result
+
+    def position_flips(self) -> tuple[float | None, int]:
+        """Share of repeated pairs whose winner (in MODEL terms) changed when left and right were swapped, and how many.
+
+        A person who judges the answers gives the same winner both times (0 %); one who always clicks
+        the left answer flips every time (100 %).
+        """
+        n = len(self.prompts)
+        both = [(self._winner(j - n, self.labels[j - n]), self._winner(j, self.labels[j]))
+                for j in range(n, len(self.pair)) if j in self.labels and (j - n) in self.labels]
+        return (sum(a != b for a, b in both) / len(both) if both else None), len(both)
 
     # ------------------------------------------------------------------ the notebook widget
     def widget(self):
@@ -87,15 +106,16 @@ class HumanABJudge:
         def show() -> None:
             i = self.next_index()
             done = len(self.labels)
-            status.value = f"<b>已標註 {done} / {len(self.prompts)}</b>（存於 <code>{html.escape(str(self.path))}</code>）"
+            status.value = f"<b>已標註 {done} / {len(self.pair)}</b>（存於 <code>{html.escape(str(self.path))}</code>）"
             if i is None:
                 question.value, left.value, right.value = "<b>全部完成，謝謝！</b>", "", ""
                 for b in buttons:
                     b.disabled = True
                 return
-            a, b = self.answers_a[i], self.answers_b[i]
+            p = self.pair[i]
+            a, b = self.answers_a[p], self.answers_b[p]
             shown = (a, b) if self.a_left[i] else (b, a)
-            question.value = f"<pre style='white-space:pre-wrap'>{html.escape(self.prompts[i].strip())}</pre>"
+            question.value = f"<pre style='white-space:pre-wrap'>{html.escape(self.prompts[p].strip())}</pre>"
             left.value = f"<b>A</b><pre style='white-space:pre-wrap'>{html.escape(shown[0])}</pre>"
             right.value = f"<b>B</b><pre style='white-space:pre-wrap'>{html.escape(shown[1])}</pre>"
 

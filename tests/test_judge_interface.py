@@ -173,3 +173,26 @@ def test_position_bias_is_measured_as_the_first_shown_answers_win_share():
     fair = compare(KeywordJudge(), PROMPTS, GOOD, BAD, seed=0)  # scores each answer alone: wins follow content
     assert fair.first_shown_win_share == sum(j.shown_first == "A" for j in fair.judgments) / 12
     assert compare(KeywordJudge(), PROMPTS, GOOD, GOOD, seed=0).first_shown_win_share is None  # all ties
+
+
+def test_human_ab_repeats_pairs_swapped_to_measure_position_flips(tmp_path):
+    pytest.importorskip("ipywidgets")
+
+    def label(judge, follow_content: bool) -> None:
+        panel = judge.widget()
+        left, _ = panel.children[2].children
+        while judge.next_index() is not None:
+            pick = ("left" if "GOOD" in left.value else "right") if follow_content else "left"
+            judge._buttons[pick].click()
+
+    reader = HumanABJudge(PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "r", seed=0,
+                          repeat_swapped=3)
+    label(reader, follow_content=True)
+    assert reader.position_flips() == (0.0, 3)
+    assert reader.comparison().outcomes == ["A"] * 4 and reader.comparison().complete  # repeats are not counted twice
+    lefty = HumanABJudge(PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "l", seed=0,
+                         repeat_swapped=3)
+    label(lefty, follow_content=False)  # always clicks the left answer: every swapped repeat flips
+    assert lefty.position_flips() == (1.0, 3)
+    saved = json.loads(lefty.path.read_text(encoding="utf-8"))
+    assert [r["pair"] for r in saved["labels"]] == [0, 1, 2, 3, 0, 1, 2]
