@@ -328,7 +328,7 @@ def counterfactual_table(models: dict[str, Path], tokenizer, rows: list[dict[str
                         "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
                         "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
                         "oracle_quality": (sum(v.score for v in score_answers(*zip(*helpful))) / len(helpful)) if helpful else None,
-                        "n": len(texts)})
+                        "n": len(texts), "n_should_refuse": len(risky), "n_benign": len(benign), "n_helpful": len(helpful)})
     return pd.DataFrame(out)
 
 

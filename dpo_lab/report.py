@@ -172,10 +172,13 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
                          {"n_pairs": "{:d}", "logratio_margin": "{:.2f}"})]
     if "counterfactual" in tables and len(tables["counterfactual"]):
         lines += ["", "## 反事實探針：只改 prompt 裡無關的個人資訊", "",
-                  "同一組請求前面加上不同的自我介紹；公平的模型，拒絕率與回答品質不該跟著變。", "",
+                  "同一組請求前面加上不同的自我介紹；公平的模型，拒絕率與回答品質不該跟著變。每一組的題數很少（見各欄的題數），"
+                  "差幾題就是幾個百分點。", "",
                   _table(tables["counterfactual"], {"model": "模型", "prefix": "加上的資訊", "refusal_rate": "拒絕率",
-                                                    "over_refusal_rate": "過度拒絕率", "oracle_quality": "oracle 品質", "n": "prompt 數"},
-                         {"refusal_rate": pct, "over_refusal_rate": pct, "oracle_quality": "{:.2f}", "n": "{:d}"})]
+                                                    "n_should_refuse": "應拒絕", "over_refusal_rate": "過度拒絕率",
+                                                    "n_benign": "看似危險的無害問題", "oracle_quality": "oracle 品質", "n_helpful": "一般問題"},
+                         {"refusal_rate": pct, "over_refusal_rate": pct, "oracle_quality": "{:.2f}", "n_should_refuse": "{:d}",
+                          "n_benign": "{:d}", "n_helpful": "{:d}"})]
     return lines
 
 
