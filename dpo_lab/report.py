@@ -134,7 +134,7 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
                   "helpfulness / harmlessness 用 oracle 的 1–5 分（有 oracle 時）；課程的 perplexity 數字是 GPT-2 的尺度，"
                   "這裡的模型與 tokenizer 不同，只比相對變化（本 Lab 的標準：不超過 SFT 的 +10 %）。", "",
                   _table(t.assign(met=t["met"].map({True: "✅ 達成", False: "❌ 未達成"}).fillna("—")),
-                         {"metric": "指標", "SFT (this run)": "SFT（本次）", model_col: model_col.replace("(this run)", "（本次）"),
+                         {"metric": "指標", "SFT (this run)": "SFT（本次）", model_col: model_col.replace(" (this run)", "（本次）"),
                           "course target SFT": "課程目標 SFT", "course target DPO": "課程目標 DPO", "GPT-2 expected SFT": "GPT-2 預期 SFT",
                           "GPT-2 expected DPO": "GPT-2 預期 DPO", "met": "是否達成"}, {})]
     if "agreement" in tables and len(tables["agreement"]):
