@@ -11,6 +11,7 @@ Rebuild (only if the files are lost): ``python -m dpo_lab.grading_fixture``.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,8 +44,16 @@ def build_fixture(out_dir: str | Path = FIXTURE_DIR) -> Path:
     return out
 
 
-@lru_cache(maxsize=1)
+_LOADING = threading.Lock()  # the grader judges several submissions in threads; loading patches torch globally
+
+
 def fixture_tokenizer():
+    with _LOADING:
+        return _loaded_tokenizer()
+
+
+@lru_cache(maxsize=1)
+def _loaded_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(FIXTURE_DIR / "tokenizer")
@@ -53,17 +62,32 @@ def fixture_tokenizer():
 @lru_cache(maxsize=1)
 def _loaded_models():
     from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
 
     from .runtime import disable_dropout
 
-    return tuple(disable_dropout(GPT2LMHeadModel.from_pretrained(FIXTURE_DIR / name)).eval() for name in ("policy", "reference"))
+    quiet = not logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # the grader loads these once per run: no "Loading weights" bars in its output
+    try:
+        return tuple(disable_dropout(GPT2LMHeadModel.from_pretrained(FIXTURE_DIR / name)).eval() for name in ("policy", "reference"))
+    finally:
+        if not quiet:
+            logging.enable_progress_bar()
 
 
 def fixture_models():
     """Fresh copies of ``(policy, reference)``: eval mode, dropout off, fp32; the caller may train or change them."""
     import copy
 
-    return tuple(copy.deepcopy(m) for m in _loaded_models())
+    with _LOADING:
+        models = _loaded_models()
+    return tuple(copy.deepcopy(m) for m in models)
+
+
+def preload() -> None:
+    """Load the fixture files now, before threads use them (``from_pretrained`` patches torch functions while it runs)."""
+    fixture_tokenizer()
+    fixture_models()
 
 
 def exact_pair_batch():

@@ -8,6 +8,12 @@ count, …). Checks compare VALUES, never code, so any correct style passes: loo
 ``cross_entropy`` or log-softmax + gather, ``softplus`` or ``-logsigmoid``. Each check carries a
 hint naming the classic bug it catches. Two checks are exact values in the spirit of Stanford CS336:
 numbers a student can reproduce from the rules written in the exercise text.
+
+A check never touches the student's object directly: it asks a *subject* to run it on given inputs and
+gets plain values back (tensors, numbers, strings, containers). :class:`LocalSubject` runs it in this
+process (the notebooks' self-checks); the autograder's subject runs it in a guarded worker process and
+judges the returned values here, so code in a submission can change what its own function returns but
+never the verdict.
 """
 
 from __future__ import annotations
@@ -66,10 +72,11 @@ def run_check(check: Check, obj: Any) -> CheckResult:
 
 
 def grade_object(name: str, obj: Any) -> list[CheckResult]:
-    """Run every check of exercise `name` on `obj` (the student's function or class)."""
+    """Run every check of exercise `name` on `obj`: the student's function or class, or a subject wrapping it."""
     if obj is None:
         return [CheckResult(c.name, 0, c.points, f"no {name} defined", label=c.label) for c in EXERCISES[name]]
-    return [run_check(c, obj) for c in EXERCISES[name]]
+    subject = obj if isinstance(obj, Subject) else LocalSubject(obj)
+    return [run_check(c, subject) for c in EXERCISES[name]]
 
 
 def max_points(name: str) -> int:
@@ -96,6 +103,91 @@ def _raises(exc_type, fn, *args) -> None:
     except exc_type:
         return
     raise AssertionError(f"no {exc_type.__name__} raised")
+
+
+# ----------------------------------------------------------------------------------------------- subjects
+
+_MAX_DEPTH = 8
+
+
+def plain(value: Any, _depth: int = 0) -> Any:
+    """`value` as data only (detached CPU tensors, numbers, strings, lists, tuples, dicts): what a check may
+    look at, and all that crosses from the grading worker to the grader (``torch.load(weights_only=True)``)."""
+    import numbers
+    from collections.abc import Mapping
+
+    if _depth > _MAX_DEPTH:
+        raise TypeError("returned a structure nested too deeply")
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else repr(k): plain(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v, _depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if hasattr(value, "__array__"):  # numpy arrays
+        return torch.as_tensor(value.__array__())
+    raise TypeError(f"returned a {type(value).__name__}, which is not a tensor, number, string, list, tuple or dict")
+
+
+class Subject:
+    """How a check runs the student's object. Every method returns plain data (see :func:`plain`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The function's result."""
+        raise NotImplementedError
+
+    def with_grad(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call with ``args[0]`` requiring grad; back-propagate the sum of the (first) output.
+        ``{"output", "requires_grad": [per output: its flag, None if not a tensor], "grad": d sum / d args[0] or None}``."""
+        raise NotImplementedError
+
+    def collate(self, max_length: int | None = None) -> Any:
+        """The class built on the fixture tokenizer, called on the fixture pairs: the batch."""
+        raise NotImplementedError
+
+    def steps(self, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False) -> dict[str, Any]:
+        """`steps` calls of the step function on fresh fixture models: ``{"metrics", "policy", "reference",
+        "reference_grads"}`` (parameters by name; names of reference parameters that received a gradient)."""
+        raise NotImplementedError
+
+
+class LocalSubject(Subject):
+    """Runs the object in this process (the notebooks' self-checks, and the grading worker on the grader's behalf)."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __call__(self, *args, **kwargs):
+        return plain(self.obj(*args, **kwargs))
+
+    def with_grad(self, *args, **kwargs):
+        x = args[0].clone().requires_grad_(True)
+        out = self.obj(x, *args[1:], **kwargs)
+        items = list(out) if isinstance(out, (tuple, list)) else [out]
+        flags = [bool(t.requires_grad) if isinstance(t, torch.Tensor) else None for t in items]
+        if flags and flags[0]:
+            items[0].sum().backward()
+        return {"output": plain(out), "requires_grad": flags, "grad": None if x.grad is None else x.grad.detach().clone()}
+
+    def collate(self, max_length=None):
+        return plain(self.obj(fx.fixture_tokenizer(), max_length=max_length)(_pair_examples()))
+
+    def steps(self, steps=1, max_grad_norm=1.0, trainable_reference=False):
+        from collections.abc import Mapping
+
+        metrics, policy, reference = _run_steps(self.obj, steps=steps, max_grad_norm=max_grad_norm,
+                                                trainable_reference=trainable_reference)
+        return {"metrics": plain(metrics) if isinstance(metrics, Mapping) else f"<{type(metrics).__name__}>",
+                "policy": {n: p.detach().clone() for n, p in policy.named_parameters()},
+                "reference": {n: p.detach().clone() for n, p in reference.named_parameters()},
+                "reference_grads": [n for n, p in reference.named_parameters() if p.grad is not None]}
 
 
 # ----------------------------------------------------------------------------------------------- 01 extract_prompt
@@ -141,13 +233,11 @@ def _pair_examples():
     return [tokenize_pair(tok, *extract_prompt(*pair)) for pair in _TRANSCRIPTS]
 
 
-def _collate(cls, max_length=None):
+def _collate(subject, max_length=None):
     from .collator import PreferenceDataCollator
 
-    tok = fx.fixture_tokenizer()
-    examples = _pair_examples()
-    got = cls(tok, max_length=max_length)(examples)
-    want = PreferenceDataCollator(tok, max_length=max_length)(examples)
+    got = subject.collate(max_length)
+    want = PreferenceDataCollator(fx.fixture_tokenizer(), max_length=max_length)(_pair_examples())
     if all(key in got for key in ("input_ids", "attention_mask", "loss_mask")):
         got = _drop_masked_columns(got, want["input_ids"].shape[1])
     for key in ("input_ids", "attention_mask", "loss_mask"):
@@ -252,9 +342,10 @@ def _logprobs_unscored(fn):
 
 def _logprobs_grad(fn):
     logits, ids, mask = _logits_fixture()
-    x = logits.clone().requires_grad_(True)
-    fn(x, ids, mask).sum().backward()
-    if x.grad is None or not x.grad.abs().sum() > 0:
+    probe = fn.with_grad(logits, ids, mask)
+    if not probe["requires_grad"] or not probe["requires_grad"][0]:
+        raise AssertionError("the log-probs carry no gradient (no grad_fn)")
+    if probe["grad"] is None or not probe["grad"].abs().sum() > 0:
         raise AssertionError("no gradient reached the logits")
 
 
@@ -330,12 +421,13 @@ def _loss_swap(fn):
 
 
 def _loss_detached(fn):
-    pc, pr, rc, rr = _logp_fixture()
-    x = pc.clone().requires_grad_(True)
-    losses, chosen, rejected = fn(x, pr, rc, rr, 0.3)
-    if chosen.requires_grad or rejected.requires_grad:
+    flags = fn.with_grad(*_logp_fixture(), 0.3)["requires_grad"]
+    if len(flags) != 3 or None in flags:
+        raise AssertionError(f"expected three tensors (losses, chosen_rewards, rejected_rewards), got {len(flags)} value(s)")
+    losses, chosen, rejected = flags
+    if chosen or rejected:
         raise AssertionError("the rewards carry gradients")
-    if not losses.requires_grad:
+    if not losses:
         raise AssertionError("the losses carry no gradient")
 
 
@@ -388,7 +480,7 @@ def _step_batch():
 
 
 def _run_steps(step_fn, *, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False):
-    """(metrics of the last step, the policy after the steps, the reference) for one implementation."""
+    """(metrics of the last step, the policy after the steps, the reference) for one implementation (run by a subject)."""
     policy, reference = fx.fixture_models()
     if not trainable_reference:
         for p in reference.parameters():
@@ -404,9 +496,10 @@ def _run_steps(step_fn, *, steps: int = 1, max_grad_norm: float = 1.0, trainable
 def _compare_steps(fn, **kwargs):
     from .dpo import dpo_step
 
-    (got, got_policy, _), (want, want_policy, _) = _run_steps(fn, **kwargs), _run_steps(dpo_step, **kwargs)
+    got_run, want_run = fn.steps(**kwargs), LocalSubject(dpo_step).steps(**kwargs)
+    (got, got_policy), (want, want_policy) = (got_run["metrics"], got_run["policy"]), (want_run["metrics"], want_run["policy"])
     if not isinstance(got, dict):
-        raise AssertionError(f"dpo_step returned {type(got).__name__}, expected the metrics dict")
+        raise AssertionError(f"dpo_step returned {str(got).strip('<>')}, expected the metrics dict")
     missing = [key for key in want if key not in got]  # the training loop logs and checks every one of them
     if missing:
         raise AssertionError(f"the returned metrics lack {missing} (keys: {sorted(got)}): return "
@@ -415,7 +508,7 @@ def _compare_steps(fn, **kwargs):
     for key in want:
         if key != "grad_norm":  # compared where clipping matters (the clipping check)
             _close(float(got[key]), want[key], f"metrics['{key}']", atol=1e-4)
-    for (name, a), b in zip(got_policy.named_parameters(), want_policy.parameters()):
+    for (name, a), b in zip(got_policy.items(), want_policy.values()):
         _close(a, b, f"policy parameter {name} after the step", atol=1e-5)
     return got, want
 
@@ -435,11 +528,11 @@ def _step_twice(fn):
 
 
 def _step_reference(fn):
-    _, _, reference = _run_steps(fn, trainable_reference=True)
+    run = fn.steps(trainable_reference=True)
     _, fresh = fx.fixture_models()
-    if any(p.grad is not None for p in reference.parameters()):
+    if run["reference_grads"]:
         raise AssertionError("the reference received gradients (its forward pass built a graph)")
-    for (name, a), b in zip(reference.named_parameters(), fresh.parameters()):
+    for (name, a), b in zip(run["reference"].items(), fresh.parameters()):
         _close(a, b, f"reference parameter {name}")
 
 

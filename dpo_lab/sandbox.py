@@ -1,11 +1,14 @@
-"""Run a student's exercise cells and grade them in a separate, guarded Python process.
+"""Run a student's exercise cells in a separate, guarded Python process, on the grader's behalf.
 
 The grader (:mod:`dpo_lab.grader`) starts ``python -m dpo_lab.sandbox JOB.json`` per notebook. The
 worker imports torch and the fixtures first, then *arms* its guards and executes the student's cells
-into one module namespace and runs :mod:`dpo_lab.rubric` on each exercise. While armed:
+into one module namespace. Then it serves the grader's requests: "run exercise X's object on these
+inputs" (:class:`dpo_lab.rubric.LocalSubject`), answering with plain data. The VERDICT is computed by
+the grader from those answers, in a process where no student code runs: code in a submission can write
+anything to the message channel, but all it can claim is what its own functions returned. While armed:
 
-* a time limit per cell and per exercise (SIGALRM for Python code; the parent kills the process if
-  C code does not return, and grades the rest in a new worker);
+* a time limit per cell and per exercise (SIGALRM for Python code; the grader kills the process when
+  C code does not return, and carries on in a new worker without that cell or exercise);
 * printed output is capped, so a ``while True: print(...)`` ends with a clear message;
 * an audit hook (PEP 578) refuses writes outside the sandbox folder, reads outside it other than the
   Python installation and this package, subprocesses, sockets, ``ctypes`` and file deletion.
@@ -14,18 +17,21 @@ A guard that fires gives 0 for that exercise (even if the student's code caught 
 guards stop accidents and casual escapes in course submissions; they are not a security boundary
 against a determined attacker — run the grader as an unprivileged user or in a container for that.
 
-Protocol: one JSON object per line on the worker's original stdout (``{"event": "loaded", …}`` once,
-then ``{"event": "exercise", …}`` per exercise). Everything the student prints goes to a buffer.
+Protocol: one JSON object per line. Worker → grader on the worker's original stdout:
+``{"event": "started"}``, ``{"event": "cell", "index", "error", "guard"}`` per cell, ``{"event": "ready"}``,
+then one reply per request. Grader → worker on stdin: ``{"id", "op": "begin" | "call" | "with_grad" |
+"collate" | "steps" | "end", …}``. Arguments and results travel as ``torch.save`` bytes (base64) and are
+read back with ``weights_only=True``. Everything the student prints goes to a buffer.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -131,11 +137,11 @@ class _CappedOutput(io.TextIOBase):
 class _TimeLimit:
     """SIGALRM after `seconds`: interrupts Python code (loops, sleep); C code is the parent's job."""
 
-    def __init__(self, seconds: float, what: str):
-        self.seconds, self.what = seconds, what
+    def __init__(self, seconds: float, what: str, limit: float | None = None):
+        self.seconds, self.what, self.limit = seconds, what, seconds if limit is None else limit  # limit: what the message states
 
     def _fire(self, signum, frame):
-        _trip(f"{self.what} took longer than {self.seconds:g} s")
+        _trip(f"{self.what} took longer than {self.limit:g} s")
 
     def __enter__(self):
         signal.signal(signal.SIGALRM, self._fire)
@@ -146,15 +152,14 @@ class _TimeLimit:
 
 
 class _Armed:
-    """Guards on for the student's code: audit hook checks, capped output, a clean violation record."""
+    """Guards on for the student's code: audit hook checks, output into `output` (capped)."""
 
-    def __init__(self, max_output: int):
-        self.max_output = max_output
+    def __init__(self, output: _CappedOutput):
+        self.output = output
 
     def __enter__(self):
-        _STATE.violation = ""
         self.saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = self.output = _CappedOutput(self.max_output)
+        sys.stdout = sys.stderr = self.output
         _STATE.armed = True
         return self
 
@@ -278,8 +283,75 @@ def _limit_memory(megabytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
-def run_job(job: dict[str, Any], emit) -> None:
-    """Execute the job's cells, then grade each exercise; `emit(dict)` sends one protocol message."""
+def encode(value: Any) -> str:
+    """Plain data → text for one protocol line (``torch.save``, base64)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode(text: str) -> Any:
+    """Inverse of :func:`encode`; ``weights_only=True``: tensors, numbers, strings and containers only, never code."""
+    import torch
+
+    return torch.load(io.BytesIO(base64.b64decode(text.encode("ascii"), validate=True)), weights_only=True)
+
+
+def _raised(e: BaseException) -> dict[str, str]:
+    text = str(e).strip()
+    return {"type": type(e).__name__, "message": text[:4000]}
+
+
+class _Exercise:
+    """The exercise being served: its object, its bindings, its printed output and its guard record."""
+
+    def __init__(self, name: str, namespace: dict[str, Any], max_output: int):
+        from . import rubric
+
+        self.name, self.namespace, self.output = name, namespace, _CappedOutput(max_output)
+        self.obj = namespace.get(name)
+        uses = rubric.USES.get(name, {})
+        self.saved = {k: namespace.get(k) for k in uses}
+        for key, other in uses.items():  # each exercise is graded on its own: the exercises it calls are the package's
+            namespace[key] = rubric.reference_object(other)
+        _STATE.grading, _STATE.delegated, _STATE.violation = name, "", ""
+
+    def serve(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        from .rubric import LocalSubject
+
+        args, kwargs = decode(request["payload"])
+        method = getattr(LocalSubject(self.obj), op)
+        try:
+            with _Armed(self.output):
+                with _TimeLimit(float(request["seconds"]), self.name, float(request["limit"])):
+                    result = method(*args, **kwargs)
+        except GuardTripped:
+            return {"abort": _STATE.violation}
+        except Exception as e:  # noqa: BLE001 - the student's function failed: the grader's check reports it
+            if _STATE.violation:
+                return {"abort": _STATE.violation}
+            return {"raised": _raised(e)}
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from student code
+            return {"abort": _STATE.violation or _short_error(e, "")}
+        if _STATE.violation:  # tripped, and the student's code swallowed the exception
+            return {"abort": _STATE.violation}
+        return {"ok": encode(result)}
+
+    def finish(self) -> dict[str, Any]:
+        delegated = _delegation(self.name, self.obj)
+        _STATE.grading = ""
+        for key, value in self.saved.items():
+            if value is None:
+                self.namespace.pop(key, None)
+            else:
+                self.namespace[key] = value
+        return {"delegated": delegated, "printed": self.output.kept.getvalue()[:500]}
+
+
+def run_job(job: dict[str, Any], emit, requests) -> None:
+    """Execute the job's cells, then answer the grader's requests until it closes `requests`."""
     import torch
 
     from . import grading_fixture, rubric
@@ -288,68 +360,56 @@ def run_job(job: dict[str, Any], emit) -> None:
     grading_fixture.fixture_tokenizer()
     grading_fixture.fixture_models()  # load the fixture files before the guards go up
     _install_tripwires()
-    for name in job["exercises"]:
+    for name in rubric.EXERCISES:
         rubric.reference_object(name)
+    encode(decode(encode(((torch.zeros(1), "x"), {}))))  # import what (de)serialising needs before the guards go up
     _magic_free("%matplotlib inline")  # import IPython's transformer before the guards go up
     _limit_memory(job.get("memory_mb"))
     sandbox = os.path.realpath(job["sandbox"])
     os.chdir(sandbox)
     _STATE.sandbox, _STATE.read_roots = sandbox, _read_roots(sandbox)
     sys.addaudithook(_audit)
+    emit({"event": "started"})
 
     namespace: dict[str, Any] = {"__name__": "submission", "get_ipython": lambda: _NoIPython()}
     exec(compile(PREAMBLE, "<preamble>", "exec"), namespace)  # noqa: S102 - our own imports
-    cell_errors = []
     for cell in job["cells"]:
-        filename = f"<cell {cell['index']}>"
-        with _Armed(job["max_output"]):
+        filename, error = f"<cell {cell['index']}>", ""
+        _STATE.violation = ""
+        with _Armed(_CappedOutput(job["max_output"])):
             try:
                 with _TimeLimit(job["cell_timeout"], f"cell {cell['index']}"):
                     exec(compile(_magic_free(cell["source"]), filename, "exec"), namespace)  # noqa: S102 - the point
             except BaseException as e:  # noqa: BLE001 - a student's cell may fail in any way
-                cell_errors.append({"cell": cell["index"], "error": _STATE.violation or _short_error(e, filename),
-                                    "guard": bool(_STATE.violation)})
-            else:
-                if _STATE.violation:  # tripped, and the student's code swallowed the exception
-                    cell_errors.append({"cell": cell["index"], "error": _STATE.violation, "guard": True})
-    emit({"event": "loaded", "cell_errors": cell_errors})
+                error = _short_error(e, filename)
+        emit({"event": "cell", "index": cell["index"], "error": _STATE.violation or error, "guard": bool(_STATE.violation)})
+    emit({"event": "ready"})
 
-    for name in job["exercises"]:
-        t0 = time.perf_counter()
-        obj = namespace.get(name)
-        uses = rubric.USES.get(name, {})
-        saved = {k: namespace.get(k) for k in uses}
-        for key, other in uses.items():  # each exercise is graded on its own: the exercises it calls are the package's
-            namespace[key] = rubric.reference_object(other)
-        error, results = "", []
-        _STATE.grading, _STATE.delegated = name, ""
-        with _Armed(job["max_output"]) as armed:
-            try:
-                with _TimeLimit(job["exercise_timeout"], name):
-                    results = rubric.grade_object(name, obj)
-            except BaseException as e:  # noqa: BLE001 - guards, SystemExit, KeyboardInterrupt from student code
-                error = _STATE.violation or _short_error(e, "")
-            if _STATE.violation:
-                error = _STATE.violation
-        error = error or _delegation(name, obj)
-        _STATE.grading = ""
-        printed = armed.output.kept.getvalue()
-        for key, value in saved.items():
-            if value is None:
-                namespace.pop(key, None)
-            else:
-                namespace[key] = value
-        emit({"event": "exercise", "name": name, "error": error, "seconds": round(time.perf_counter() - t0, 3),
-              "printed": printed[:500],
-              "results": [{"name": r.name, "points": r.points, "max_points": r.max_points, "message": r.message} for r in results]})
+    exercise: _Exercise | None = None
+    for line in requests:
+        request = json.loads(line)
+        op, reply = request["op"], {"id": request["id"]}
+        if op == "begin":
+            exercise = _Exercise(request["exercise"], namespace, job["max_output"])
+            reply["defined"] = exercise.obj is not None
+        elif op == "end" and exercise is not None:
+            reply.update(exercise.finish())
+            exercise = None
+        elif op in ("__call__", "with_grad", "collate", "steps") and exercise is not None:
+            reply.update(exercise.serve(op, request))
+        else:
+            raise ValueError(f"unexpected request {op!r}")
+        emit(reply)
 
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
     log = os.open(os.path.join(job["sandbox"], "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(log, 1)  # C-level output of the student's code cannot corrupt the protocol
+    os.dup2(log, 1)  # printing (also from C) does not reach the protocol by accident
     os.dup2(log, 2)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     sys.stdin = io.StringIO("")  # input() gets EOF instead of hanging
 
     def emit(message: dict) -> None:
@@ -357,7 +417,7 @@ def main(argv: list[str]) -> int:
         protocol.flush()
 
     try:
-        run_job(job, emit)
+        run_job(job, emit, requests)
     except BaseException as e:  # noqa: BLE001 - report instead of dying silently
         emit({"event": "fatal", "error": f"{type(e).__name__}: {e}"})
         return 1

@@ -183,3 +183,83 @@ def test_calling_the_packages_own_implementation_scores_zero(tmp_path):
         assert g.results[name]["points"] == 0, name
         assert "package's own" in g.results[name]["failures"][0], g.results[name]["failures"]
     assert g.results["dpo_step"]["points"] == 15, g.results["dpo_step"]["failures"]
+
+
+# ----------------------------------------------------------------------------------------------- attacks on the grader itself
+
+_UNIMPLEMENTED_03 = ("def dpo_loss(pc, pr, rc, rr, beta):\n    raise NotImplementedError\n\n\n"
+                     "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n")
+
+
+@pytest.mark.slow
+def test_forged_messages_on_the_grader_channel_earn_nothing(tmp_path):
+    # Attack 1 (issue 15): write the messages of a perfect score to every pipe the worker holds, then exit.
+    # Attack 1b: answer the grader's next requests with results claimed from inside the student's function.
+    forge_all_pipes = _UNIMPLEMENTED_03 + (
+        "import json, os, stat\n"
+        "fake = [{'event': 'loaded', 'cell_errors': []}, {'event': 'ready'}] + [\n"
+        "    {'event': 'exercise', 'name': n, 'error': '', 'seconds': 0.1, 'printed': '',\n"
+        "     'results': [{'name': 'all', 'points': 15, 'max_points': 15, 'message': ''}]} for n in ('dpo_loss', 'dpo_step')]\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+        "            os.write(fd, ''.join(json.dumps(m) + '\\n' for m in fake).encode())\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)\n")
+    claim_replies = (
+        "import json, os, stat\n\n"
+        "def dpo_loss(pc, pr, rc, rr, beta):\n"
+        "    for fd in range(3, 64):  # claim 'ok, correct' for the next 20 request ids, on every pipe\n"
+        "        try:\n"
+        "            if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+        "                os.write(fd, ''.join(json.dumps({'id': i, 'ok': '', 'defined': True}) + '\\n' for i in range(1, 20)).encode())\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return pc, pc, pc\n")
+    forged = grade_notebook(_notebook(tmp_path / "forged.ipynb", [forge_all_pipes]), ["dpo_loss", "dpo_step"], FAST)
+    assert {n: r["points"] for n, r in forged.results.items()} == {"dpo_loss": 0, "dpo_step": 0}
+    assert all("message channel" in r["failures"][0] for r in forged.results.values()), forged.results
+    claimed = grade_notebook(_notebook(tmp_path / "claimed.ipynb", [claim_replies]), ["dpo_loss"], FAST)
+    assert claimed.results["dpo_loss"]["points"] == 0
+    assert "message channel" in claimed.results["dpo_loss"]["failures"][0]
+
+
+@pytest.mark.slow
+def test_one_submission_breaking_the_channel_does_not_stop_the_class(tmp_path):
+    # Attack 2 (issue 15): one line of non-JSON on the worker's pipe used to end `grade` with exit 2 and no report.
+    klass = tmp_path / "class"
+    (klass / "mallory").mkdir(parents=True)
+    (klass / "alice").mkdir()
+    shutil.copy(repo_root() / "03-DPO_Training.ipynb", klass / "alice" / "03-DPO_Training.ipynb")
+    shutil.copy(repo_root() / "03-DPO_Training.ipynb", klass / "mallory" / "03-DPO_Training.ipynb")
+    correct_loss = (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8")
+    _fill(klass / "mallory" / "03-DPO_Training.ipynb", "dpo_loss", correct_loss)
+    _fill(klass / "mallory" / "03-DPO_Training.ipynb", "dpo_step",
+          "import os, stat\n\nfor fd in range(3, 64):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+          "            os.write(fd, b'this is not JSON\\n')\n    except OSError:\n        pass\n\n\n"
+          "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n")
+    out = tmp_path / "grades"
+    assert main(["grade", str(klass), "--out", str(out), "--timeout", "8"]) == 0
+    reports = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (out / "students").glob("*.json")}
+    assert sorted(reports) == ["alice", "mallory"]
+    assert reports["alice"]["exercises"]["dpo_loss"]["points"] == reports["alice"]["exercises"]["dpo_step"]["points"] == 15
+    mallory = reports["mallory"]["exercises"]
+    assert mallory["dpo_loss"]["points"] == 15  # its own cell is fine
+    assert mallory["dpo_step"]["points"] == 0 and "message channel" in mallory["dpo_step"]["failures"][0]
+    assert "not JSON" in mallory["dpo_step"]["failures"][0]
+
+
+@pytest.mark.slow
+def test_a_hang_in_c_code_costs_only_its_exercise_within_the_limit(tmp_path):
+    # Attack 3 (issue 15): `sum(range(10**13))` at the top of an exercise cell never returns to Python, so
+    # SIGALRM cannot stop it; it used to zero every exercise of the notebook and wait out the start-up limit.
+    hang_cell = "sum(range(10**13))\n\n\n" + _UNIMPLEMENTED_03.split("\n\n\n")[1].replace("raise NotImplementedError", "return {}")
+    correct_loss = (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8")
+    clean = grade_notebook(_notebook(tmp_path / "clean.ipynb", [correct_loss]), ["dpo_loss"], FAST)
+    hung = grade_notebook(_notebook(tmp_path / "hung.ipynb", [correct_loss, hang_cell]), ["dpo_loss", "dpo_step"], FAST)
+    assert hung.results["dpo_loss"]["points"] == 15
+    assert hung.results["dpo_step"]["points"] == 0
+    assert "cell 2 took longer than 3 s (killed)" in hung.results["dpo_step"]["failures"][0], hung.results["dpo_step"]
+    # one kill (cell limit + grace) and one more worker start-up on top of a clean grading, not the start-up limit
+    assert hung.seconds < 2 * clean.seconds + FAST.cell_timeout + FAST.kill_grace + 5, (hung.seconds, clean.seconds)
