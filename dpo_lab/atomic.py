@@ -20,6 +20,29 @@ def _umask() -> int:
     return mask
 
 
+def match_umask(path: str | os.PathLike) -> None:
+    """Give a file (or folder) the permissions a plain ``open`` would have: writers using mkstemp leave 0600."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Delete the hidden ``.<name>.*.tmp`` / ``.old`` siblings that a killed atomic write of `path` left behind.
+
+    Call it when the stage that writes `path` starts again (a concurrent writer of the SAME path would
+    lose its temporary copy: one stage writes one path at a time)."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for leftover in path.parent.glob(f".{path.name}.*"):
+            if leftover.suffix in (".tmp", ".old"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
@@ -30,7 +53,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        match_umask(tmp)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -53,7 +76,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the user's usual permissions
+    match_umask(tmp)  # mkdtemp makes 0700; give the folder the user's usual permissions
     try:
         yield tmp
         if path.exists():

@@ -8,26 +8,29 @@ built from, so a folder built from data that has since changed is reported as st
 
 The training state (``train_state/``: optimizer, scheduler, RNG, step, history) lives beside it and
 is replaced atomically at every save, so a process killed mid-save leaves the previous one loadable.
+It is resumed only by the run it was saved for: ``fingerprint.json`` beside it records the stage, the
+ids of its inputs and every setting that shapes training (:func:`claim_training_state`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_directory, atomic_write_text
-from .manifest import MANIFEST, read_manifest, sha256_file, stage_id
+from .atomic import atomic_directory, atomic_write_text, remove_leftovers
+from .manifest import MANIFEST, StaleCheckpointError, read_manifest, sha256_file, stage_id, verify_files
 from .runtime import is_main_process, rng_state, set_rng_state
 
 HISTORY = "history.jsonl"
 TRAIN_STATE = "train_state"
+FINGERPRINT = "fingerprint.json"
 
 
-class StaleCheckpointError(RuntimeError):
-    """A checkpoint exists but does not match what it claims to be, or what it was built from changed."""
+__all__ = ["StaleCheckpointError"]  # defined with the manifests; imported from here by older code
 
 
 def write_history(folder: str | Path, history: list[dict[str, Any]]) -> Path:
@@ -43,11 +46,15 @@ def read_history(folder: str | Path) -> list[dict[str, Any]]:
 
 def save_model_checkpoint(folder: str | Path, model, tokenizer, manifest: dict[str, Any], history: list[dict[str, Any]]) -> Path:
     """Model (safetensors) + tokenizer + history + manifest with file hashes, in one atomic rename."""
+    from .atomic import match_umask
+
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_history(tmp, history)
+        for path in tmp.iterdir():
+            match_umask(path)  # safetensors writes 0600; the other files are the user's usual 0644
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {**manifest, "files": files}
         manifest["id"] = stage_id(manifest)
@@ -59,12 +66,7 @@ def verify_checkpoint(folder: str | Path, *, produced_by: str, expected_inputs: 
     """The manifest of a complete, unmodified, up-to-date checkpoint — or a clear error saying what to re-run."""
     folder = Path(folder)
     manifest = read_manifest(folder, produced_by=produced_by)
-    for name, digest in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.exists():
-            raise StaleCheckpointError(f"{folder}: {name} is missing (incomplete copy?); re-run {produced_by}.")
-        if sha256_file(path) != digest:
-            raise StaleCheckpointError(f"{folder}: {name} does not match its manifest (modified or half-written); re-run {produced_by}.")
+    verify_files(folder, manifest, produced_by=produced_by)
     for stage, expected_id in (expected_inputs or {}).items():
         recorded = manifest.get("inputs", {}).get(stage)
         if recorded != expected_id:
@@ -115,6 +117,42 @@ def restore_training_state(state: dict[str, Any], *, model, optimizer, scheduler
             params[name].copy_(value.to(params[name].device))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for key in sorted(set(saved) | set(now))
+                for d in _differences(saved.get(key, "<none>"), now.get(key, "<none>"), f"{prefix}{key}.")]
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} → {now!r}"]
+
+
+def claim_training_state(state_dir: str | Path, fingerprint: dict[str, Any]) -> str | None:
+    """Keep the training state in `state_dir` only if it was saved for this very run, then record this run.
+
+    `fingerprint`: the stage, its inputs' ids and every setting that shapes training (JSON values). A state
+    saved for anything else (other steps, other data, another SFT model) is deleted; the reason is returned
+    (None when there was nothing to discard). Leftovers of a killed save are removed either way.
+    """
+    state_dir = Path(state_dir)
+    now = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    reason = None
+    if (state_dir / TRAIN_STATE).exists():
+        try:
+            saved = json.loads((state_dir / FINGERPRINT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = None
+        if not isinstance(saved, dict):
+            reason = f"{state_dir}: the saved training state does not say which run it belongs to ({FINGERPRINT} missing or unreadable)"
+        else:
+            changed = _differences(saved, now)
+            if changed:
+                reason = f"{state_dir}: the saved training state belongs to another run (" + "; ".join(changed[:6]) + \
+                    (f"; {len(changed) - 6} more" if len(changed) > 6 else "") + ")"
+    if reason:
+        shutil.rmtree(state_dir / TRAIN_STATE, ignore_errors=True)
+    remove_leftovers(state_dir / TRAIN_STATE)
+    atomic_write_text(state_dir / FINGERPRINT, json.dumps(now, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return reason
 
 
 def resume_training(state_dir, *, model, optimizer, scheduler) -> tuple[int, list[dict[str, Any]], dict[str, Any]] | None:

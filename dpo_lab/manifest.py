@@ -62,13 +62,45 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     return atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+class StaleCheckpointError(RuntimeError):
+    """A stage folder exists but does not match what it claims to be, or what it was built from changed."""
+
+
 def read_manifest(folder: str | Path, *, produced_by: str) -> dict[str, Any]:
-    """The manifest of a stage folder, or an error that says which notebook/command produces it."""
+    """The manifest of a stage folder, or an error that names the file and says which notebook/command produces it."""
     path = Path(folder) / MANIFEST
     if not path.exists():
         state = "is missing" if not Path(folder).exists() else "has no manifest.json (it was not completed)"
         raise FileNotFoundError(f"{folder} {state}: run {produced_by} first.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise StaleCheckpointError(f"{path} is not valid JSON ({e}): the folder is damaged; re-run {produced_by}.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("id"), str):
+        raise StaleCheckpointError(f"{path} is not a manifest (no 'id'): the folder is damaged; re-run {produced_by}.")
+    return manifest
+
+
+def file_hashes(folder: str | Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder` except the manifest, by path relative to it ('/'-separated)."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def verify_files(folder: str | Path, manifest: dict[str, Any], *, produced_by: str) -> None:
+    """Every file the manifest lists is present with the recorded SHA-256 (else: which one, and what to re-run)."""
+    folder = Path(folder)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise StaleCheckpointError(f"{folder / MANIFEST} records no file hashes (made by an older version of the lab); "
+                                   f"re-run {produced_by}.")
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise StaleCheckpointError(f"{folder}: {name} is missing (incomplete copy?); re-run {produced_by}.")
+        if sha256_file(path) != digest:
+            raise StaleCheckpointError(f"{folder}: {name} does not match its manifest (modified or half-written); re-run {produced_by}.")
 
 
 def sha256_file(path: str | Path) -> str:

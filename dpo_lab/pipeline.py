@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
-from .checkpoints import load_model_checkpoint, save_model_checkpoint, verify_checkpoint
+from .atomic import remove_leftovers
+from .checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint, verify_checkpoint
 from .config import LabConfig
 from .dpo import DPOArgs, DPOResult, dpo_train
 from .manifest import build_manifest, read_manifest
+from .prepare import RUN_01
 from .prepare import STAGE_DIR as DATA_DIR
 from .prepare import load_prepared_data
 from .batching import visited_indices
@@ -30,7 +32,6 @@ from .tokenization import tokenize_pairs, tokenize_sft_example
 
 SFT_DIR = "02_sft"
 DPO_DIR = "03_dpo"
-RUN_01 = "01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)"
 RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
 
 
@@ -41,6 +42,25 @@ def _remove_state(run_dir: Path, state: Path) -> None:
     while parent != run_dir and parent.exists() and not any(parent.iterdir()):
         parent.rmdir()
         parent = parent.parent
+
+
+def _start_stage(run_dir: Path, out: Path, state: Path, fingerprint: dict[str, Any]) -> None:
+    """Before training: drop what a killed run of this stage left half-written, and any training state
+    that was saved for a different run (printing why), so a resume can only continue the same run."""
+    if is_main_process(distributed()):
+        for leftover in remove_leftovers(out):
+            print(f"[{out.name}] 已刪除上次中斷留下的暫存資料夾 {leftover}")
+        reason = claim_training_state(state, fingerprint)
+        if reason:
+            print(f"[{out.name}] 不接續之前的訓練、從頭開始：{reason}")
+    acc = distributed()
+    if acc is not None:
+        acc.wait_for_everyone()
+
+
+def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[str, Any]:
+    train_args = {k: v for k, v in dataclasses.asdict(args).items() if k != "progress"}
+    return {"stage": stage, "inputs": inputs, "train_args": train_args, **more}
 
 
 def beta_dir(run_dir: str | Path, beta: float) -> Path:
@@ -121,9 +141,13 @@ def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, devic
     train = [tokenize_sft_example(tok, r["prompt"], r["response"], config.max_length) for r in prepared.splits["sft_train"]]
     held_out = [tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
                 for p in prepared.splits["pairs_test"][: config.eval_pairs]]
+    inputs = {DATA_DIR: _data_id(run_dir)}
+    state = state_dir(run_dir, SFT_DIR)
+    model_fields = {k: getattr(config, k) for k in ("model_name", "n_layer", "n_embd", "n_head", "vocab_size")}
+    _start_stage(run_dir, run_dir / SFT_DIR, state, _fingerprint(SFT_DIR, inputs, sft_args(config), model=model_fields,
+                                                                 implementations={"sequence_logprobs": source}))
     model = build_base_model(config, tok)
     t0 = time.perf_counter()
-    state = state_dir(run_dir, SFT_DIR)
     result = sft_train(model, tok, train, held_out, sft_args(config, progress), device=device, state_dir=state,
                        logprobs_fn=sequence_logprobs if source == "student" else None)
     seconds = time.perf_counter() - t0
@@ -133,7 +157,7 @@ def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, devic
                "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None, "train_seconds": seconds,
                "train_examples": len(train), "parameters": sum(p.numel() for p in model.parameters()),
                "implementations": {"sequence_logprobs": source}}
-    manifest = build_manifest(SFT_DIR, config, inputs={DATA_DIR: _data_id(run_dir)}, metrics=metrics)
+    manifest = build_manifest(SFT_DIR, config, inputs=inputs, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
     return out, result
@@ -185,6 +209,11 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
     sft_folder = run_dir / SFT_DIR
+    inputs = {DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}
+    state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
+    _start_stage(run_dir, beta_dir(run_dir, config.beta), state,
+                 _fingerprint(DPO_DIR, inputs, args, lora=[config.lora, config.lora_r], reference_cache=use_cache,
+                              implementations=sources))
     train = tokenize_pairs(tok, prepared.splits["pairs_train"], max_length=config.max_length)
     held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
     if not train:
@@ -223,7 +252,6 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
             reference = cached["reference"] or load_reference_model(sft_folder, device)
 
     t0 = time.perf_counter()
-    state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
     result = dpo_train(policy, reference, tok, train, held_out, args, device=device, state_dir=state,
                        ref_lm_head=lm_head, eval_ref_hidden=eval_hidden,
                        loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
@@ -235,7 +263,7 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
                "stage_seconds": time.perf_counter() - stage_start,
                "reference_cache": cache_status, "initial_eval": result.initial_eval, "final_eval": result.final_eval,
                "implementations": sources}
-    manifest = build_manifest(DPO_DIR, config, inputs={DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}, metrics=metrics)
+    manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(beta_dir(run_dir, config.beta), policy, tok, manifest, result.history, run_dir, state)
     return out, result

@@ -15,10 +15,11 @@ from typing import Any
 from .atomic import atomic_directory
 from .config import OFFLINE_SOURCE, LabConfig
 from .data import SkipReport, count_prompt_tokens, load_preference_data, split_by_prompt
-from .manifest import build_manifest, read_manifest, write_manifest
+from .manifest import build_manifest, file_hashes, read_manifest, verify_files, write_manifest
 from .stats import statistics_summary
 
 STAGE_DIR = "01_data"
+RUN_01 = "01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)"
 DATA_FILES = ("pairs_train", "pairs_test", "sft_train", "eval_prompts", "redteam_prompts")
 
 
@@ -116,9 +117,20 @@ def save_prepared_data(prepared: PreparedData, run_dir: str | Path | None = None
         pd.concat(frames).to_csv(tmp / "skip_report.csv", index=False)
         metrics = {f"{name}_rows": len(prepared.splits[name]) for name in DATA_FILES}
         metrics.update({f"skipped_{split}": dict(r.skipped) for split, r in prepared.reports.items()})
-        write_manifest(tmp, build_manifest(STAGE_DIR, prepared.config, metrics=metrics,
-                                           files={name: f"{name}.jsonl" for name in DATA_FILES}))
+        # the id covers the CONTENT (every file's SHA-256): other data → another id → later stages are stale
+        write_manifest(tmp, build_manifest(STAGE_DIR, prepared.config, metrics=metrics, files=file_hashes(tmp)))
     return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f"{path}, line {lineno}: not valid JSON ({e}); re-run {RUN_01}.") from None
+    return rows
 
 
 def load_prepared_data(run_dir: str | Path) -> PreparedData:
@@ -128,12 +140,10 @@ def load_prepared_data(run_dir: str | Path) -> PreparedData:
     from .config import get_config
 
     folder = Path(run_dir) / STAGE_DIR
-    manifest = read_manifest(folder, produced_by="01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)")
+    manifest = read_manifest(folder, produced_by=RUN_01)
+    verify_files(folder, manifest, produced_by=RUN_01)  # an edited, truncated or half-copied file is named here
     cfg = manifest["config"]
     config = get_config(cfg.pop("profile"), **cfg)
-    splits = {}
-    for name in DATA_FILES:
-        with open(folder / f"{name}.jsonl", encoding="utf-8") as f:
-            splits[name] = [json.loads(line) for line in f]
+    splits = {name: _read_jsonl(folder / f"{name}.jsonl") for name in DATA_FILES}
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     return PreparedData(config=config, tokenizer=tokenizer, splits=splits, reports={})
