@@ -251,6 +251,17 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+FULL_RESULTS = "bench/dpo_step.json"  # committed: the README's numbers come from it
+PARTIAL_RESULTS = "bench/dpo_step.partial.json"
+
+
+def default_output(quick: bool, configs: list[str], variants: list[str], steps: int, warmup: int, rounds: int) -> str:
+    """Only the full default run may replace the committed results; a quick or partial run writes beside them."""
+    full = (not quick and list(configs) == list(CONFIGS) and list(variants) == list(VARIANTS)
+            and (steps, warmup, rounds) == (4, 1, 2))
+    return FULL_RESULTS if full else PARTIAL_RESULTS
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="GPT-2-vocab config, 1 round, 1 timed step, no warm-up (rough)")
@@ -259,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 4; --quick 1)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per process (default 1; --quick 0)")
     p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 2; --quick 1)")
-    p.add_argument("--json", default="bench/dpo_step.json", help="where to write every measurement")
+    p.add_argument("--json", default=None, help=f"where to write every measurement (default: {FULL_RESULTS} for the full "
+                   f"default run, {PARTIAL_RESULTS} for --quick or any other setting, so the committed results stay)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
@@ -275,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (1 if args.quick else 4)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     rounds = args.rounds or (1 if args.quick else 2)
+    output = args.json or default_output(args.quick, configs, args.variants, steps, warmup, rounds)
     summaries, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dpo_bench_") as cache:
         for name in configs:
@@ -299,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     versions = _versions()
     out = {"configs": summaries, "versions": versions, "quick": args.quick, "steps": steps, "warmup": warmup, "rounds": rounds,
            "seconds": round(time.perf_counter() - t_start, 1)}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     from dpo_lab.atomic import atomic_write_text
 
-    atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
+    atomic_write_text(output, json.dumps(out, indent=2) + "\n")
+    print(f"measurements -> {output}", file=sys.stderr)
     headline = next((s for s in summaries if s["config"] == HEADLINE), summaries[-1])
     print(json.dumps({"config": headline["config"], **headline["ratios"],
                       **{f"{v}_s_per_step": r["s_per_step"] for v, r in headline["variants"].items()},

@@ -101,8 +101,12 @@ def _cmd_dpo(args) -> int:
     from .pipeline import run_dpo_stage
 
     t0 = time.perf_counter()
-    out, result = run_dpo_stage(args.run_dir, beta=args.beta, use_cache=not args.no_cache, progress=not args.quiet,
-                                **_stage_overrides(args))
+    overrides = _stage_overrides(args)
+    if args.beta is not None:
+        if "beta" in overrides and overrides["beta"] != args.beta:
+            raise ValueError(f"--beta {args.beta:g} and --set beta={overrides['beta']}: give beta once")
+        overrides["beta"] = args.beta
+    out, result = run_dpo_stage(args.run_dir, use_cache=not args.no_cache, progress=not args.quiet, **overrides)
     before, after = result.initial_eval, result.final_eval
     print(f"[03 dpo] -> {out} ({time.perf_counter() - t0:.1f} s): {result.stop_reason}")
     for key in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_loss", "eval_kl"):

@@ -149,20 +149,56 @@ def get_config(profile: str = "auto", **overrides: Any) -> LabConfig:
     0.5
     """
     name = resolve_profile(profile)
-    known = {f.name for f in dataclasses.fields(LabConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise TypeError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
     values = dict(_PROFILE_DEFAULTS[name])
-    values.update(overrides)
-    if isinstance(values.get("dpo_adam_betas"), list):
-        values["dpo_adam_betas"] = tuple(values["dpo_adam_betas"])
-    if isinstance(values.get("dataset_subsets"), (list, str)):
-        subsets = values["dataset_subsets"]
-        values["dataset_subsets"] = tuple([subsets] if isinstance(subsets, str) else subsets)
+    values.update(_typed(overrides))
     cfg = LabConfig(profile=name, **values)
     _validate(cfg)
     return cfg
+
+
+def with_overrides(config: LabConfig, **overrides: Any) -> LabConfig:
+    """`config` with `overrides` applied, type-checked and validated like :func:`get_config` (what the later
+    stages use on the config they read back from 01_data)."""
+    cfg = dataclasses.replace(config, **_typed(overrides))
+    _validate(cfg)
+    return cfg
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+          "int | None": "an integer or null", "tuple[str, ...]": "a list of strings",
+          "tuple[float, float]": "a list of two numbers", "dict[str, Any]": "an object"}
+
+
+def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides checked against LabConfig's field types: a wrong value names its field (``--set beta=abc``)."""
+    fields = {f.name: f.type for f in dataclasses.fields(LabConfig) if f.name != "profile"}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise TypeError(f"unknown config field(s) {unknown}; known fields: {sorted(fields)}")
+    out = {}
+    for name, value in overrides.items():
+        kind = str(fields[name])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "tuple[str, ...]" and isinstance(value, str):
+            value = (value,)
+        if kind == "float" and number:
+            value = float(value)
+        elif kind in ("int", "int | None") and isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+            value = int(value)
+        elif kind == "tuple[str, ...]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
+        elif kind == "tuple[float, float]" and isinstance(value, (list, tuple)) and len(value) == 2 \
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            value = tuple(float(v) for v in value)
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool), "float": isinstance(value, float),
+              "bool": isinstance(value, bool), "str": isinstance(value, str),
+              "int | None": value is None or (isinstance(value, int) and not isinstance(value, bool)),
+              "tuple[str, ...]": isinstance(value, tuple), "tuple[float, float]": isinstance(value, tuple),
+              "dict[str, Any]": isinstance(value, dict)}.get(kind, True)
+        if not ok:
+            raise ValueError(f"config field {name} must be {_KINDS.get(kind, kind)}, got {value!r}")
+        out[name] = value
+    return out
 
 
 def _validate(cfg: LabConfig) -> None:

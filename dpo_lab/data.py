@@ -229,7 +229,7 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield ``(location, row)``; a malformed JSONL line yields a DataValidationError as the row."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not part of row 1
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -241,7 +241,7 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
                     )
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as e:  # a broken .json file cannot be partly read: always an error
             raise DataValidationError(
                 "malformed_json", f"invalid JSON ({e.msg})", source=str(path), location=f"line {e.lineno}, column {e.colno}"
@@ -292,9 +292,14 @@ def _iter_source_rows(source: str, split: str, subsets: Iterable[str] | None, se
     path = Path(source)
     if path.exists():
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _FILE_SUFFIXES)
-            if subsets:
-                files = [p for p in files if any(s in p.relative_to(path).parts for s in subsets)]
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in _FILE_SUFFIXES)
+            files = [p for p in found if any(s in p.relative_to(path).parts for s in subsets)] if subsets else found
+            if found and not files:
+                names = ", ".join(p.relative_to(path).as_posix() for p in found[:5])
+                raise FileNotFoundError(
+                    f"{path}: found {len(found)} data file(s) ({names}), but none inside a sub-folder named after a subset in "
+                    f"dataset_subsets={list(subsets)} (the HH-RLHF layout: <subset>/train.jsonl). Put the files in such "
+                    "sub-folders, or use them all with dataset_subsets=[] (CLI: --set 'dataset_subsets=[]')")
             if not files:
                 raise FileNotFoundError(f"{path}: no {', '.join(_FILE_SUFFIXES)} files found")
             matching = [p for p in files if split in p.name]

@@ -18,7 +18,7 @@ import torch
 
 from .atomic import remove_leftovers
 from .checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint, verify_checkpoint
-from .config import LabConfig
+from .config import LabConfig, with_overrides
 from .dpo import DPOArgs, DPOResult, dpo_train
 from .manifest import build_manifest, read_manifest
 from .prepare import RUN_01
@@ -112,7 +112,7 @@ def stage_config(prepared_config: LabConfig, profile: str = "auto", **overrides:
     if profile != "auto" and resolve_profile(profile) != prepared_config.profile:
         raise ValueError(f"this run folder was prepared with profile '{prepared_config.profile}', but the notebook asks for"
                          f" '{profile}': use profile='auto' or '{prepared_config.profile}', or another run_dir (and run 01 there)")
-    return dataclasses.replace(prepared_config, **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(prepared_config, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # -------------------------------------------------------------------------------------------- 02 SFT
@@ -136,7 +136,7 @@ def run_sft_stage(run_dir: str | Path, *, config: LabConfig | None = None, devic
     source = implementation_source(sequence_logprobs, reference_logprobs_fn)
     run_dir = Path(run_dir)
     prepared = load_prepared_data(run_dir)
-    config = dataclasses.replace(config or prepared.config, **overrides)
+    config = with_overrides(config or prepared.config, **overrides)
     tok = prepared.tokenizer
     train = [tokenize_sft_example(tok, r["prompt"], r["response"], config.max_length) for r in prepared.splits["sft_train"]]
     held_out = [tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
@@ -205,7 +205,7 @@ def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: Lab
     prepared = load_prepared_data(run_dir)
     if beta is not None:
         overrides["beta"] = beta
-    config = dataclasses.replace(config or prepared.config, **overrides)
+    config = with_overrides(config or prepared.config, **overrides)
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
     sft_folder = run_dir / SFT_DIR

@@ -12,6 +12,10 @@ A run asks for the pairs it will actually visit; only missing entries are comput
 loaded only then), so a beta re-run over the same pairs never loads or runs the reference model, and
 the first run costs no more reference forwards than a live-reference run.
 
+Two runs on one folder at once (two betas in two terminals) may compute entries at the same time: a
+save MERGES its new entries into what is on disk under a file lock, so neither run's entries are lost.
+A damaged cache file (truncated, random bytes) is named, set aside and rebuilt.
+
 For the held-out KL(policy ‖ reference) the cache also keeps, for each held-out pair, the reference's
 final hidden states at the chosen response's scored positions, plus its LM head: ``hidden @ W.T``
 gives back the reference logits there (checked when computed), so the KL needs no reference forward.
@@ -19,6 +23,7 @@ gives back the reference logits there (checked when computed), so the KL needs n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -54,12 +59,27 @@ def cache_path(sft_dir: str | Path, key: dict[str, Any]) -> Path:
     return Path(sft_dir) / CACHE_DIR / f"{key['key']}.pt"
 
 
+def _empty(key: dict[str, Any]) -> dict[str, Any]:
+    return {"key": key, "logps": {}, "hidden": {}, "lm_head": None}
+
+
 def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
-    """The cache file for `key` (empty if none). A file whose recorded key differs is rejected loudly."""
+    """The cache file for `key` (empty if none). A file whose recorded key differs is rejected loudly; a damaged
+    one (unreadable, not a cache) is renamed to ``<name>.damaged`` with a printed message, and rebuilt."""
     path = cache_path(sft_dir, key)
     if not path.exists():
-        return {"key": key, "logps": {}, "hidden": {}, "lm_head": None}
-    cache = torch.load(path, map_location="cpu", weights_only=False)
+        return _empty(key)
+    try:
+        cache = torch.load(path, map_location="cpu", weights_only=True)  # data only: a cache file never runs code
+        if not (isinstance(cache, dict) and isinstance(cache.get("key"), dict) and isinstance(cache.get("logps"), dict)
+                and isinstance(cache.get("hidden"), dict)):
+            raise ValueError("not a reference cache")
+    except Exception as e:  # noqa: BLE001 - truncated, random bytes, another format: every one is rebuilt
+        damaged = path.with_name(path.name + ".damaged")
+        path.replace(damaged)
+        print(f"[reference cache] {path} 已損壞（{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}），"
+              f"改名為 {damaged.name}，重新計算")
+        return _empty(key)
     stored = cache.get("key", {})
     if stored != key:
         diff = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
@@ -67,13 +87,37 @@ def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
     return cache
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``<path>.lock`` while a save reads, merges and writes (POSIX; elsewhere no lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: merging still keeps the window small
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def save_cache_file(sft_dir: str | Path, cache: dict[str, Any]) -> Path:
+    """Merge `cache`'s entries into the file on disk (another run may have added some since it was read), atomically."""
     path = cache_path(sft_dir, cache["key"])
-    buffer = io.BytesIO()
-    torch.save(cache, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    summary = {**cache["key"], "pairs": len(cache["logps"]), "held_out_pairs_with_hidden_states": len(cache["hidden"])}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    with _locked(path):
+        merged = load_cache_file(sft_dir, cache["key"])
+        merged["logps"].update(cache["logps"])
+        merged["hidden"].update(cache["hidden"])
+        merged["lm_head"] = merged["lm_head"] if merged["lm_head"] is not None else cache["lm_head"]
+        buffer = io.BytesIO()
+        torch.save(merged, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        summary = {**merged["key"], "pairs": len(merged["logps"]), "held_out_pairs_with_hidden_states": len(merged["hidden"])}
+        atomic_write_text(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    cache.update({k: merged[k] for k in ("logps", "hidden", "lm_head")})
     return path
 
 

@@ -34,3 +34,17 @@ def test_bench_reports_every_variant_and_the_headline_ratios(tmp_path):
     assert last["speedup_vs_trl"] == round(rows["trl"]["s_per_step"] / rows["ours_live"]["s_per_step"], 2)
     assert last["ratio_to_floor"] == round(rows["ours_cached"]["s_per_step"] / rows["floor"]["s_per_step"], 3)
     assert report["versions"]["trl"] == "1.16.0"
+
+
+def test_a_quick_or_partial_run_never_replaces_the_committed_results():
+    # issue 15: `--quick` used to overwrite bench/dpo_step.json, whose full results the README quotes
+    sys.path.insert(0, str(repo_root() / "bench"))
+    try:
+        import dpo_step
+    finally:
+        sys.path.pop(0)
+    every = list(dpo_step.CONFIGS)
+    assert dpo_step.default_output(False, every, VARIANTS, 4, 1, 2) == dpo_step.FULL_RESULTS == "bench/dpo_step.json"
+    assert dpo_step.default_output(True, [dpo_step.HEADLINE], VARIANTS, 1, 0, 1) == dpo_step.PARTIAL_RESULTS
+    assert dpo_step.default_output(False, every[:1], VARIANTS, 4, 1, 2) == dpo_step.PARTIAL_RESULTS
+    assert dpo_step.default_output(False, every, VARIANTS, 2, 1, 2) == dpo_step.PARTIAL_RESULTS
