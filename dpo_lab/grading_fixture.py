@@ -85,18 +85,29 @@ def fixture_models():
 
 
 def preload() -> None:
-    """Load the fixture files now, before threads use them (``from_pretrained`` patches torch functions while it runs)."""
+    """Load the fixture files (and tokenize the fixed pairs) now, before threads use them: ``from_pretrained``
+    patches torch functions while it runs, and a fast tokenizer must not be used by two threads at once."""
+    from . import rubric
+
     fixture_tokenizer()
     fixture_models()
+    exact_pair_batch()
+    rubric._tokenized_pairs()
 
 
 def exact_pair_batch():
     """The exact-value pair, tokenized by :func:`dpo_lab.tokenize_pair` and collated (rows: chosen, rejected)."""
+    return {k: v.clone() for k, v in _exact_pair_batch().items()}
+
+
+@lru_cache(maxsize=1)
+def _exact_pair_batch():
     from .collator import PreferenceDataCollator
     from .tokenization import tokenize_pair
 
     tokenizer = fixture_tokenizer()
-    return PreferenceDataCollator(tokenizer)([tokenize_pair(tokenizer, EXACT_PROMPT, EXACT_CHOSEN, EXACT_REJECTED)])
+    with _LOADING:  # one fast tokenizer, several grading threads
+        return PreferenceDataCollator(tokenizer)([tokenize_pair(tokenizer, EXACT_PROMPT, EXACT_CHOSEN, EXACT_REJECTED)])
 
 
 if __name__ == "__main__":

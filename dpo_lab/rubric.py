@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Callable
 
 import torch
@@ -225,6 +226,15 @@ EXTRACT_PROMPT = [
 
 
 def _pair_examples():
+    import copy
+
+    return copy.deepcopy(_tokenized_pairs())
+
+
+@lru_cache(maxsize=1)
+def _tokenized_pairs():
+    """Tokenized once: the grader judges several submissions in threads, and one fast tokenizer must not be
+    used by two threads at once."""
     from .data import extract_prompt
     from .tokenization import tokenize_pair
 
