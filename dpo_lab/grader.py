@@ -3,12 +3,15 @@
 A PATH is a notebook (one submission), a folder holding notebooks (one student's submission) or a
 folder of such folders (a class). For each notebook only the cells tagged ``exercise`` (and any tagged
 ``imports``) are executed — no kernel, no data, no training — in a guarded worker process
-(:mod:`dpo_lab.sandbox`), and each exercise is tested by :mod:`dpo_lab.rubric` against the package's
-reference on the shipped fixtures. Output: one JSON per student, ``class.csv`` and ``summary.md``.
+(:mod:`dpo_lab.sandbox`). The worker only RUNS the student's objects on the inputs this process sends;
+each exercise is judged HERE by :mod:`dpo_lab.rubric` (against the package's reference on the shipped
+fixtures) from the plain values that come back, so nothing a submission writes can set its own score.
+Output: one JSON per student, ``class.csv`` and ``summary.md``.
 
-The grader never crashes on a submission: unreadable notebooks, syntax errors, exceptions, hangs,
-endless printing, files touched outside the sandbox and a dying worker all become 0 points for the
-exercise concerned, with the reason in ``failures``.
+The grader never crashes on a submission: unreadable notebooks, syntax errors, exceptions, hangs (also
+in C code), endless printing, files touched outside the sandbox, messages forged on the worker's
+channel and a dying worker all become 0 points for the exercise (or the cell's exercises) concerned,
+with the reason in ``failures``; a submission that breaks the grader itself gets a report saying so.
 """
 
 from __future__ import annotations
