@@ -479,10 +479,8 @@ def _defined_names(path: Path) -> list[str]:
 
 def grade(paths: list[str | Path], limits: Limits | None = None, jobs: int = 1) -> list[dict[str, Any]]:
     """Every submission gets a report: one that breaks the grader itself gets zeros and the reason, the class goes on."""
-    from .grading_fixture import preload
-
     subs = find_submissions(paths)
-    preload()  # the rubric's references run here, in threads
+    rubric.preload()  # the rubric's references run here, in threads
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(lambda s: _guarded(grade_submission, s, limits), subs))
 

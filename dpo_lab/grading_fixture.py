@@ -84,16 +84,6 @@ def fixture_models():
     return tuple(copy.deepcopy(m) for m in models)
 
 
-def preload() -> None:
-    """Load the fixture files (and tokenize the fixed pairs) now, before threads use them: ``from_pretrained``
-    patches torch functions while it runs, and a fast tokenizer must not be used by two threads at once."""
-    from . import rubric
-
-    fixture_tokenizer()
-    fixture_models()
-    exact_pair_batch()
-    rubric._tokenized_pairs()
-
 
 def exact_pair_batch():
     """The exact-value pair, tokenized by :func:`dpo_lab.tokenize_pair` and collated (rows: chosen, rejected)."""

@@ -80,6 +80,15 @@ def grade_object(name: str, obj: Any) -> list[CheckResult]:
     return [run_check(c, subject) for c in EXERCISES[name]]
 
 
+def preload() -> None:
+    """Load the fixture files and tokenize the fixed pairs now, before grading threads use them:
+    ``from_pretrained`` patches torch functions while it runs, and a fast tokenizer is not shared by threads."""
+    fx.fixture_tokenizer()
+    fx.fixture_models()
+    fx.exact_pair_batch()
+    _tokenized_pairs()
+
+
 def max_points(name: str) -> int:
     return sum(c.points for c in EXERCISES[name])
 
