@@ -7,6 +7,7 @@ should compare against (ln 2 at step 0, KL 10 "ideal" / 20 "over-optimised", acc
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -258,7 +259,7 @@ def plot_elo(table):
     return fig
 
 
-def save_figure(fig, path) -> "Path":
+def save_figure(fig, path) -> Path:
     """Save a figure as PNG atomically (a half-written image never replaces a good one)."""
     import io
     from pathlib import Path

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
