@@ -62,7 +62,7 @@ def collect_answers(models: dict[str, Path], tokenizer, prompts: list[str], *, r
 
     Models are loaded one at a time and only when their answers are not cached yet.
     """
-    from .evaluation import load_eval_model
+    from .pipeline import load_eval_model
     from .pipeline import build_base_model
 
     cache_dir = Path(run_dir) / CACHE_DIR

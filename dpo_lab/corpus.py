@@ -39,7 +39,7 @@ from typing import Any
 
 from .atomic import atomic_directory
 from .corpus_facts import HELPFUL_TOPICS, LOOKALIKE_TOPICS, PLURAL_TOPICS, RISKY_REQUESTS
-from .data import ASSISTANT_TAG, HUMAN_TAG
+from .hh_format import ASSISTANT_TAG, HUMAN_TAG
 
 CORPUS_VERSION = "3"
 N_HELD_OUT_TOPICS = 7

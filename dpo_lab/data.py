@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-HUMAN_TAG = "\n\nHuman:"
-ASSISTANT_TAG = "\n\nAssistant:"
+from .hh_format import ASSISTANT_TAG, HUMAN_TAG  # noqa: F401 - also public here (dpo_lab.data.HUMAN_TAG)
 _ROLE_TAGS = {"user": HUMAN_TAG, "human": HUMAN_TAG, "assistant": ASSISTANT_TAG, "system": "\n\nSystem:"}
 
 # Every reason a row can be rejected, with the sentence shown to the user.

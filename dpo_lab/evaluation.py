@@ -18,6 +18,7 @@ from .atomic import atomic_directory
 from .checkpoints import StaleCheckpointError, read_history, verify_checkpoint
 from .collator import SFTDataCollator
 from .manifest import build_manifest, read_manifest
+from .pipeline import load_eval_model
 from .sft import evaluate_lm_loss
 from .tokenization import tokenize_sft_example
 
@@ -97,14 +98,6 @@ def heldout_perplexity(model, tokenizer, pairs: list[dict[str, Any]], *, max_len
     examples = [tokenize_sft_example(tokenizer, p["prompt"], p["chosen"], max_length) for p in pairs]
     model.to(device)
     return evaluate_lm_loss(model, examples, SFTDataCollator(tokenizer, max_length=max_length), batch_size, device)["eval_perplexity"]
-
-
-def load_eval_model(folder: Path, device=None):
-    """A saved model (SFT or a DPO beta) in eval mode, fp32 weights, on the lab's device."""
-    from .pipeline import load_reference_model
-    from .runtime import pick_device
-
-    return load_reference_model(folder, pick_device(device)).eval()
 
 
 def save_evaluation(run_dir: str | Path, config, *, summary, generations=None, figures: dict[str, Any] | None = None,

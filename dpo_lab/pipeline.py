@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .atomic import remove_leftovers
-from .checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint, verify_checkpoint
+from .checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint
 from .config import LabConfig, with_overrides
 from .dpo import DPOArgs, DPOResult, dpo_train
 from .manifest import build_manifest, read_manifest
@@ -180,6 +180,11 @@ def load_reference_model(sft_folder: Path, device):
     return AutoModelForCausalLM.from_pretrained(sft_folder, dtype=torch.float32).to(device)
 
 
+def load_eval_model(folder: Path, device=None):
+    """A saved model (SFT or a DPO beta) in eval mode, fp32 weights, on the lab's device."""
+    return load_reference_model(folder, pick_device(device)).eval()
+
+
 def run_dpo_stage(run_dir: str | Path, *, beta: float | None = None, config: LabConfig | None = None, use_cache: bool = True,
                   device=None, progress: bool = True, dpo_loss=None, dpo_step=None, **overrides: Any) -> tuple[Path, DPOResult]:
     """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/``. Other betas' folders are never touched.
@@ -285,15 +290,3 @@ def _add_lora(model, config: LabConfig):
 
     return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, lora_dropout=0.0,
                                             target_modules="all-linear", task_type="CAUSAL_LM"))
-
-
-def list_dpo_runs(run_dir: str | Path) -> dict[float, Path]:
-    """Every completed ``03_dpo/beta_*`` folder, by beta (what notebook 04 compares)."""
-    out = {}
-    for folder in sorted((Path(run_dir) / DPO_DIR).glob("beta_*")):
-        try:
-            verify_checkpoint(folder, produced_by="03-DPO_Training.ipynb")
-        except (FileNotFoundError, RuntimeError):
-            continue
-        out[float(folder.name.removeprefix("beta_"))] = folder
-    return out

@@ -48,10 +48,6 @@ def classify_response(text: str) -> str:
     return "other"
 
 
-def is_refusal(text: str) -> bool:
-    return classify_response(text) == "refusal"
-
-
 def safety_report(rows: list[dict[str, Any]], answers: list[str]) -> dict[str, Any]:
     """Rates over red-team prompts (rows with ``should_refuse``) and one model's answers to them.
 

@@ -7,7 +7,6 @@ weights with the lowest held-out loss are kept.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -172,8 +171,3 @@ def sft_train(model, tokenizer, train_examples: list[dict[str, Any]], eval_examp
 
 def _progress(args, start_step: int):
     return progress_bar(args.progress, total=args.steps, initial=start_step, desc="SFT")
-
-
-def copy_model(model):
-    """An independent copy (e.g. the reference model) — never the same module object as the policy."""
-    return copy.deepcopy(model)

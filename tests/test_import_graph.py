@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_lab"
-KNOWN_CYCLES = {frozenset({"losses", "scored_logprobs"}), frozenset({"corpus", "data"}), frozenset({"answers", "evaluation"})}
+KNOWN_CYCLES = {frozenset({"losses", "scored_logprobs"})}  # the core's batch_logprobs dispatches to the fast path
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:

@@ -17,6 +17,7 @@ import dpo_lab
 from dpo_lab import pipeline
 from dpo_lab.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
 from dpo_lab.dpo import DPOArgs, DPOTrainer, dpo_train
+from dpo_lab.evaluation import discover_models
 from dpo_lab.prepare import prepare_data, save_prepared_data
 from dpo_lab.sft import SFTArgs, TrainingDivergedError, sft_train
 
@@ -141,7 +142,7 @@ def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monk
     assert json.loads((first / "manifest.json").read_text())["metrics"]["reference_cache"].startswith("computed")
     assert json.loads((second / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
     assert first.exists() and second.exists() and first != second  # the other beta's run is kept
-    assert pipeline.list_dpo_runs(smoke_run).keys() == {0.1, 0.5}
+    assert set(discover_models(smoke_run)[0]) == {"SFT", "DPO β=0.1", "DPO β=0.5"}
     # the cached numbers are the reference's: step-0 held-out loss is ln 2 for both betas
     assert r1.initial_eval["eval_loss"] == pytest.approx(0.693147, abs=1e-5) == r2.initial_eval["eval_loss"]
     assert r2.initial_eval["eval_kl"] == pytest.approx(0.0, abs=1e-5)
