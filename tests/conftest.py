@@ -126,3 +126,34 @@ def make_smoke_run(run_dir, betas=()):
     for beta in betas:
         run_dpo_stage(run_dir, beta=beta, progress=False)
     return run_dir
+
+
+def count_calls(monkeypatch, target, method: str) -> dict:
+    """Count calls of target.method (e.g. one clip_grad_norm_ per optimizer step)."""
+    original = getattr(target, method)
+    count = {"n": 0}
+
+    def wrapper(*a, **k):
+        count["n"] += 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(target, method, wrapper)
+    return count
+
+
+class Interrupted(Exception):
+    """Raised by interrupt_after: a run killed in the middle of a step."""
+
+
+def interrupt_after(monkeypatch, target, method: str, calls: int):
+    """target.method raises Interrupted from call `calls + 1` on: a kill in the middle of a run."""
+    original = getattr(target, method)
+    count = {"n": 0}
+
+    def wrapper(*a, **k):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise Interrupted
+        return original(*a, **k)
+
+    monkeypatch.setattr(target, method, wrapper)

@@ -13,42 +13,12 @@ import json
 
 import pytest
 import torch
-from conftest import make_smoke_run
+from conftest import Interrupted, count_calls, interrupt_after, make_smoke_run
 
 import dpo_lab
 from dpo_lab import pipeline
 from dpo_lab.checkpoints import StaleCheckpointError, read_history
 from dpo_lab.prepare import load_prepared_data, prepare_data, save_prepared_data
-
-
-class _Killed(Exception):
-    pass
-
-
-def _kill_after(monkeypatch, calls: int) -> None:
-    """Die in the middle of optimizer step `calls + 1` (every loop clips its gradients once per step)."""
-    original = torch.nn.utils.clip_grad_norm_
-    count = {"n": 0}
-
-    def clip(*a, **k):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise _Killed
-        return original(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
-
-
-def _count_steps(monkeypatch) -> dict:
-    original = torch.nn.utils.clip_grad_norm_
-    count = {"n": 0}
-
-    def clip(*a, **k):
-        count["n"] += 1
-        return original(*a, **k)
-
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
-    return count
 
 
 def _data(run_dir, **overrides):
@@ -64,25 +34,25 @@ def _weights(folder):
 def test_a_killed_sft_resumes_only_when_run_again_with_the_same_settings(tmp_path, monkeypatch, capsys):
     _data(tmp_path)
     with monkeypatch.context() as m:
-        _kill_after(m, 7)  # the state of step 6 is on disk (save_every=2)
-        with pytest.raises(_Killed):
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 7)  # the state of step 6 is on disk (save_every=2)
+        with pytest.raises(Interrupted):
             pipeline.run_sft_stage(tmp_path, progress=False, sft_steps=12)
     assert (tmp_path / ".state" / "02_sft" / "train_state").exists()
 
     # the same command again resumes: steps 7..12 only, and says nothing about discarding
     with monkeypatch.context() as m:
-        steps = _count_steps(m)
+        steps = count_calls(m, torch.nn.utils, "clip_grad_norm_")
         pipeline.run_sft_stage(tmp_path, progress=False, sft_steps=12)
     assert steps["n"] == 6 and "從頭開始" not in capsys.readouterr().out
     assert [r["step"] for r in read_history(tmp_path / "02_sft")] == list(range(1, 13))
 
     # issue 15: after a killed long run, a plain (4-step) run used to "resume" at the long run's step
     with monkeypatch.context() as m:
-        _kill_after(m, 7)
-        with pytest.raises(_Killed):
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 7)
+        with pytest.raises(Interrupted):
             pipeline.run_sft_stage(tmp_path, progress=False, sft_steps=12)
     with monkeypatch.context() as m:
-        steps = _count_steps(m)
+        steps = count_calls(m, torch.nn.utils, "clip_grad_norm_")
         pipeline.run_sft_stage(tmp_path, progress=False)
     out = capsys.readouterr().out
     assert steps["n"] == 4, "the 4-step run must train 4 steps from scratch"
@@ -100,13 +70,13 @@ def test_a_killed_sft_resumes_only_when_run_again_with_the_same_settings(tmp_pat
 def test_sft_state_from_other_data_is_discarded(tmp_path, monkeypatch, capsys):
     _data(tmp_path)
     with monkeypatch.context() as m:
-        _kill_after(m, 5)
-        with pytest.raises(_Killed):
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)
+        with pytest.raises(Interrupted):
             pipeline.run_sft_stage(tmp_path, progress=False, sft_steps=8)
     _data(tmp_path, data_seed=1)  # issue 15: regenerated 01_data, and sft used to resume the old state
     new_data_id = json.loads((tmp_path / "01_data" / "manifest.json").read_text(encoding="utf-8"))["id"]
     with monkeypatch.context() as m:
-        steps = _count_steps(m)
+        steps = count_calls(m, torch.nn.utils, "clip_grad_norm_")
         pipeline.run_sft_stage(tmp_path, progress=False, sft_steps=8)
     assert steps["n"] == 8
     assert "從頭開始" in capsys.readouterr().out
@@ -117,14 +87,14 @@ def test_sft_state_from_other_data_is_discarded(tmp_path, monkeypatch, capsys):
 def test_dpo_state_built_on_an_older_sft_model_is_discarded(tmp_path, monkeypatch, capsys):
     make_smoke_run(tmp_path)
     with monkeypatch.context() as m:
-        _kill_after(m, 5)
-        with pytest.raises(_Killed):
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)
+        with pytest.raises(Interrupted):
             pipeline.run_dpo_stage(tmp_path, beta=0.1, progress=False, dpo_steps=8)
     assert (tmp_path / ".state" / "03_dpo" / "beta_0.1" / "train_state").exists()
     pipeline.run_sft_stage(tmp_path, progress=False, sft_lr=5e-4)  # issue 15: retrained SFT; dpo used to resume anyway
     capsys.readouterr()
     with monkeypatch.context() as m:
-        steps = _count_steps(m)
+        steps = count_calls(m, torch.nn.utils, "clip_grad_norm_")
         pipeline.run_dpo_stage(tmp_path, beta=0.1, progress=False, dpo_steps=8)
     out = capsys.readouterr().out
     assert steps["n"] == 8 and "從頭開始" in out and "02_sft" in out

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import dpo_lab
+from conftest import Interrupted, count_calls, interrupt_after
+
 from dpo_lab import pipeline
 from dpo_lab.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
 from dpo_lab.dpo import DPOArgs, DPOTrainer, dpo_train
@@ -353,47 +355,18 @@ def test_killed_during_checkpoint_save_leaves_previous_checkpoint_loadable(tmp_p
     assert torch.equal(model.lm_head.weight, expected.lm_head.weight)
 
 
-def _count_calls(monkeypatch, target, method: str) -> dict:
-    original = getattr(target, method)
-    count = {"n": 0}
-
-    def wrapper(*a, **k):
-        count["n"] += 1
-        return original(*a, **k)
-
-    monkeypatch.setattr(target, method, wrapper)
-    return count
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _interrupt_after(monkeypatch, target, method: str, calls: int):
-    original = getattr(target, method)
-    count = {"n": 0}
-
-    def wrapper(*a, **k):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise _Interrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(target, method, wrapper)
-
-
 def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokenized_pairs, monkeypatch):
     args = _dpo_args(steps=8, save_every=3, eval_every=4)
     data, held = tokenized_pairs, tokenized_pairs[:4]
     full = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
                      tokenizer, data, held, args, device="cpu")
     with monkeypatch.context() as m:
-        _interrupt_after(m, DPOTrainer, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
-        with pytest.raises(_Interrupt):
+        interrupt_after(m, DPOTrainer, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
+        with pytest.raises(Interrupted):
             dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
                       tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
     assert (tmp_path / "train_state" / "state.pt").exists()
-    steps_run = _count_calls(monkeypatch, DPOTrainer, "train_step")
+    steps_run = count_calls(monkeypatch, DPOTrainer, "train_step")
     resumed = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
                         tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
     assert steps_run["n"] == 2  # steps 7 and 8 only: it really resumed from the step-6 state
@@ -410,12 +383,12 @@ def test_sft_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, pairs,
     full_model = dpo_lab.tiny_random_model(tokenizer, seed=5)  # dropout ON: the RNG state must be restored too
     full = sft_train(full_model, tokenizer, examples, examples[:3], args, device="cpu")
     with monkeypatch.context() as m:
-        _interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)  # dies in step 6
-        with pytest.raises(_Interrupt):
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)  # dies in step 6
+        with pytest.raises(Interrupted):
             sft_train(dpo_lab.tiny_random_model(tokenizer, seed=5), tokenizer, examples, examples[:3], args, device="cpu",
                       state_dir=tmp_path)
     resumed_model = dpo_lab.tiny_random_model(tokenizer, seed=5)
-    steps_run = _count_calls(monkeypatch, torch.nn.utils, "clip_grad_norm_")
+    steps_run = count_calls(monkeypatch, torch.nn.utils, "clip_grad_norm_")
     resumed = sft_train(resumed_model, tokenizer, examples, examples[:3], args, device="cpu", state_dir=tmp_path)
     assert steps_run["n"] == 2  # steps 5 and 6 only (the state of step 4 was on disk)
     assert [r["step"] for r in resumed.history] == list(range(1, 7))
