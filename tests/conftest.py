@@ -36,8 +36,10 @@ def pairs(tokenizer):
     """
     data, _ = dpo_lab.load_preference_data("offline", split="train", max_pairs=400)
     short = [
-        p for p in data
-        if max(len(tokenizer(p[k] + tokenizer.eos_token)["input_ids"]) for k in ("chosen", "rejected")) <= MAX_RESPONSE_TOKENS
+        p
+        for p in data
+        if max(len(tokenizer(p[k] + tokenizer.eos_token)["input_ids"]) for k in ("chosen", "rejected"))
+        <= MAX_RESPONSE_TOKENS
     ][:10]
     assert len(short) == 10
     assert len({(len(p["chosen"]), len(p["rejected"])) for p in short}) > 5, "the fixture must mix lengths"
@@ -118,8 +120,8 @@ def stub_server():
 
 def make_smoke_run(run_dir, betas=()):
     """A smoke-profile run folder: 01_data and 02_sft, then stage 03 at each beta given (seconds, not minutes)."""
-    from dpo_lab.pipeline import run_dpo_stage, run_sft_stage
-    from dpo_lab.prepare import prepare_data, save_prepared_data
+    from dpo_lab.run.pipeline import run_dpo_stage, run_sft_stage
+    from dpo_lab.run.prepare import prepare_data, save_prepared_data
 
     save_prepared_data(prepare_data(dpo_lab.get_config("smoke", run_dir=str(run_dir))))
     run_sft_stage(run_dir, progress=False)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from dpo_lab.notebooks import repo_root
+from dpo_lab.course.notebooks import repo_root
 
 VARIANTS = ["ours_live", "ours_cached", "trl", "trl_precompute", "floor"]
 
@@ -20,8 +20,25 @@ VARIANTS = ["ours_live", "ours_cached", "trl", "trl_precompute", "floor"]
 @pytest.mark.slow
 def test_bench_reports_every_variant_and_the_headline_ratios(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(repo_root() / "bench" / "dpo_step.py"), "--configs", "vocab512", "--steps", "1",
-                           "--warmup", "0", "--rounds", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root() / "bench" / "dpo_step.py"),
+            "--configs",
+            "vocab512",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("speedup_vs_trl", "peak_memory_ratio_vs_trl", "ratio_to_floor"):
@@ -30,7 +47,9 @@ def test_bench_reports_every_variant_and_the_headline_ratios(tmp_path):
     report = json.loads(out.read_text(encoding="utf-8"))
     (config,) = report["configs"]
     rows = config["variants"]
-    assert list(rows) == VARIANTS and all(r["n_steps"] == 1 and r["s_per_step"] > 0 and r["peak_rss_mb"] > 100 for r in rows.values())
+    assert list(rows) == VARIANTS and all(
+        r["n_steps"] == 1 and r["s_per_step"] > 0 and r["peak_rss_mb"] > 100 for r in rows.values()
+    )
     assert last["speedup_vs_trl"] == round(rows["trl"]["s_per_step"] / rows["ours_live"]["s_per_step"], 2)
     assert last["ratio_to_floor"] == round(rows["ours_cached"]["s_per_step"] / rows["floor"]["s_per_step"], 3)
     assert report["versions"]["trl"] == "1.16.0"

@@ -12,11 +12,11 @@ import pytest
 from conftest import make_smoke_run
 
 import dpo_lab
-from dpo_lab import pipeline
-from dpo_lab.checkpoints import StaleCheckpointError
 from dpo_lab.cli import main
-from dpo_lab.prepare import load_prepared_data
-from dpo_lab.reference_cache import cache_key, load_cache_file, save_cache_file
+from dpo_lab.fast.reference_cache import cache_key, load_cache_file, save_cache_file
+from dpo_lab.infra.checkpoints import StaleCheckpointError
+from dpo_lab.run import pipeline
+from dpo_lab.run.prepare import load_prepared_data
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def run(tmp_path_factory):
     return make_smoke_run(tmp_path_factory.mktemp("run"), betas=(0.1,))
 
 
-@pytest.mark.parametrize("stage,content", [("01_data", ""), ("01_data", "{not json"), ("02_sft", ""), ("02_sft", "[1, 2]")])
+@pytest.mark.parametrize(
+    "stage,content", [("01_data", ""), ("01_data", "{not json"), ("02_sft", ""), ("02_sft", "[1, 2]")]
+)
 def test_a_broken_manifest_is_named(run, tmp_path, stage, content):
     import shutil
 
@@ -38,7 +40,7 @@ def test_a_broken_manifest_is_named(run, tmp_path, stage, content):
 def test_a_broken_dpo_manifest_is_skipped_like_a_missing_one_with_the_reason(run, tmp_path):
     import shutil
 
-    from dpo_lab.evaluation import discover_models
+    from dpo_lab.evaluation.stage import discover_models
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -87,8 +89,13 @@ def test_two_runs_saving_the_same_cache_keep_both_runs_entries(tmp_path):
 
 
 def test_wrong_types_on_the_command_line_name_the_field(run, capsys):
-    for item, field in (("beta=abc", "beta"), ("sft_steps=abc", "sft_steps"), ("sft_steps=2.5", "sft_steps"),
-                        ("max_pairs=[1]", "max_pairs"), ("lora=3", "lora")):
+    for item, field in (
+        ("beta=abc", "beta"),
+        ("sft_steps=abc", "sft_steps"),
+        ("sft_steps=2.5", "sft_steps"),
+        ("max_pairs=[1]", "max_pairs"),
+        ("lora=3", "lora"),
+    ):
         assert main(["data", "--profile", "smoke", "--run-dir", str(run / "unused"), "--set", item]) == 2
         err = capsys.readouterr().err
         assert f"config field {field} must be" in err, (item, err)
@@ -110,15 +117,19 @@ def test_beta_given_with_set_trains_that_beta(run, capsys):
 
 
 def _row(i: int) -> str:
-    return json.dumps({"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": f" a careful answer {i}.",
-                       "rejected": " no."})
+    return json.dumps(
+        {"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": f" a careful answer {i}.", "rejected": " no."}
+    )
 
 
 def test_a_flat_folder_filtered_out_by_the_subsets_says_why(tmp_path):
     for split in ("train", "test"):
         (tmp_path / f"{split}.jsonl").write_text("\n".join(_row(i) for i in range(20)) + "\n", encoding="utf-8")
-    with pytest.raises(FileNotFoundError, match=r"found 2 data file\(s\) \(test\.jsonl, train\.jsonl\), but none inside "
-                                                r"a sub-folder named after a subset in dataset_subsets=\['helpful', 'harmless'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"found 2 data file\(s\) \(test\.jsonl, train\.jsonl\), but none inside "
+        r"a sub-folder named after a subset in dataset_subsets=\['helpful', 'harmless'\]",
+    ):
         dpo_lab.load_preference_data(str(tmp_path), split="train", subsets=("helpful", "harmless"))
     pairs, report = dpo_lab.load_preference_data(str(tmp_path), split="train", subsets=())  # the fix the message gives
     assert len(pairs) == 20 and report.n_skipped == 0

@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 
 import dpo_lab
-from dpo_lab.corpus import build_corpus
-from dpo_lab.stats import distinct_ngrams
+from dpo_lab.data.corpus import build_corpus
+from dpo_lab.data.stats import distinct_ngrams
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_in_fresh_process(out: Path, seed: int, hashseed: str) -> dict[str, str]:
     env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "dpo_lab", "corpus", "--out", str(out), "--seed", str(seed)], check=True, env=env,
-                   capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "dpo_lab", "corpus", "--out", str(out), "--seed", str(seed)],
+        check=True,
+        env=env,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
 
 
@@ -45,12 +50,16 @@ def test_sizes_and_coverage(corpus):
     assert by_subset["helpful"] >= 2000 and by_subset["harmless"] >= 500
     assert len({p["topic"] for p in pairs if p["subset"] == "helpful"}) >= 30
     assert len({p["topic"] for p in pairs if p["subset"] == "harmless"}) >= 15
-    assert len(corpus["sft_train"]) >= 1000 and len(corpus["eval_prompts"]) >= 100 and len(corpus["redteam_prompts"]) >= 50
+    assert (
+        len(corpus["sft_train"]) >= 1000 and len(corpus["eval_prompts"]) >= 100 and len(corpus["redteam_prompts"]) >= 50
+    )
 
 
 def test_train_and_test_share_no_prompt(corpus):
     prompt = lambda p: p["chosen"][: p["chosen"].rfind("\n\nAssistant:")]  # noqa: E731
-    train = {prompt(p) for p in corpus["pairs_train"]} | {r["prompt"][: -len("\n\nAssistant:")] for r in corpus["sft_train"]}
+    train = {prompt(p) for p in corpus["pairs_train"]} | {
+        r["prompt"][: -len("\n\nAssistant:")] for r in corpus["sft_train"]
+    }
     test = {prompt(p) for p in corpus["pairs_test"]}
     test |= {r["prompt"][: -len("\n\nAssistant:")] for r in corpus["eval_prompts"] + corpus["redteam_prompts"]}
     assert train and test and not (train & test)
@@ -66,7 +75,9 @@ def test_every_pair_is_valid_and_labelled(corpus):
     assert all((p["chosen_quality"] > p["rejected_quality"]) != p["label_flipped"] for p in pairs)
     flipped = sum(p["label_flipped"] for p in pairs) / len(pairs)
     assert 0.05 < flipped < 0.15
-    assert len({(p["chosen"], p["rejected"]) for p in corpus["pairs_train"]}) == len(corpus["pairs_train"])  # no duplicates
+    assert len({(p["chosen"], p["rejected"]) for p in corpus["pairs_train"]}) == len(
+        corpus["pairs_train"]
+    )  # no duplicates
 
 
 def test_not_trivially_separable(corpus):

@@ -18,7 +18,9 @@ H, A = "\n\nHuman:", "\n\nAssistant:"
 
 
 def test_extract_prompt_single_turn():
-    prompt, chosen, rejected = extract_prompt(f"{H} What is DPO?{A} A preference loss.", f"{H} What is DPO?{A} No idea.")
+    prompt, chosen, rejected = extract_prompt(
+        f"{H} What is DPO?{A} A preference loss.", f"{H} What is DPO?{A} No idea."
+    )
     assert prompt == f"{H} What is DPO?{A}"
     assert (chosen, rejected) == (" A preference loss.", " No idea.")
 
@@ -124,16 +126,16 @@ def messy_jsonl(tmp_path):
     return _write_jsonl(
         tmp_path / "prefs.jsonl",
         [
-            json.dumps(GOOD),                                                   # line 1 ok
-            '{"chosen": "broken',                                               # line 2 malformed
-            json.dumps({"chosen": GOOD["chosen"]}),                             # line 3 missing rejected
-            json.dumps({"chosen": 5, "rejected": GOOD["rejected"]}),            # line 4 not a string
+            json.dumps(GOOD),  # line 1 ok
+            '{"chosen": "broken',  # line 2 malformed
+            json.dumps({"chosen": GOOD["chosen"]}),  # line 3 missing rejected
+            json.dumps({"chosen": 5, "rejected": GOOD["rejected"]}),  # line 4 not a string
             json.dumps({"chosen": f"{H} Q{A} ", "rejected": GOOD["rejected"]}),  # line 5 empty response
             json.dumps({"chosen": GOOD["chosen"], "rejected": GOOD["chosen"]}),  # line 6 identical
-            json.dumps({"chosen": f"{H} A{A} x", "rejected": f"{H} B{A} y"}),    # line 7 prompts differ
-            "",                                                                  # blank line: not a row
+            json.dumps({"chosen": f"{H} A{A} x", "rejected": f"{H} B{A} y"}),  # line 7 prompts differ
+            "",  # blank line: not a row
             json.dumps({"prompt": f"{H} {'word ' * 80}{A}", "chosen": " a", "rejected": " b"}),  # line 9 long prompt
-            json.dumps(GOOD),                                                   # line 10 ok
+            json.dumps(GOOD),  # line 10 ok
         ],
     )
 
@@ -155,8 +157,13 @@ def test_skip_mode_counts_every_reason_and_drops_nothing_silently(messy_jsonl, t
     pairs, report = load_preference_data(str(messy_jsonl), errors="skip", tokenizer=tokenizer, max_prompt_length=64)
     assert len(pairs) == 2 and [p["location"] for p in pairs] == ["line 1", "line 10"]
     assert dict(report.skipped) == {
-        "malformed_json": 1, "missing_field": 1, "not_a_string": 1, "empty_response": 1,
-        "identical_responses": 1, "prompt_mismatch": 1, "prompt_too_long": 1,
+        "malformed_json": 1,
+        "missing_field": 1,
+        "not_a_string": 1,
+        "empty_response": 1,
+        "identical_responses": 1,
+        "prompt_mismatch": 1,
+        "prompt_too_long": 1,
     }
     assert report.total == report.kept + report.n_skipped == 9
     frame = report.to_frame()
@@ -237,5 +244,7 @@ def test_offline_source_is_the_generated_corpus():
 
 
 def test_messages_to_transcript_renders_roles():
-    text = dpo_lab.messages_to_transcript([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])
+    text = dpo_lab.messages_to_transcript(
+        [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
+    )
     assert text == "\n\nSystem: Be kind.\n\nHuman: Hi"

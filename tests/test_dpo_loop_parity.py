@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import dpo_lab
-from dpo_lab.trl_compare import METRICS as KEYS
-from dpo_lab.trl_compare import compare_with_trl
+from dpo_lab.evaluation.trl_compare import METRICS as KEYS
+from dpo_lab.evaluation.trl_compare import compare_with_trl
 
 trl = pytest.importorskip("trl")
 
@@ -26,9 +26,17 @@ def sixteen_pairs(tokenizer):
 
 def test_eight_step_loop_matches_trl_log_history(tokenizer, sixteen_pairs):
     # A reference that DIFFERS from the policy (seed 2 vs 1): with a copy every loss would be ln 2.
-    comparison = compare_with_trl(lambda: dpo_lab.tiny_random_model(tokenizer, seed=1),
-                                  lambda: dpo_lab.tiny_random_model(tokenizer, seed=2), tokenizer, sixteen_pairs,
-                                  beta=BETA, lr=LR, steps=STEPS, batch_size=BATCH, device="cpu")
+    comparison = compare_with_trl(
+        lambda: dpo_lab.tiny_random_model(tokenizer, seed=1),
+        lambda: dpo_lab.tiny_random_model(tokenizer, seed=2),
+        tokenizer,
+        sixteen_pairs,
+        beta=BETA,
+        lr=LR,
+        steps=STEPS,
+        batch_size=BATCH,
+        device="cpu",
+    )
     ours, trl_log = comparison.ours, comparison.trl
     assert len(ours) == len(trl_log) == STEPS
     for step, (a, b) in enumerate(zip(ours, trl_log), start=1):

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dpo_lab.elo import elo_ratings, expected_score
+from dpo_lab.evaluation.elo import elo_ratings, expected_score
 
 
 def _tournament(true: dict[str, float], games_per_pair: int, seed: int = 0, tie_share: float = 0.0):
@@ -47,7 +47,9 @@ def test_ties_pull_ratings_together_and_symmetric_results_give_equal_ratings():
 
 
 def test_a_model_that_never_loses_gets_a_finite_rating():
-    table = elo_ratings([("best", "worst", "A")] * 40 + [("best", "mid", "A")] * 20 + [("mid", "worst", "tie")] * 20, n_boot=5)
+    table = elo_ratings(
+        [("best", "worst", "A")] * 40 + [("best", "mid", "A")] * 20 + [("mid", "worst", "tie")] * 20, n_boot=5
+    )
     assert table["model"].tolist()[0] == "best"
     assert table["elo"].map(lambda v: abs(v) < 1e5).all()
 

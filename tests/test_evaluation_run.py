@@ -7,16 +7,15 @@ import shutil
 
 import pandas as pd
 import pytest
-
-from dpo_lab.answers import cached_answers
-from dpo_lab.cli import main
-from dpo_lab.evaluation import decoding_settings, evaluate_run
-from dpo_lab.judges import Comparison, Judgment
-from dpo_lab.models import tiny_random_model
-from dpo_lab.pipeline import run_dpo_stage
-from dpo_lab.report import success_and_failure_cases
-
 from conftest import StubChat, make_smoke_run
+
+from dpo_lab.cli import main
+from dpo_lab.evaluation.answers import cached_answers
+from dpo_lab.evaluation.judges import Comparison, Judgment
+from dpo_lab.evaluation.report import success_and_failure_cases
+from dpo_lab.evaluation.stage import decoding_settings, evaluate_run
+from dpo_lab.run.models import tiny_random_model
+from dpo_lab.run.pipeline import run_dpo_stage
 
 PROMPTS = ["\n\nHuman: What is a rainbow?\n\nAssistant:", "\n\nHuman: How do magnets work?\n\nAssistant:"]
 
@@ -37,7 +36,10 @@ def test_answers_are_generated_once_per_model_prompts_and_settings(tokenizer, tm
     assert len(loads) == 4  # other settings, another model id, other prompts: each generated anew
     for path in tmp_path.glob("*.json"):  # a damaged cache file is regenerated, not trusted
         path.write_text("{not json", encoding="utf-8")
-    assert cached_answers("model-1", load, tokenizer, PROMPTS, cache_dir=tmp_path, max_new_tokens=6, do_sample=False) == first
+    assert (
+        cached_answers("model-1", load, tokenizer, PROMPTS, cache_dir=tmp_path, max_new_tokens=6, do_sample=False)
+        == first
+    )
     assert len(loads) == 5
     with pytest.raises(ValueError, match="empty list of prompts"):
         cached_answers("model-1", load, tokenizer, [], cache_dir=tmp_path, max_new_tokens=6)
@@ -52,8 +54,14 @@ def test_decoding_settings():
 
 def test_success_and_failure_cases_are_the_largest_gains_and_losses():
     gains = [0.5, -2.0, 3.0, 0.0, -0.1, 1.0]
-    comp = Comparison(judge="gold", n_requested=6, judgments=[
-        Judgment(index=i, winner="A" if g > 0 else "B", shown_first="A", score_a=g, score_b=0.0) for i, g in enumerate(gains)])
+    comp = Comparison(
+        judge="gold",
+        n_requested=6,
+        judgments=[
+            Judgment(index=i, winner="A" if g > 0 else "B", shown_first="A", score_a=g, score_b=0.0)
+            for i, g in enumerate(gains)
+        ],
+    )
     prompts = [f"\n\nHuman: q{i}\n\nAssistant:" for i in range(6)]
     cases = success_and_failure_cases(prompts, [f"dpo{i}" for i in range(6)], [f"sft{i}" for i in range(6)], comp, k=2)
     assert cases["case"].tolist() == ["success", "success", "failure", "failure"]
@@ -77,8 +85,9 @@ def test_evaluate_without_a_dpo_run_is_a_clear_error(smoke_run, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_results(smoke_run, tmp_path, stub_server,
-                                                                                      monkeypatch, capsys):
+def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_results(
+    smoke_run, tmp_path, stub_server, monkeypatch, capsys
+):
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run, run_dir)
     run_dpo_stage(run_dir, progress=False)
@@ -89,11 +98,36 @@ def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_r
     StubChat.fail_after = 5  # the LLM judge's server dies after 5 answers
     monkeypatch.setenv("DPO_LAB_JUDGE_URL", stub_server)
     monkeypatch.setenv("DPO_LAB_JUDGE_MODEL", "stub-model")
-    assert main(["evaluate", "--run-dir", str(run_dir), "--quiet", "--llm-judge", "--param", "n_judge_prompts=10",
-                 "--param", "judge_pairs=64"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+                "--llm-judge",
+                "--param",
+                "n_judge_prompts=10",
+                "--param",
+                "judge_pairs=64",
+            ]
+        )
+        == 0
+    )
     out = run_dir / "04_eval"
-    for name in ("summary.csv", "summary.json", "win_rates.csv", "elo.csv", "cases.csv", "generations.csv", "report.md",
-                 "manifest.json", "figures/model_comparison.png", "figures/elo.png", "figures/reward_kl_frontier.png"):
+    for name in (
+        "summary.csv",
+        "summary.json",
+        "win_rates.csv",
+        "elo.csv",
+        "cases.csv",
+        "generations.csv",
+        "report.md",
+        "manifest.json",
+        "figures/model_comparison.png",
+        "figures/elo.png",
+        "figures/reward_kl_frontier.png",
+    ):
         assert (out / name).exists(), name
     rates = pd.read_csv(out / "win_rates.csv")
     llm = rates[rates["judge"] == "LLM judge stub-model"].iloc[0]
@@ -101,7 +135,10 @@ def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_r
     gold = rates[rates["judge"] == "gold judge"]
     assert set(gold["model"]) == {"SFT (another sample)", "DPO β=0.1"} and (gold["n_judged"] == 10).all()
     elo = pd.read_csv(out / "elo.csv")
-    assert set(elo["model"]) == {"base", "SFT", "DPO β=0.1"} and float(elo.loc[elo["model"] == "SFT", "elo"].iloc[0]) == 1000.0
+    assert (
+        set(elo["model"]) == {"base", "SFT", "DPO β=0.1"}
+        and float(elo.loc[elo["model"] == "SFT", "elo"].iloc[0]) == 1000.0
+    )
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## 對 SFT 的 win rate" in report and "## Elo" in report and "LLM judge stub-model" in report
     assert "5 of 10 pairs judged" in capsys.readouterr().out

@@ -13,9 +13,9 @@ import math
 import nbformat
 import torch
 
-from dpo_lab import grading_fixture as fx
-from dpo_lab import rubric
-from dpo_lab.notebooks import repo_root
+from dpo_lab.course import grading_fixture as fx
+from dpo_lab.course import rubric
+from dpo_lab.course.notebooks import repo_root
 
 
 def _by_hand(model, tokenizer, prompt: str, response: str) -> float:
@@ -40,7 +40,9 @@ def test_published_values_follow_from_the_written_rules():
     pr = _by_hand(policy, tok, fx.EXACT_PROMPT, fx.EXACT_REJECTED)
     rc = _by_hand(reference, tok, fx.EXACT_PROMPT, fx.EXACT_CHOSEN)
     rr = _by_hand(reference, tok, fx.EXACT_PROMPT, fx.EXACT_REJECTED)
-    assert abs(pc - rc) > 1 and abs(pc - pr) > 1, "the fixture models must differ (a copy gives ln 2 whatever the code does)"
+    assert abs(pc - rc) > 1 and abs(pc - pr) > 1, (
+        "the fixture models must differ (a copy gives ln 2 whatever the code does)"
+    )
     margin = fx.EXACT_BETA * ((pc - rc) - (pr - rr))
     loss = math.log1p(math.exp(-margin))
     assert round(pc, 4) == rubric.EXACT_CHOSEN_LOGP
@@ -49,11 +51,21 @@ def test_published_values_follow_from_the_written_rules():
 
 
 def test_the_notebooks_quote_the_rubrics_values():
-    text = {name: "\n".join(c.source for c in nbformat.read(repo_root() / name, as_version=4).cells if c.cell_type == "markdown")
-            for name in ("02-SFT_Baseline.ipynb", "03-DPO_Training.ipynb")}
+    text = {
+        name: "\n".join(
+            c.source for c in nbformat.read(repo_root() / name, as_version=4).cells if c.cell_type == "markdown"
+        )
+        for name in ("02-SFT_Baseline.ipynb", "03-DPO_Training.ipynb")
+    }
     assert f"{rubric.EXACT_CHOSEN_LOGP:.4f}" in text["02-SFT_Baseline.ipynb"]
-    assert fx.EXACT_CHOSEN.strip() in text["02-SFT_Baseline.ipynb"] and repr(fx.EXACT_PROMPT)[1:-1] in text["02-SFT_Baseline.ipynb"]
-    assert f"{rubric.EXACT_LOSS:.4f}" in text["03-DPO_Training.ipynb"] and fx.EXACT_REJECTED.strip() in text["03-DPO_Training.ipynb"]
+    assert (
+        fx.EXACT_CHOSEN.strip() in text["02-SFT_Baseline.ipynb"]
+        and repr(fx.EXACT_PROMPT)[1:-1] in text["02-SFT_Baseline.ipynb"]
+    )
+    assert (
+        f"{rubric.EXACT_LOSS:.4f}" in text["03-DPO_Training.ipynb"]
+        and fx.EXACT_REJECTED.strip() in text["03-DPO_Training.ipynb"]
+    )
 
 
 def test_shipped_fixture_tokenizer_is_the_one_the_builder_makes(tmp_path):

@@ -10,22 +10,27 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from dpo_lab import rubric
-from dpo_lab.notebooks import NOTEBOOKS, repo_root
-from dpo_lab.student import STUDENT_DIR, exercise_name
+from dpo_lab.course import rubric
+from dpo_lab.course.notebooks import NOTEBOOKS, repo_root
+from dpo_lab.course.student import STUDENT_DIR, exercise_name
 
 FORMULA = "losses = -logsigmoid(beta * ((πc − refc) − (πr − refr)))"
 RULES: dict[str, dict[str, list[str]]] = {
     "extract_prompt": {
         "single turn": ["從開頭到（並包含）最後一個", "**response** = 最後一個"],
         "multi-turn, responses that start alike": ["前面的 Human/Assistant 回合都屬於 prompt", "共同前綴"],
-        "no Assistant turn → ValueError": ["找不到 `\"\\n\\nAssistant:\"`", "`raise ValueError`"],
+        "no Assistant turn → ValueError": ['找不到 `"\\n\\nAssistant:"`', "`raise ValueError`"],
         "different prompts → ValueError": ["兩段逐字稿的 prompt 不同時，`raise ValueError`"],
     },
     "PreferenceDataCollator": {
         "rows = [all chosen; all rejected], tokens and attention_mask": [
-            "**[所有 chosen；所有 rejected]**", "每一列 = `prompt_ids + chosen_ids`", "T = 這一批在截斷之後最長那一列的長度"],
-        "loss_mask: 1 on response tokens only": ["`loss_mask` 只在 response token（含結尾的 EOS）為 1，prompt 與 padding 為 0"],
+            "**[所有 chosen；所有 rejected]**",
+            "每一列 = `prompt_ids + chosen_ids`",
+            "T = 這一批在截斷之後最長那一列的長度",
+        ],
+        "loss_mask: 1 on response tokens only": [
+            "`loss_mask` 只在 response token（含結尾的 EOS）為 1，prompt 與 padding 為 0"
+        ],
         "EOS is scored even though pad == eos": ["pad == eos，所以要用**長度**建遮罩"],
         "max_length keeps the first tokens": ["只保留**前** `max_length` 個 token"],
     },
@@ -40,14 +45,19 @@ RULES: dict[str, dict[str, list[str]]] = {
     "dpo_loss": {
         "policy == reference → every loss is ln 2": [FORMULA],
         "per-pair losses": ["回傳**每一對**的 loss"],
-        "implicit rewards = beta * (policy - reference)": ["`chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)`"],
+        "implicit rewards = beta * (policy - reference)": [
+            "`chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)`"
+        ],
         "swapping chosen and rejected flips the margin": [FORMULA],
         "rewards detached, losses differentiable": ["**`.detach()`**", "梯度只經過 loss"],
         "finite for large margins": ["`torch.nn.functional.logsigmoid` 比 `torch.log(torch.sigmoid(x))` 數值穩定"],
         "exact value: loss = 0.2560": ["0.2560"],
     },
     "dpo_step": {
-        "loss, rewards and updated weights match the reference step": ["`losses.mean()`", "`dpo_metrics` 要拿到**全部五個引數**"],
+        "loss, rewards and updated weights match the reference step": [
+            "`losses.mean()`",
+            "`dpo_metrics` 要拿到**全部五個引數**",
+        ],
         "the gradient norm is clipped to max_grad_norm": ["梯度被裁剪到 `max_grad_norm`", "**裁剪之前**的梯度範數"],
         "two steps in a row (gradients zeroed)": ["每一步都先 `zero_grad`"],
         "the reference gets no gradient and does not change": ["`requires_grad` 是 True 也**不能**得到梯度"],
@@ -55,7 +65,7 @@ RULES: dict[str, dict[str, list[str]]] = {
     "win_rate": {
         "['A', 'B', 'tie'] → 0.5": ["平手算一半"],
         "[1, 1, 0, 0.5] → 0.625": ["`1`、`0`、`0.5`"],
-        "['A', 'tie', 'tie', 'B', 'A'] → 0.6": ["`\"A\"`、`\"B\"`、`\"tie\"`"],
+        "['A', 'tie', 'tie', 'B', 'A'] → 0.6": ['`"A"`、`"B"`、`"tie"`'],
         "['tie'] * 4 → 0.5": ["平手算一半"],
         "empty list → ValueError": ["空 list 要 `raise ValueError`"],
     },
@@ -93,6 +103,11 @@ def test_every_rubric_check_has_a_stated_rule():
 def test_exercise_texts_state_every_graded_rule(folder):
     texts = _instructions(folder)
     assert set(texts) == set(RULES)
-    missing = [f"{exercise} / {check}: {phrase!r}" for exercise, checks in RULES.items() for check, phrases in checks.items()
-               for phrase in phrases if phrase not in texts[exercise]]
+    missing = [
+        f"{exercise} / {check}: {phrase!r}"
+        for exercise, checks in RULES.items()
+        for check, phrases in checks.items()
+        for phrase in phrases
+        if phrase not in texts[exercise]
+    ]
     assert not missing, "\n".join(missing)

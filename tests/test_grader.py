@@ -19,21 +19,25 @@ import nbformat
 import pytest
 from grading_cases.mutations import buggy_source
 
-from dpo_lab import rubric
 from dpo_lab.cli import main
-from dpo_lab.grader import Limits, grade_notebook
-from dpo_lab.notebooks import NOTEBOOKS, repo_root
-from dpo_lab.student import STUDENT_DIR
+from dpo_lab.course import rubric
+from dpo_lab.course.grader import Limits, grade_notebook
+from dpo_lab.course.notebooks import NOTEBOOKS, repo_root
+from dpo_lab.course.student import STUDENT_DIR
 
 CASES = Path(__file__).parent / "grading_cases"
 MAX_TOTAL = sum(rubric.max_points(n) for n in rubric.EXERCISES)
-FAST = Limits(exercise_timeout=8, cell_timeout=3, kill_grace=3)  # legit checks take <= 1.5 s; 8 s leaves room on a loaded machine
+FAST = Limits(
+    exercise_timeout=8, cell_timeout=3, kill_grace=3
+)  # legit checks take <= 1.5 s; 8 s leaves room on a loaded machine
 
 
 def _fill(notebook: Path, exercise: str, source: str) -> None:
     """Replace the exercise cell that defines `exercise` with `source` (as a student would)."""
     nb = nbformat.read(notebook, as_version=4)
-    cells = [c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]]
+    cells = [
+        c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]
+    ]
     assert len(cells) == 1, exercise
     cells[0].source = source
     nbformat.write(nb, notebook)
@@ -55,7 +59,11 @@ def test_class_folder_masters_full_marks_untouched_zero_and_filled_in_exercises(
         shutil.copy(repo_root() / name, klass / "alice" / name)
     shutil.copytree(repo_root() / STUDENT_DIR, klass / "bob")
     shutil.copytree(repo_root() / STUDENT_DIR, klass / "carol")
-    _fill(klass / "carol" / "03-DPO_Training.ipynb", "dpo_loss", (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8"))
+    _fill(
+        klass / "carol" / "03-DPO_Training.ipynb",
+        "dpo_loss",
+        (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8"),
+    )
     _fill(klass / "carol" / "02-SFT_Baseline.ipynb", "sequence_logprobs", buggy_source("sequence_logprobs", "no_shift"))
     out = tmp_path / "grades"
 
@@ -77,7 +85,9 @@ def test_class_folder_masters_full_marks_untouched_zero_and_filled_in_exercises(
 
     with open(out / "class.csv", newline="", encoding="utf-8") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
-    assert rows["alice"]["total"] == str(MAX_TOTAL) and rows["bob"]["total"] == "0" and rows["carol"]["dpo_loss"] == "15"
+    assert (
+        rows["alice"]["total"] == str(MAX_TOTAL) and rows["bob"]["total"] == "0" and rows["carol"]["dpo_loss"] == "15"
+    )
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert f"**{MAX_TOTAL}/{MAX_TOTAL}**" in summary and f"**0/{MAX_TOTAL}**" in summary
     assert "not implemented yet" in summary and "sum over response tokens" in summary
@@ -86,7 +96,10 @@ def test_class_folder_masters_full_marks_untouched_zero_and_filled_in_exercises(
 @pytest.mark.slow
 def test_json_for_one_notebook_has_the_documented_shape(tmp_path):
     out = tmp_path / "one.json"
-    assert main(["grade", str(repo_root() / "03-DPO_Training.ipynb"), "--out", str(tmp_path / "g"), "--json", str(out)]) == 0
+    assert (
+        main(["grade", str(repo_root() / "03-DPO_Training.ipynb"), "--out", str(tmp_path / "g"), "--json", str(out)])
+        == 0
+    )
     report = json.loads(out.read_text(encoding="utf-8"))
     assert list(report["exercises"]) == ["dpo_loss", "dpo_step"]
     for name, entry in report["exercises"].items():
@@ -101,21 +114,28 @@ def test_hostile_exercises_cost_only_themselves(tmp_path):
     secret = outside / "secret.txt"
     secret.write_text("answers", encoding="utf-8")
     escape = outside / "escape.txt"
-    path = _notebook(tmp_path / "hostile.ipynb", [
-        "def extract_prompt(chosen_text, rejected_text):\n    while True:\n        pass\n",
-        "class PreferenceDataCollator:\n    def __init__(self, tokenizer, max_length=None):\n        pass\n"
-        "    def __call__(self, examples):\n        while True:\n            print('spam ' * 100)\n",
-        f"def sequence_logprobs(logits, input_ids, loss_mask, average=False):\n    open({str(escape)!r}, 'w').write('x')\n",
-        f"def dpo_loss(pc, pr, rc, rr, beta):\n    try:\n        open({str(secret)!r}).read()\n    except BaseException:\n"
-        "        pass\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",  # the guard's exception is swallowed: still 0
-        "import os\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    os._exit(3)\n",
-        (CASES / "correct" / "win_rate__counter.py").read_text(encoding="utf-8"),
-    ])
+    path = _notebook(
+        tmp_path / "hostile.ipynb",
+        [
+            "def extract_prompt(chosen_text, rejected_text):\n    while True:\n        pass\n",
+            "class PreferenceDataCollator:\n    def __init__(self, tokenizer, max_length=None):\n        pass\n"
+            "    def __call__(self, examples):\n        while True:\n            print('spam ' * 100)\n",
+            f"def sequence_logprobs(logits, input_ids, loss_mask, average=False):\n    open({str(escape)!r}, 'w').write('x')\n",
+            f"def dpo_loss(pc, pr, rc, rr, beta):\n    try:\n        open({str(secret)!r}).read()\n    except BaseException:\n"
+            "        pass\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",  # the guard's exception is swallowed: still 0
+            "import os\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    os._exit(3)\n",
+            (CASES / "correct" / "win_rate__counter.py").read_text(encoding="utf-8"),
+        ],
+    )
     g = grade_notebook(path, list(rubric.EXERCISES), FAST)
     r = g.results
     assert r["extract_prompt"]["points"] == 0 and "took longer than 8 s" in r["extract_prompt"]["failures"][0]
-    assert r["PreferenceDataCollator"]["points"] == 0 and "printed more than" in r["PreferenceDataCollator"]["failures"][0]
-    assert r["sequence_logprobs"]["points"] == 0 and "wrote outside the sandbox" in r["sequence_logprobs"]["failures"][0]
+    assert (
+        r["PreferenceDataCollator"]["points"] == 0 and "printed more than" in r["PreferenceDataCollator"]["failures"][0]
+    )
+    assert (
+        r["sequence_logprobs"]["points"] == 0 and "wrote outside the sandbox" in r["sequence_logprobs"]["failures"][0]
+    )
     assert not escape.exists()
     assert r["dpo_loss"]["points"] == 0 and "read outside the sandbox" in r["dpo_loss"]["failures"][0]
     assert r["dpo_step"]["points"] == 0 and "grading process died (exit code 3" in r["dpo_step"]["failures"][0]
@@ -124,21 +144,27 @@ def test_hostile_exercises_cost_only_themselves(tmp_path):
 
 @pytest.mark.slow
 def test_broken_cells_and_a_hang_the_alarm_cannot_stop(tmp_path):
-    path = _notebook(tmp_path / "broken.ipynb", [
-        "def extract_prompt(chosen_text, rejected_text)\n    return chosen_text\n",  # SyntaxError
-        "import subprocess\n\nclass PreferenceDataCollator:\n    pass\n\nsubprocess.run(['true'])\n",  # guard at load time
-        "x = 0\nwhile True:\n    x += 1\n",  # a top-level infinite loop: stopped, the next cells still run
-        (CASES / "correct" / "sequence_logprobs__cross_entropy.py").read_text(encoding="utf-8"),
-        "import signal\n\ndef dpo_loss(pc, pr, rc, rr, beta):\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-        "    while True:\n        pass\n",
-        "import sys\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    sys.exit(0)\n",
-        "def win_rate(outcomes):\n    hog = bytearray(6 * 2**30)  # 6 GB, more than the worker's 4 GB allowance\n    return 0.5\n",
-    ])
+    path = _notebook(
+        tmp_path / "broken.ipynb",
+        [
+            "def extract_prompt(chosen_text, rejected_text)\n    return chosen_text\n",  # SyntaxError
+            "import subprocess\n\nclass PreferenceDataCollator:\n    pass\n\nsubprocess.run(['true'])\n",  # guard at load time
+            "x = 0\nwhile True:\n    x += 1\n",  # a top-level infinite loop: stopped, the next cells still run
+            (CASES / "correct" / "sequence_logprobs__cross_entropy.py").read_text(encoding="utf-8"),
+            "import signal\n\ndef dpo_loss(pc, pr, rc, rr, beta):\n    signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+            "    while True:\n        pass\n",
+            "import sys\n\ndef dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    sys.exit(0)\n",
+            "def win_rate(outcomes):\n    hog = bytearray(6 * 2**30)  # 6 GB, more than the worker's 4 GB allowance\n    return 0.5\n",
+        ],
+    )
     g = grade_notebook(path, list(rubric.EXERCISES), FAST)
     r = g.results
     assert r["extract_prompt"]["points"] == 0 and "SyntaxError" in r["extract_prompt"]["failures"][0]
     assert "(line 1)" in r["extract_prompt"]["failures"][0]
-    assert r["PreferenceDataCollator"]["points"] == 0 and "started a subprocess" in r["PreferenceDataCollator"]["failures"][0]
+    assert (
+        r["PreferenceDataCollator"]["points"] == 0
+        and "started a subprocess" in r["PreferenceDataCollator"]["failures"][0]
+    )
     assert any("cell 3" in n and "took longer than 3 s" in n for n in g.notes)
     assert r["sequence_logprobs"]["points"] == 15
     assert r["dpo_loss"]["points"] == 0 and "killed" in r["dpo_loss"]["failures"][0]
@@ -156,12 +182,14 @@ def test_unreadable_notebooks_and_missing_paths_are_reported_not_raised(tmp_path
 
 
 def test_only_imports_and_exercise_cells_run_and_a_lost_tag_is_recovered(tmp_path):
-    from dpo_lab.grader import exercise_cells
+    from dpo_lab.course.grader import exercise_cells
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import numpy as np", metadata={"tags": ["imports"]}),
-                nbformat.v4.new_code_cell("model = train_for_an_hour()"),  # never executed by the grader
-                nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n")]  # no "exercise" tag
+    nb.cells = [
+        nbformat.v4.new_code_cell("import numpy as np", metadata={"tags": ["imports"]}),
+        nbformat.v4.new_code_cell("model = train_for_an_hour()"),  # never executed by the grader
+        nbformat.v4.new_code_cell("def win_rate(outcomes):\n    return 0.5\n"),
+    ]  # no "exercise" tag
     cells, defined, notes = exercise_cells(nb)
     assert defined == ["win_rate"] and "tag is missing" in notes[0]
     assert [c["index"] for c in cells] == [0, 2]
@@ -170,14 +198,17 @@ def test_only_imports_and_exercise_cells_run_and_a_lost_tag_is_recovered(tmp_pat
 @pytest.mark.slow
 def test_calling_the_packages_own_implementation_scores_zero(tmp_path):
     step = (CASES / "correct" / "dpo_step__reference_helper.py").read_text(encoding="utf-8")
-    path = _notebook(tmp_path / "copied.ipynb", [
-        "from dpo_lab.winrate import win_rate as _theirs\n\ndef win_rate(outcomes):\n    return _theirs(outcomes)\n",
-        "def dpo_loss(pc, pr, rc, rr, beta):\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",
-        "class PreferenceDataCollator(dpo_lab.PreferenceDataCollator):\n    pass\n",
-        "def extract_prompt(chosen_text, rejected_text):\n    return dpo_lab.data.extract_prompt(chosen_text, rejected_text)\n",
-        # dpo_step may use the package's dpo_loss and batch_logprobs: they belong to other exercises
-        step.replace("dpo_loss(policy_chosen", "dpo_lab.dpo_loss(policy_chosen"),
-    ])
+    path = _notebook(
+        tmp_path / "copied.ipynb",
+        [
+            "from dpo_lab.evaluation.winrate import win_rate as _theirs\n\ndef win_rate(outcomes):\n    return _theirs(outcomes)\n",
+            "def dpo_loss(pc, pr, rc, rr, beta):\n    return dpo_lab.dpo_loss(pc, pr, rc, rr, beta)\n",
+            "class PreferenceDataCollator(dpo_lab.PreferenceDataCollator):\n    pass\n",
+            "def extract_prompt(chosen_text, rejected_text):\n    return dpo_lab.data.sources.extract_prompt(chosen_text, rejected_text)\n",
+            # dpo_step may use the package's dpo_loss and batch_logprobs: they belong to other exercises
+            step.replace("dpo_loss(policy_chosen", "dpo_lab.dpo_loss(policy_chosen"),
+        ],
+    )
     g = grade_notebook(path, ["extract_prompt", "PreferenceDataCollator", "dpo_loss", "dpo_step", "win_rate"], FAST)
     for name in ("extract_prompt", "PreferenceDataCollator", "dpo_loss", "win_rate"):
         assert g.results[name]["points"] == 0, name
@@ -187,8 +218,10 @@ def test_calling_the_packages_own_implementation_scores_zero(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- attacks on the grader itself
 
-_UNIMPLEMENTED_03 = ("def dpo_loss(pc, pr, rc, rr, beta):\n    raise NotImplementedError\n\n\n"
-                     "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n")
+_UNIMPLEMENTED_03 = (
+    "def dpo_loss(pc, pr, rc, rr, beta):\n    raise NotImplementedError\n\n\n"
+    "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n"
+)
 
 
 @pytest.mark.slow
@@ -206,7 +239,8 @@ def test_forged_messages_on_the_grader_channel_earn_nothing(tmp_path):
         "            os.write(fd, ''.join(json.dumps(m) + '\\n' for m in fake).encode())\n"
         "    except OSError:\n"
         "        pass\n"
-        "os._exit(0)\n")
+        "os._exit(0)\n"
+    )
     claim_replies = (
         "import json, os, stat\n\n"
         "def dpo_loss(pc, pr, rc, rr, beta):\n"
@@ -216,7 +250,8 @@ def test_forged_messages_on_the_grader_channel_earn_nothing(tmp_path):
         "                os.write(fd, ''.join(json.dumps({'id': i, 'ok': '', 'defined': True}) + '\\n' for i in range(1, 20)).encode())\n"
         "        except OSError:\n"
         "            pass\n"
-        "    return pc, pc, pc\n")
+        "    return pc, pc, pc\n"
+    )
     forged = grade_notebook(_notebook(tmp_path / "forged.ipynb", [forge_all_pipes]), ["dpo_loss", "dpo_step"], FAST)
     assert {n: r["points"] for n, r in forged.results.items()} == {"dpo_loss": 0, "dpo_step": 0}
     assert all("message channel" in r["failures"][0] for r in forged.results.values()), forged.results
@@ -235,15 +270,20 @@ def test_one_submission_breaking_the_channel_does_not_stop_the_class(tmp_path):
     shutil.copy(repo_root() / "03-DPO_Training.ipynb", klass / "mallory" / "03-DPO_Training.ipynb")
     correct_loss = (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8")
     _fill(klass / "mallory" / "03-DPO_Training.ipynb", "dpo_loss", correct_loss)
-    _fill(klass / "mallory" / "03-DPO_Training.ipynb", "dpo_step",
-          "import os, stat\n\nfor fd in range(3, 64):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
-          "            os.write(fd, b'this is not JSON\\n')\n    except OSError:\n        pass\n\n\n"
-          "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n")
+    _fill(
+        klass / "mallory" / "03-DPO_Training.ipynb",
+        "dpo_step",
+        "import os, stat\n\nfor fd in range(3, 64):\n    try:\n        if stat.S_ISFIFO(os.fstat(fd).st_mode):\n"
+        "            os.write(fd, b'this is not JSON\\n')\n    except OSError:\n        pass\n\n\n"
+        "def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):\n    raise NotImplementedError\n",
+    )
     out = tmp_path / "grades"
     assert main(["grade", str(klass), "--out", str(out), "--timeout", "8"]) == 0
     reports = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (out / "students").glob("*.json")}
     assert sorted(reports) == ["alice", "mallory"]
-    assert reports["alice"]["exercises"]["dpo_loss"]["points"] == reports["alice"]["exercises"]["dpo_step"]["points"] == 15
+    assert (
+        reports["alice"]["exercises"]["dpo_loss"]["points"] == reports["alice"]["exercises"]["dpo_step"]["points"] == 15
+    )
     mallory = reports["mallory"]["exercises"]
     assert mallory["dpo_loss"]["points"] == 15  # its own cell is fine
     assert mallory["dpo_step"]["points"] == 0 and "message channel" in mallory["dpo_step"]["failures"][0]
@@ -254,7 +294,9 @@ def test_one_submission_breaking_the_channel_does_not_stop_the_class(tmp_path):
 def test_a_hang_in_c_code_costs_only_its_exercise_within_the_limit(tmp_path):
     # Attack 3 (issue 15): `sum(range(10**13))` at the top of an exercise cell never returns to Python, so
     # SIGALRM cannot stop it; it used to zero every exercise of the notebook and wait out the start-up limit.
-    hang_cell = "sum(range(10**13))\n\n\n" + _UNIMPLEMENTED_03.split("\n\n\n")[1].replace("raise NotImplementedError", "return {}")
+    hang_cell = "sum(range(10**13))\n\n\n" + _UNIMPLEMENTED_03.split("\n\n\n")[1].replace(
+        "raise NotImplementedError", "return {}"
+    )
     correct_loss = (CASES / "correct" / "dpo_loss__softplus.py").read_text(encoding="utf-8")
     clean = grade_notebook(_notebook(tmp_path / "clean.ipynb", [correct_loss]), ["dpo_loss"], FAST)
     hung = grade_notebook(_notebook(tmp_path / "hung.ipynb", [correct_loss, hang_cell]), ["dpo_loss", "dpo_step"], FAST)
@@ -263,5 +305,7 @@ def test_a_hang_in_c_code_costs_only_its_exercise_within_the_limit(tmp_path):
     assert "cell 2 took longer than 3 s (killed)" in hung.results["dpo_step"]["failures"][0], hung.results["dpo_step"]
     # one kill (cell limit + grace) and one more worker start-up on top of a clean grading; before the fix the
     # grader waited out the start-up limit (FAST.startup_timeout = 120 s). Generous factor: start-ups vary under load.
-    assert hung.seconds < 3 * clean.seconds + FAST.cell_timeout + FAST.kill_grace + 10 < FAST.startup_timeout, \
-        (hung.seconds, clean.seconds)
+    assert hung.seconds < 3 * clean.seconds + FAST.cell_timeout + FAST.kill_grace + 10 < FAST.startup_timeout, (
+        hung.seconds,
+        clean.seconds,
+    )

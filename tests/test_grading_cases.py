@@ -14,8 +14,8 @@ import pytest
 from grading_cases.mutations import BUGS as MUTATIONS
 from grading_cases.mutations import Bug, master_solutions, mutate
 
-from dpo_lab import rubric
-from dpo_lab.sandbox import PREAMBLE
+from dpo_lab.course import rubric
+from dpo_lab.course.sandbox import PREAMBLE
 
 CASES = Path(__file__).parent / "grading_cases"
 WHOLE_FILE_BUGS = sorted((CASES / "bugs").glob("*.py"))
@@ -51,7 +51,9 @@ def test_every_exercise_has_bugs_and_alternatives():
     assert sorted(SOLUTIONS) == sorted(rubric.EXERCISES)
     for exercise in rubric.EXERCISES:
         assert any(b.exercise == exercise for b, _ in ALL_BUGS), f"no classic bug for {exercise}"
-        assert any(p.stem.startswith(exercise + "__") for p in CORRECT), f"no alternative {exercise} in grading_cases/correct"
+        assert any(p.stem.startswith(exercise + "__") for p in CORRECT), (
+            f"no alternative {exercise} in grading_cases/correct"
+        )
     assert len(ALL_BUGS) >= 35
     assert len({(b.exercise, b.name) for b, _ in ALL_BUGS}) == len(ALL_BUGS)
 

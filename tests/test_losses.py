@@ -51,7 +51,9 @@ def test_average_is_sum_divided_by_response_length(batch, policy_and_reference):
     mean = sequence_logprobs(logits, batch["input_ids"], batch["loss_mask"], average=True)
     n_tokens = batch["loss_mask"][:, 1:].sum(-1).float()
     assert torch.allclose(mean, total / n_tokens, atol=1e-6)
-    assert torch.allclose(sequence_logprobs_lean(logits, batch["input_ids"], batch["loss_mask"], average=True), mean, atol=1e-6)
+    assert torch.allclose(
+        sequence_logprobs_lean(logits, batch["input_ids"], batch["loss_mask"], average=True), mean, atol=1e-6
+    )
 
 
 def test_lean_and_plain_paths_agree_in_value_and_gradient(batch, policy_and_reference):
@@ -129,7 +131,10 @@ def test_loss_formula_exact_values():
 
 def test_swapping_chosen_and_rejected_negates_the_margin(batch, policy_and_reference, tokenizer, tokenized_pairs):
     policy, reference = policy_and_reference
-    swapped = [{"prompt_ids": t["prompt_ids"], "chosen_ids": t["rejected_ids"], "rejected_ids": t["chosen_ids"]} for t in tokenized_pairs[:6]]
+    swapped = [
+        {"prompt_ids": t["prompt_ids"], "chosen_ids": t["rejected_ids"], "rejected_ids": t["chosen_ids"]}
+        for t in tokenized_pairs[:6]
+    ]
     swapped_batch = dpo_lab.PreferenceDataCollator(tokenizer)(swapped)
     results = []
     for b in (batch, swapped_batch):
@@ -190,6 +195,13 @@ def test_metrics_keys_are_trl_names(batch, policy_and_reference):
     rc, rr = dpo_lab.reference_logprobs(reference, batch)
     losses, cr, rj = dpo_loss(pc, pr, rc, rr, 0.1)
     m = dpo_metrics(pc, pr, cr, rj)
-    assert set(m) == {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"}
+    assert set(m) == {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    }
     assert m["rewards/margins"] == pytest.approx(m["rewards/chosen"] - m["rewards/rejected"], abs=1e-6)
     assert m["rewards/accuracies"] == pytest.approx((cr > rj).float().mean().item())

@@ -10,12 +10,15 @@ import pytest
 import torch
 
 import dpo_lab
-from dpo_lab.generation import generate, side_by_side
-from dpo_lab.inspection import batch_table, mask_picture, token_table
-from dpo_lab.winrate import bootstrap_ci, win_rate
+from dpo_lab.evaluation.generation import generate, side_by_side
+from dpo_lab.evaluation.inspection import batch_table, mask_picture, token_table
+from dpo_lab.evaluation.winrate import bootstrap_ci, win_rate
 
-PROMPTS = ["\n\nHuman: What is a habit loop?\n\nAssistant:", "\n\nHuman: Hi\n\nAssistant:",
-           "\n\nHuman: Explain compound interest with an example, please.\n\nAssistant:"]
+PROMPTS = [
+    "\n\nHuman: What is a habit loop?\n\nAssistant:",
+    "\n\nHuman: Hi\n\nAssistant:",
+    "\n\nHuman: Explain compound interest with an example, please.\n\nAssistant:",
+]
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +93,9 @@ def test_token_table_marks_the_boundary_and_a_scored_eos(tokenizer):
 
 
 def test_batch_table_and_mask_picture(tokenizer):
-    examples = dpo_lab.tokenize_pairs(tokenizer, [{"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": " Hello there, friend.",
-                                                   "rejected": " Go."}])
+    examples = dpo_lab.tokenize_pairs(
+        tokenizer, [{"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": " Hello there, friend.", "rejected": " Go."}]
+    )
     batch = dpo_lab.PreferenceDataCollator(tokenizer)(examples)
     table = batch_table(tokenizer, batch, 1)
     assert list(table.columns) == ["position", "token_id", "text", "attention_mask", "loss_mask"]
@@ -107,7 +111,7 @@ def test_batch_table_and_mask_picture(tokenizer):
 
 
 def test_stage_config_refuses_a_profile_other_than_the_run_folders():
-    from dpo_lab.pipeline import stage_config
+    from dpo_lab.run.pipeline import stage_config
 
     cfg = dpo_lab.get_config("smoke")
     assert stage_config(cfg, "auto", beta=0.5, dpo_lr=None).beta == 0.5
@@ -124,7 +128,7 @@ def evaluated_run(tmp_path_factory):
 
 
 def test_discover_models_orders_betas_and_skips_broken_runs(evaluated_run, tmp_path):
-    from dpo_lab.evaluation import discover_models
+    from dpo_lab.evaluation.stage import discover_models
 
     run_dir = tmp_path / "copy"
     shutil.copytree(evaluated_run, run_dir)
@@ -139,20 +143,35 @@ def test_discover_models_orders_betas_and_skips_broken_runs(evaluated_run, tmp_p
 
 
 def test_summary_perplexity_and_saved_evaluation(evaluated_run, tokenizer):
-    from dpo_lab.evaluation import EVAL_DIR, discover_models, heldout_perplexity, load_eval_model, save_evaluation, summarize_runs
-    from dpo_lab.prepare import load_prepared_data
+    from dpo_lab.evaluation.stage import (
+        EVAL_DIR,
+        discover_models,
+        heldout_perplexity,
+        load_eval_model,
+        save_evaluation,
+        summarize_runs,
+    )
+    from dpo_lab.run.prepare import load_prepared_data
 
     models, _ = discover_models(evaluated_run)
     summary = summarize_runs(models)
     sft = summary.iloc[0]
-    assert sft["model"] == "SFT" and sft["heldout_reward_margin"] == 0 == sft["heldout_logratio_margin"] and sft["heldout_dpo_loss"] == pytest.approx(math.log(2))
+    assert (
+        sft["model"] == "SFT"
+        and sft["heldout_reward_margin"] == 0 == sft["heldout_logratio_margin"]
+        and sft["heldout_dpo_loss"] == pytest.approx(math.log(2))
+    )
     assert list(summary["beta"][1:]) == [0.1, 0.5]
     prepared = load_prepared_data(evaluated_run)
-    ppl = heldout_perplexity(load_eval_model(models["SFT"]), prepared.tokenizer, prepared.splits["pairs_test"][:4], max_length=128)
+    ppl = heldout_perplexity(
+        load_eval_model(models["SFT"]), prepared.tokenizer, prepared.splits["pairs_test"][:4], max_length=128
+    )
     assert 1.0 < ppl < prepared.tokenizer.vocab_size * 2  # a random tiny model: near-uniform, finite
     with pytest.raises(ValueError):
         heldout_perplexity(load_eval_model(models["SFT"]), prepared.tokenizer, [], max_length=128)
-    out = save_evaluation(evaluated_run, prepared.config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"})
+    out = save_evaluation(
+        evaluated_run, prepared.config, summary=summary, models={k: v for k, v in models.items() if k != "SFT"}
+    )
     payload = json.loads((out / "summary.json").read_text())
     assert out.name == EVAL_DIR and payload["betas"] == [0.1, 0.5]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -173,27 +192,32 @@ def test_new_figures_have_titles_and_labelled_axes(evaluated_run, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from dpo_lab.checkpoints import read_history
-    from dpo_lab.evaluation import discover_models, summarize_runs
-    from dpo_lab.plots import plot_model_comparison, plot_overoptimization, save_figure
+    from dpo_lab.evaluation.plots import plot_model_comparison, plot_overoptimization, save_figure
+    from dpo_lab.evaluation.stage import discover_models, summarize_runs
+    from dpo_lab.infra.checkpoints import read_history
 
     folder = evaluated_run / "03_dpo" / "beta_0.1"
     manifest = json.loads((folder / "manifest.json").read_text())
     fig = plot_overoptimization(read_history(folder), manifest["metrics"]["initial_eval"], beta=0.1)
     assert _labelled(fig) and len(fig.axes) == 3
-    from dpo_lab.plots import plot_beta_sweep
+    from dpo_lab.evaluation.plots import plot_beta_sweep
 
     summary = summarize_runs(discover_models(evaluated_run)[0])
     comparison = plot_model_comparison(summary)
-    assert _labelled(comparison) and len([ax for ax in comparison.axes if ax.get_visible()]) == 4  # no perplexity column
+    assert (
+        _labelled(comparison) and len([ax for ax in comparison.axes if ax.get_visible()]) == 4
+    )  # no perplexity column
     sweep = plot_beta_sweep(summary, pick="DPO β=0.1")
-    assert _labelled(sweep) and [ax.get_ylabel() for ax in sweep.axes] == ["log-ratio margin, nats", "reward margin = β × nats"]
+    assert _labelled(sweep) and [ax.get_ylabel() for ax in sweep.axes] == [
+        "log-ratio margin, nats",
+        "reward margin = β × nats",
+    ]
     path = save_figure(comparison, tmp_path / "figures" / "cmp.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_environment_report_names_device_profile_and_versions():
-    from dpo_lab.runtime import environment_report
+    from dpo_lab.infra.runtime import environment_report
 
     line = environment_report(dpo_lab.get_config("smoke"))
     for part in ("profile smoke", "device cpu", "fp32", "torch", "transformers", "trl"):
@@ -201,7 +225,7 @@ def test_environment_report_names_device_profile_and_versions():
 
 
 def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
-    from dpo_lab.runtime import PROGRESS_ENV, progress_bar
+    from dpo_lab.infra.runtime import PROGRESS_ENV, progress_bar
 
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
     bar = progress_bar(True, total=3, disable=True)
@@ -213,7 +237,7 @@ def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
 
 
 def test_sampled_kl_is_zero_for_identical_models_and_positive_otherwise(tokenizer):
-    from dpo_lab.evaluation import sampled_kl
+    from dpo_lab.evaluation.stage import sampled_kl
 
     policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
     same = dpo_lab.tiny_random_model(tokenizer, seed=1)  # a separate module with the same weights
@@ -231,7 +255,7 @@ def test_sampled_kl_is_zero_for_identical_models_and_positive_otherwise(tokenize
 
 
 def test_generate_ids_keeps_the_eos_it_sampled(model, tokenizer):
-    from dpo_lab.generation import generate_ids
+    from dpo_lab.evaluation.generation import generate_ids
 
     results = generate_ids(model, tokenizer, PROMPTS, max_new_tokens=40, do_sample=True, seed=1)
     assert [p for p, _ in results] == [tokenizer(p)["input_ids"] for p in PROMPTS]
@@ -243,31 +267,37 @@ def test_generate_ids_keeps_the_eos_it_sampled(model, tokenizer):
 def _sweep(rows):
     import pandas as pd
 
-    table = pd.DataFrame([{"model": "SFT", "beta": None, "heldout_reward_margin": 0.0, "heldout_kl": 0.0}]
-                         + [{"model": f"DPO β={b:g}", "beta": b, "heldout_reward_margin": m, "heldout_kl": kl} for b, m, kl in rows])
+    table = pd.DataFrame(
+        [{"model": "SFT", "beta": None, "heldout_reward_margin": 0.0, "heldout_kl": 0.0}]
+        + [{"model": f"DPO β={b:g}", "beta": b, "heldout_reward_margin": m, "heldout_kl": kl} for b, m, kl in rows]
+    )
     table["heldout_logratio_margin"] = table["heldout_reward_margin"] / table["beta"].fillna(1.0)
     return table
 
 
 def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
-    from dpo_lab.evaluation import course_rule_pick
+    from dpo_lab.evaluation.stage import course_rule_pick
 
     # the README's cpu runs before this rule was fixed: reward margins 0.612 (β=0.1) and 1.519 (β=0.5)
     # are 6.12 and 3.04 nats; in nats β=0.1 moved the log-ratios twice as far, at a KL well under 10
     table = _sweep([(0.1, 0.612, 2.48), (0.5, 1.519, 0.89)])
     assert course_rule_pick(table) == "DPO β=0.1"
-    assert table.loc[table["heldout_reward_margin"].idxmax(), "model"] == "DPO β=0.5"  # what the β-scaled margin would pick
+    assert (
+        table.loc[table["heldout_reward_margin"].idxmax(), "model"] == "DPO β=0.5"
+    )  # what the β-scaled margin would pick
     # the KL limit excludes a run whatever its margin; nothing under the limit -> None
     assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)])) == "DPO β=0.5"
     assert course_rule_pick(_sweep([(0.05, 0.9, 12.0)])) is None
 
 
 def test_summary_reports_both_margins(evaluated_run):
-    from dpo_lab.evaluation import discover_models, summarize_runs
+    from dpo_lab.evaluation.stage import discover_models, summarize_runs
 
     summary = summarize_runs(discover_models(evaluated_run)[0]).set_index("model")
     for name, beta in (("DPO β=0.1", 0.1), ("DPO β=0.5", 0.5)):
         row = summary.loc[name]
         assert row["heldout_logratio_margin"] == pytest.approx(row["heldout_reward_margin"] / beta)
         manifest = json.loads((evaluated_run / "03_dpo" / f"beta_{beta:g}" / "manifest.json").read_text())
-        assert manifest["metrics"]["final_eval"]["eval_logratios/margins"] == pytest.approx(row["heldout_logratio_margin"], rel=1e-6)
+        assert manifest["metrics"]["final_eval"]["eval_logratios/margins"] == pytest.approx(
+            row["heldout_logratio_margin"], rel=1e-6
+        )

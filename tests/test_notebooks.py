@@ -15,8 +15,16 @@ import nbformat
 import pytest
 
 import dpo_lab
-from dpo_lab import selfcheck
-from dpo_lab.notebooks import NOTEBOOKS, _select, executed_name, master_notebooks, notebook_parameters, repo_root, run_lab
+from dpo_lab.course import selfcheck
+from dpo_lab.course.notebooks import (
+    NOTEBOOKS,
+    _select,
+    executed_name,
+    master_notebooks,
+    notebook_parameters,
+    repo_root,
+    run_lab,
+)
 
 ROOT = repo_root()
 EXERCISES = {  # notebook -> the public API names its exercise cells must define
@@ -65,7 +73,7 @@ def test_parameters_cell_comes_first_and_papermill_can_read_every_line(name):
 
 def test_notebook_04_defaults_are_the_evaluate_commands_defaults():
     """Same defaults, same numbers: `python -m dpo_lab evaluate` without --param measures what 04 measures."""
-    from dpo_lab.evaluation import EVAL_DEFAULTS
+    from dpo_lab.evaluation.stage import EVAL_DEFAULTS
 
     params = {}
     exec(_nb("04-Evaluation_and_Compare.ipynb").cells[1].source, {}, params)  # the parameters cell: plain assignments
@@ -113,7 +121,9 @@ def test_master_solutions_pass_their_self_checks():
     for name, api_names in EXERCISES.items():
         namespace = _exercise_namespace(name)
         for api_name in api_names:
-            assert selfcheck.check(api_name, namespace[api_name], verbose=False), f"{name}: the master {api_name} fails its self-check"
+            assert selfcheck.check(api_name, namespace[api_name], verbose=False), (
+                f"{name}: the master {api_name} fails its self-check"
+            )
 
 
 def test_self_checks_reject_an_unfinished_or_buggy_exercise():
@@ -146,7 +156,13 @@ def test_prose_is_traditional_chinese_with_questions_and_instructor_answers(name
 
 def test_notebook_03_derives_the_loss_in_latex():
     prose = "\n".join(c.source for c in _nb("03-DPO_Training.ipynb").cells if c.cell_type == "markdown")
-    for needed in ("Bradley–Terry", r"\log Z(x)", r"\mathcal{L}_{\mathrm{DPO}}", "implicit reward", r"\mathbb{D}_{\mathrm{KL}}"):
+    for needed in (
+        "Bradley–Terry",
+        r"\log Z(x)",
+        r"\mathcal{L}_{\mathrm{DPO}}",
+        "implicit reward",
+        r"\mathbb{D}_{\mathrm{KL}}",
+    ):
         assert needed in prose, needed
 
 
@@ -184,7 +200,11 @@ def _problems(path):
         for o in cell.get("outputs", []):
             if o.output_type == "error":
                 out.append(f"cell {i}: {o.ename}: {o.evalue}")
-            elif o.output_type == "stream" and o.name == "stderr" and re.search(r"warning|traceback", o.text, re.IGNORECASE):
+            elif (
+                o.output_type == "stream"
+                and o.name == "stderr"
+                and re.search(r"warning|traceback", o.text, re.IGNORECASE)
+            ):
                 out.append(f"cell {i} stderr: {o.text[:300]}")
     return out
 
@@ -205,7 +225,13 @@ def test_smoke_lab_runs_all_four_then_another_beta(smoke_lab):
     for stage in ("01_data", "02_sft", "03_dpo/beta_0.1", "03_dpo/beta_0.5", "04_eval"):
         assert (run_dir / stage / "manifest.json").exists(), stage
     executed = {p.name for p in (run_dir / "notebooks").glob("*.ipynb")}
-    assert executed == {NOTEBOOKS[0], NOTEBOOKS[1], "03-DPO_Training.beta_0.1.ipynb", "03-DPO_Training.beta_0.5.ipynb", NOTEBOOKS[3]}
+    assert executed == {
+        NOTEBOOKS[0],
+        NOTEBOOKS[1],
+        "03-DPO_Training.beta_0.1.ipynb",
+        "03-DPO_Training.beta_0.5.ipynb",
+        NOTEBOOKS[3],
+    }
     timings = json.loads((run_dir / "notebooks" / "timings.json").read_text())
     assert set(timings) == executed
     for path in sorted((run_dir / "notebooks").glob("*.ipynb")):
@@ -221,13 +247,29 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
     for row in summary["rows"]:  # every measurement exists for every model
-        assert {"perplexity", "sampled_kl", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate", "gold_reward",
-                "gold_reward_stderr", "helpfulness_1_5", "harmlessness_1_5", "mean_words"} <= set(row)
+        assert {
+            "perplexity",
+            "sampled_kl",
+            "refusal_rate",
+            "harmful_compliance_rate",
+            "over_refusal_rate",
+            "gold_reward",
+            "gold_reward_stderr",
+            "helpfulness_1_5",
+            "harmlessness_1_5",
+            "mean_words",
+        } <= set(row)
         assert row["refusal_rate"] is None or 0 <= row["refusal_rate"] <= 1
     rates = {(r["judge"], r["model"]): r for r in summary["win_rates"]}
-    assert set(rates) == {(j, m) for j in ("oracle", "gold judge") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")}
+    assert set(rates) == {
+        (j, m) for j in ("oracle", "gold judge") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")
+    }
     for r in rates.values():
-        assert r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"] and r["n_judged"] == r["n_requested"] and r["errors"] == 0
+        assert (
+            r["win_ci_low"] <= r["win_rate"] <= r["win_ci_high"]
+            and r["n_judged"] == r["n_requested"]
+            and r["errors"] == 0
+        )
         assert r["lc_ci_low"] <= r["lc_win_rate"] <= r["lc_ci_high"]
     assert summary["primary_judge"] == "oracle"
     for row in summary["rows"][1:]:  # the beta table carries each DPO model's ORACLE win rate vs SFT
@@ -237,29 +279,59 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     # the trust tables: every judge against the oracle on the generated pairs (before and after the relevance fix),
     # the bias checks, seen vs held-out topics, the counterfactual prefixes and the course's targets
     assert {(r["judge"], r["model"]) for r in summary["agreement"]} == {
-        (j, m) for j in ("gold judge", "gold judge (before the relevance fix)") for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")}
+        (j, m)
+        for j in ("gold judge", "gold judge (before the relevance fix)")
+        for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5")
+    }
     checks = {r["judge"]: r for r in summary["judge_checks"]}
     assert set(checks) == {"oracle", "gold judge", "gold judge (before the relevance fix)"}
     assert checks["oracle"]["probes"] == 1.0 and all(r["position_flips"] == 0.0 for r in checks.values())
     assert {(r["model"], r["split"]) for r in summary["splits"]} == {
-        (m, s) for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
+        (m, s) for m in ("SFT (another sample)", "DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")
+    }
     assert {(r["model"], r["split"]) for r in summary["implicit_by_split"]} == {
-        (m, s) for m in ("DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")}
+        (m, s) for m in ("DPO β=0.1", "DPO β=0.5") for s in ("seen topics", "held-out topics")
+    }
     # the answer key scores 5 on every prompt, so no model can beat SFT more often than it does
-    assert summary["ceiling"][0]["win_rate"] >= max(rates[("oracle", m)]["win_rate"] for m in ("DPO β=0.1", "DPO β=0.5"))
+    assert summary["ceiling"][0]["win_rate"] >= max(
+        rates[("oracle", m)]["win_rate"] for m in ("DPO β=0.1", "DPO β=0.5")
+    )
     assert len(summary["counterfactual"]) == 3 * 5 and len({r["n"] for r in summary["counterfactual"]}) == 1
-    assert [r["metric"] for r in summary["targets"]] == ["win rate vs SFT", "reward margin", "helpfulness 1–5", "harmlessness 1–5",
-                                                         "perplexity"]
+    assert [r["metric"] for r in summary["targets"]] == [
+        "win rate vs SFT",
+        "reward margin",
+        "helpfulness 1–5",
+        "harmlessness 1–5",
+        "perplexity",
+    ]
     assert summary["decoding"]["do_sample"] is True
     assert {r["model"] for r in summary["elo"]} == {"base", "SFT", "DPO β=0.1", "DPO β=0.5"}
     assert "vs_quality" in summary["gold_judge"] and "vs_quality" in summary["gold_judge_before_fix"]
-    for name in ("report.md", "win_rates.csv", "elo.csv", "cases.csv", "figures/elo.png", "figures/reward_kl_frontier.png",
-                 "targets.csv", "agreement.csv", "judge_checks.csv", "splits.csv", "ceiling.csv", "implicit_by_split.csv",
-                 "counterfactual.csv"):
+    for name in (
+        "report.md",
+        "win_rates.csv",
+        "elo.csv",
+        "cases.csv",
+        "figures/elo.png",
+        "figures/reward_kl_frontier.png",
+        "targets.csv",
+        "agreement.csv",
+        "judge_checks.csv",
+        "splits.csv",
+        "ceiling.csv",
+        "implicit_by_split.csv",
+        "counterfactual.csv",
+    ):
         assert (run_dir / "04_eval" / name).exists(), name
     report = (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")
-    for heading in ("## 對 SFT 的 win rate", "## 課程目標與 GPT-2 預期 vs 本次結果", "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
-                    "## Judge 的偏誤檢查", "## 效果在哪裡成立：見過的主題 vs held-out 主題", "## 反事實探針：只改 prompt 裡無關的個人資訊"):
+    for heading in (
+        "## 對 SFT 的 win rate",
+        "## 課程目標與 GPT-2 預期 vs 本次結果",
+        "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
+        "## Judge 的偏誤檢查",
+        "## 效果在哪裡成立：見過的主題 vs held-out 主題",
+        "## 反事實探針：只改 prompt 裡無關的個人資訊",
+    ):
         assert heading in report, heading
     assert "依 oracle（ground truth" in report
     assert not (run_dir / "human_ab").exists() or not any((run_dir / "human_ab").glob("*.json"))  # nobody clicked
@@ -273,11 +345,17 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
         assert m["metrics"]["reference_cache"].startswith("off")
         assert m["metrics"]["initial_eval"]["eval_rewards/accuracies"] == 0.0  # step 0: policy == reference, exactly
     assert json.loads((run_dir / "02_sft" / "manifest.json").read_text())["metrics"]["implementations"] == {
-        "sequence_logprobs": "student"}
+        "sequence_logprobs": "student"
+    }
     assert m01["config"]["beta"] == 0.1 and m05["config"]["beta"] == 0.5
     assert m01["created"] <= m05["created"]
-    for name in ("01_length_distributions.png", "02_sft_curves.png", "03_dpo_curves_beta_0.1.png",
-                 "03_dpo_curves_beta_0.5.png", "03_overoptimization_beta_0.5.png"):
+    for name in (
+        "01_length_distributions.png",
+        "02_sft_curves.png",
+        "03_dpo_curves_beta_0.1.png",
+        "03_dpo_curves_beta_0.5.png",
+        "03_overoptimization_beta_0.5.png",
+    ):
         assert (run_dir / "figures" / name).exists(), name
 
 
@@ -320,15 +398,27 @@ def test_numeric_comparison_allows_float32_noise_only():
 def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same numbers."""
     run_dir, _, _ = smoke_lab
-    from dpo_lab.evaluation import evaluate_run
+    from dpo_lab.evaluation.stage import evaluate_run
 
     notebook = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     result = evaluate_run(run_dir, progress=False, log=lambda *_: None)  # the notebook's defaults are EVAL_DEFAULTS
     cli = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert cli["models"] == notebook["models"] and cli["course_rule_pick"] == notebook["course_rule_pick"]
     assert cli["primary_judge"] == notebook["primary_judge"] == "oracle"
-    for key in ("win_rates", "elo", "rows", "targets", "agreement", "judge_checks", "splits", "ceiling", "implicit_by_split", "counterfactual",
-                "gold_judge", "gold_judge_before_fix"):
+    for key in (
+        "win_rates",
+        "elo",
+        "rows",
+        "targets",
+        "agreement",
+        "judge_checks",
+        "splits",
+        "ceiling",
+        "implicit_by_split",
+        "counterfactual",
+        "gold_judge",
+        "gold_judge_before_fix",
+    ):
         differences = _numeric_differences(cli[key], notebook[key], key)
         assert not differences, "\n".join(differences[:20])
     assert result["report"] == (run_dir / "04_eval" / "report.md").read_text(encoding="utf-8")

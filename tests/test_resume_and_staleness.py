@@ -16,9 +16,9 @@ import torch
 from conftest import Interrupted, count_calls, interrupt_after, make_smoke_run
 
 import dpo_lab
-from dpo_lab import pipeline
-from dpo_lab.checkpoints import StaleCheckpointError, read_history
-from dpo_lab.prepare import load_prepared_data, prepare_data, save_prepared_data
+from dpo_lab.infra.checkpoints import StaleCheckpointError, read_history
+from dpo_lab.run import pipeline
+from dpo_lab.run.prepare import load_prepared_data, prepare_data, save_prepared_data
 
 
 def _data(run_dir, **overrides):
@@ -112,7 +112,9 @@ def _local_dataset(run_dir, path, swap: bool = False):
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             chosen, rejected = (r["rejected"], r["chosen"]) if swap else (r["chosen"], r["rejected"])
-            f.write(json.dumps({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected}, ensure_ascii=False) + "\n"
+            )
     return path
 
 
@@ -153,8 +155,11 @@ def test_an_edited_or_truncated_data_file_is_named(tmp_path):
 
 def test_leftovers_of_a_killed_save_are_removed_when_the_stage_starts_again(tmp_path, capsys):
     make_smoke_run(tmp_path)
-    leftovers = [tmp_path / ".02_sft.abc123.tmp", tmp_path / "03_dpo" / ".beta_0.1.xyz.tmp",
-                 tmp_path / ".state" / "03_dpo" / "beta_0.1" / ".train_state.q1.tmp"]
+    leftovers = [
+        tmp_path / ".02_sft.abc123.tmp",
+        tmp_path / "03_dpo" / ".beta_0.1.xyz.tmp",
+        tmp_path / ".state" / "03_dpo" / "beta_0.1" / ".train_state.q1.tmp",
+    ]
     for folder in leftovers:
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"half a model")

@@ -1,4 +1,4 @@
-"""The LM head only on scored positions (dpo_lab.scored_logprobs): same log-probs and gradients as the textbook path."""
+"""The LM head only on scored positions (dpo_lab.fast.scored_logprobs): same log-probs and gradients as the textbook path."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import dpo_lab
-from dpo_lab.losses import batch_logprobs, sequence_logprobs
-from dpo_lab.scored_logprobs import _ScoredTokenLogProbs, scored_sequence_logprobs, supports_scored_head
+from dpo_lab.core.losses import sequence_logprobs
+from dpo_lab.fast.scored_logprobs import (
+    _ScoredTokenLogProbs,
+    batch_logprobs,
+    scored_sequence_logprobs,
+    supports_scored_head,
+)
 
 
 def _batch(tokenizer, pairs, n=4):
@@ -16,8 +21,15 @@ def _batch(tokenizer, pairs, n=4):
 
 
 def _tiny_llama(vocab_size: int):
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=512)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(3)
     return LlamaForCausalLM(config).eval()
 
@@ -34,7 +46,9 @@ def test_same_logprobs_as_the_full_logits_on_gpt2_and_llama(tokenizer, pairs):
         for average in (False, True):
             with torch.no_grad():
                 want = _textbook(model, batch, average)
-                got = scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average, chunk_rows=7)
+                got = scored_sequence_logprobs(
+                    model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average, chunk_rows=7
+                )
             assert torch.allclose(got, want, rtol=1e-6, atol=1e-5), (type(model).__name__, got - want)
         assert (want.abs() > 1).all(), "meaningful magnitudes, not zeros"
 
@@ -45,10 +59,19 @@ def test_same_gradients_for_every_parameter(tokenizer, pairs):
     grads = []
     for path in ("textbook", "kept softmax", "recomputed softmax"):
         model = dpo_lab.tiny_random_model(tokenizer, seed=1)
-        dpo_lab.runtime.disable_dropout(model)
-        logps = _textbook(model, batch) if path == "textbook" else \
-            scored_sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], chunk_rows=5,
-                                     keep_probs=path == "kept softmax")
+        dpo_lab.infra.runtime.disable_dropout(model)
+        logps = (
+            _textbook(model, batch)
+            if path == "textbook"
+            else scored_sequence_logprobs(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["loss_mask"],
+                chunk_rows=5,
+                keep_probs=path == "kept softmax",
+            )
+        )
         (logps * weights).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     textbook = grads[0]
@@ -69,6 +92,7 @@ def test_the_function_passes_gradcheck_with_a_bias_and_several_chunks():
 
     want = torch.log_softmax(hidden @ weight.T + bias, dim=-1).gather(-1, labels[:, None])[:, 0]
     for keep_probs in (True, False):
+
         def fn(h, w, b):
             return _ScoredTokenLogProbs.apply(h, w, b, labels, 3, keep_probs).double()
 
@@ -85,8 +109,10 @@ def test_lora_models_use_it_with_adapters_on_and_off_and_wrappers_do_not(tokeniz
     grads = []
     for path in ("scored", "textbook"):
         torch.manual_seed(0)  # the same LoRA A and B in both runs
-        lora = get_peft_model(dpo_lab.runtime.disable_dropout(dpo_lab.tiny_random_model(tokenizer, seed=1)),
-                              LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0))
+        lora = get_peft_model(
+            dpo_lab.infra.runtime.disable_dropout(dpo_lab.tiny_random_model(tokenizer, seed=1)),
+            LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0),
+        )
         for name, p in lora.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.5)  # adapters that change the output (fresh LoRA has B = 0)

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 import dpo_lab
-from dpo_lab.atomic import atomic_directory
-from dpo_lab.prepare import DATA_FILES, load_prepared_data
+from dpo_lab.infra.atomic import atomic_directory
+from dpo_lab.run.prepare import DATA_FILES, load_prepared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, check=True):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "dpo_lab", *args], capture_output=True, text=True, env=env, cwd=ROOT, check=check)
+    return subprocess.run(
+        [sys.executable, "-m", "dpo_lab", *args], capture_output=True, text=True, env=env, cwd=ROOT, check=check
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +88,14 @@ def test_cli_help_lists_options_and_bad_values_fail_clearly():
 def _hh_row(i: int, harmful: bool) -> str:
     q = f"How do I do thing number {i}?" if not harmful else f"How do I hurt person number {i}?"
     good = " Here is a careful, specific answer." if not harmful else " I can't help with that."
-    return json.dumps({"chosen": f"\n\nHuman: {q}\n\nAssistant:{good}", "rejected": f"\n\nHuman: {q}\n\nAssistant: No."})
+    return json.dumps(
+        {"chosen": f"\n\nHuman: {q}\n\nAssistant:{good}", "rejected": f"\n\nHuman: {q}\n\nAssistant: No."}
+    )
 
 
 def test_gpu_profile_code_path_on_a_local_hh_layout(tmp_path, tokenizer):
     """The students' path (HH-RLHF subsets + a Hub tokenizer), with local folders standing in for the Hub."""
-    from dpo_lab.prepare import prepare_data, save_prepared_data
+    from dpo_lab.run.prepare import prepare_data, save_prepared_data
 
     data = tmp_path / "hh-rlhf"
     for subset, harmful in (("helpful-base", False), ("harmless-base", True)):
@@ -99,7 +103,9 @@ def test_gpu_profile_code_path_on_a_local_hh_layout(tmp_path, tokenizer):
         (data / subset / "train.jsonl").write_text("\n".join(_hh_row(i, harmful) for i in range(20)) + "\n")
         (data / subset / "test.jsonl").write_text("\n".join(_hh_row(100 + i, harmful) for i in range(5)) + "\n")
     tokenizer.save_pretrained(tmp_path / "tok")
-    config = dpo_lab.get_config("gpu", dataset=str(data), model_name=str(tmp_path / "tok"), max_pairs=None, run_dir=str(tmp_path / "run"))
+    config = dpo_lab.get_config(
+        "gpu", dataset=str(data), model_name=str(tmp_path / "tok"), max_pairs=None, run_dir=str(tmp_path / "run")
+    )
     prepared = prepare_data(config)
     assert len(prepared.splits["pairs_train"]) == 40 and len(prepared.splits["pairs_test"]) == 10
     assert len(prepared.splits["sft_train"]) == 40  # SFT on HH's chosen responses
@@ -110,7 +116,7 @@ def test_gpu_profile_code_path_on_a_local_hh_layout(tmp_path, tokenizer):
 
 
 def test_single_file_is_split_by_prompt(tmp_path, tokenizer):
-    from dpo_lab.prepare import prepare_data
+    from dpo_lab.run.prepare import prepare_data
 
     path = tmp_path / "prefs.jsonl"
     path.write_text("\n".join(_hh_row(i, i % 2 == 0) for i in range(200)) + "\n")

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import dpo_lab  # noqa: E402
-from dpo_lab.stats import distinct_ngrams  # noqa: E402
+from dpo_lab.data.stats import distinct_ngrams  # noqa: E402
 
 P = "\n\nHuman: Q\n\nAssistant:"
 PAIRS = [
@@ -47,11 +47,23 @@ def test_plot_has_three_labelled_panels(tmp_path):
 def _history():
     rows = []
     for step in range(1, 21):
-        row = {"step": step, "loss": 0.69 - 0.01 * step, "rewards/chosen": 0.01 * step, "rewards/rejected": -0.02 * step,
-               "rewards/margins": 0.03 * step, "rewards/accuracies": min(1.0, 0.05 * step), "logps/chosen": -20.0,
-               "logps/rejected": -25.0 - step, "eval_loss": 2.0, "eval_perplexity": 7.4}
+        row = {
+            "step": step,
+            "loss": 0.69 - 0.01 * step,
+            "rewards/chosen": 0.01 * step,
+            "rewards/rejected": -0.02 * step,
+            "rewards/margins": 0.03 * step,
+            "rewards/accuracies": min(1.0, 0.05 * step),
+            "logps/chosen": -20.0,
+            "logps/rejected": -25.0 - step,
+            "eval_loss": 2.0,
+            "eval_perplexity": 7.4,
+        }
         if step % 5 == 0:
-            row.update({f"eval_{k}": v for k, v in row.items() if k.startswith(("rewards/", "logps/"))} | {"eval_kl": 0.1 * step})
+            row.update(
+                {f"eval_{k}": v for k, v in row.items() if k.startswith(("rewards/", "logps/"))}
+                | {"eval_kl": 0.1 * step}
+            )
         rows.append(row)
     return rows
 

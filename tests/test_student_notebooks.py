@@ -8,9 +8,9 @@ import json
 import nbformat
 import pytest
 
-from dpo_lab import selfcheck
-from dpo_lab.notebooks import NOTEBOOKS, repo_root, run_lab
-from dpo_lab.student import BEGIN, END, STUDENT_DIR, exercise_name, stale_student_notebooks, strip_solution
+from dpo_lab.course import selfcheck
+from dpo_lab.course.notebooks import NOTEBOOKS, repo_root, run_lab
+from dpo_lab.course.student import BEGIN, END, STUDENT_DIR, exercise_name, stale_student_notebooks, strip_solution
 
 STUDENT = repo_root() / STUDENT_DIR
 EXERCISES = ["extract_prompt", "PreferenceDataCollator", "sequence_logprobs", "dpo_loss", "dpo_step", "win_rate"]
@@ -40,7 +40,9 @@ def test_solutions_and_instructor_answers_are_removed_and_exercises_numbered():
             assert f'NotImplementedError("練習 {len(found)}: implement {found[-1]}' in student.source
             solution = master.source.split(BEGIN)[1].split(END)[0].strip().splitlines()
             assert not any(line.strip() and line in student.source for line in solution if len(line.strip()) > 20)
-        assert len(nb.cells) == len(nbformat.read(repo_root() / name, as_version=4).cells) - len(_cells(repo_root(), name, "instructor"))
+        assert len(nb.cells) == len(nbformat.read(repo_root() / name, as_version=4).cells) - len(
+            _cells(repo_root(), name, "instructor")
+        )
     assert found == EXERCISES
 
 
@@ -59,8 +61,10 @@ def test_unfinished_exercises_raise_and_fail_their_self_checks(tokenizer):
 
 def test_strip_solution_keeps_indentation_and_rejects_broken_markers():
     source = "class C:\n    def f(self):\n        ### BEGIN SOLUTION\n        return 1\n        ### END SOLUTION\n"
-    assert strip_solution(source, 7) == ('class C:\n    def f(self):\n'
-                                         '        raise NotImplementedError("練習 7: implement C (see the instructions above)")\n')
+    assert strip_solution(source, 7) == (
+        "class C:\n    def f(self):\n"
+        '        raise NotImplementedError("練習 7: implement C (see the instructions above)")\n'
+    )
     with pytest.raises(ValueError, match="never closed"):
         strip_solution("def f():\n    ### BEGIN SOLUTION\n    return 1\n", 1)
     with pytest.raises(ValueError, match="without"):
@@ -81,8 +85,12 @@ def test_untouched_student_notebooks_run_end_to_end_on_the_reference(tmp_path):
     assert used_reference == len(EXERCISES) + 2  # the re-run 03 falls back for dpo_loss and dpo_step again
     run = tmp_path / "run"
     # the reference path keeps the reference log-prob cache: computed by the first 03, reused by the second beta
-    assert json.loads((run / "03_dpo" / "beta_0.1" / "manifest.json").read_text())["metrics"]["reference_cache"].startswith("computed")
-    assert json.loads((run / "03_dpo" / "beta_0.5" / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
+    assert json.loads((run / "03_dpo" / "beta_0.1" / "manifest.json").read_text())["metrics"][
+        "reference_cache"
+    ].startswith("computed")
+    assert (
+        json.loads((run / "03_dpo" / "beta_0.5" / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
+    )
     assert _implementations(run / "02_sft") == {"sequence_logprobs": "reference"}
     assert _implementations(run / "03_dpo" / "beta_0.1") == {"dpo_loss": "reference", "dpo_step": "reference"}
 
@@ -111,13 +119,21 @@ def test_a_students_own_functions_train_the_models(tmp_path):
     for name, fills in FILLED.items():
         nb = nbformat.read(folder / name, as_version=4)
         for exercise, case in fills:
-            [cell] = [c for c in nb.cells if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]]
+            [cell] = [
+                c
+                for c in nb.cells
+                if "exercise" in c.metadata.get("tags", []) and f" {exercise}" in c.source.split("(")[0]
+            ]
             cell.source = PREAMBLE + (cases / case).read_text(encoding="utf-8")
         nbformat.write(nb, folder / name)
     run = tmp_path / "run"
     results = run_lab("smoke", run, root=folder, only=["01", "02", "03"], progress=False)
-    texts = [out.get("text", "") for r in results for cell in nbformat.read(r["output"], as_version=4).cells
-             for out in cell.get("outputs", [])]
+    texts = [
+        out.get("text", "")
+        for r in results
+        for cell in nbformat.read(r["output"], as_version=4).cells
+        for out in cell.get("outputs", [])
+    ]
     for exercise in ("sequence_logprobs", "dpo_loss", "dpo_step"):
         assert any(f"使用你的 {exercise}" in t for t in texts), exercise
     assert _implementations(run / "02_sft") == {"sequence_logprobs": "student"}

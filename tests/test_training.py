@@ -12,22 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import dpo_lab
 from conftest import Interrupted, count_calls, interrupt_after
 
-from dpo_lab import pipeline
-from dpo_lab.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
-from dpo_lab.dpo import DPOArgs, DPOTrainer, dpo_train
-from dpo_lab.evaluation import discover_models
-from dpo_lab.prepare import prepare_data, save_prepared_data
-from dpo_lab.sft import SFTArgs, TrainingDivergedError, sft_train
+import dpo_lab
+from dpo_lab.evaluation.stage import discover_models
+from dpo_lab.infra.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
+from dpo_lab.run import pipeline
+from dpo_lab.run.prepare import prepare_data, save_prepared_data
+from dpo_lab.training.dpo import DPOArgs, DPOTrainer, dpo_train
+from dpo_lab.training.sft import SFTArgs, TrainingDivergedError, sft_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dpo_args(**kw):
-    base = dict(beta=0.1, lr=5e-3, steps=6, batch_size=2, eval_every=3, progress=False, kl_limit=None, train_accuracy_limit=None)
+    base = dict(
+        beta=0.1, lr=5e-3, steps=6, batch_size=2, eval_every=3, progress=False, kl_limit=None, train_accuracy_limit=None
+    )
     return DPOArgs(**{**base, **kw})
 
 
@@ -50,7 +51,9 @@ def test_step_zero_is_ln2_and_kl_zero_when_reference_is_a_copy(tokenizer, tokeni
 
     policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
     reference = copy.deepcopy(policy)
-    result = dpo_train(policy, reference, tokenizer, tokenized_pairs, tokenized_pairs[:4], _dpo_args(steps=2), device="cpu")
+    result = dpo_train(
+        policy, reference, tokenizer, tokenized_pairs, tokenized_pairs[:4], _dpo_args(steps=2), device="cpu"
+    )
     assert result.history[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
     assert result.initial_eval["eval_kl"] == pytest.approx(0.0, abs=1e-6)
     assert result.final_eval["eval_kl"] > 0  # it moved
@@ -62,8 +65,10 @@ def test_reference_must_not_be_the_policy_object(tokenizer):
         DPOTrainer(policy, policy, beta=0.1)
 
 
-@pytest.mark.parametrize("kw, message", [({"beta": 0.0}, "beta must be > 0"), ({"beta": -1.0}, "beta must be > 0"),
-                                         ({"lr": 0.0}, "lr must be > 0")])
+@pytest.mark.parametrize(
+    "kw, message",
+    [({"beta": 0.0}, "beta must be > 0"), ({"beta": -1.0}, "beta must be > 0"), ({"lr": 0.0}, "lr must be > 0")],
+)
 def test_bad_hyperparameters(kw, message):
     with pytest.raises(ValueError, match=message):
         _dpo_args(**kw)
@@ -139,7 +144,9 @@ def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monk
     monkeypatch.setattr(pipeline, "load_reference_model", lambda *a, **k: calls.append(1) or original(*a, **k))
     first, r1 = pipeline.run_dpo_stage(smoke_run, beta=0.1, progress=False)
     assert calls == [1]  # the first run computes the cache
-    monkeypatch.setattr(pipeline, "load_reference_model", lambda *a, **k: pytest.fail("reference model loaded on a cached re-run"))
+    monkeypatch.setattr(
+        pipeline, "load_reference_model", lambda *a, **k: pytest.fail("reference model loaded on a cached re-run")
+    )
     second, r2 = pipeline.run_dpo_stage(smoke_run, beta=0.5, progress=False)
     assert json.loads((first / "manifest.json").read_text())["metrics"]["reference_cache"].startswith("computed")
     assert json.loads((second / "manifest.json").read_text())["metrics"]["reference_cache"] == "hit"
@@ -158,21 +165,26 @@ def test_cached_and_live_reference_give_the_same_run(smoke_run):
     _, cached = pipeline.run_dpo_stage(smoke_run, beta=0.2, progress=False)
     _, live = pipeline.run_dpo_stage(smoke_run, beta=0.2, use_cache=False, progress=False)
     for a, b in zip(cached.history, live.history):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["rewards/margins"] == pytest.approx(b["rewards/margins"], abs=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["rewards/margins"] == pytest.approx(
+            b["rewards/margins"], abs=1e-5
+        )
     assert cached.final_eval["eval_kl"] == pytest.approx(live.final_eval["eval_kl"], rel=1e-3, abs=1e-6)
 
 
 def _student_dpo_loss(calls):
     """A correct dpo_loss written another way (softplus), counting its calls: the student's, not the package's."""
+
     def dpo_loss(pc, pr, rc, rr, beta):
         calls.append(pc.shape[0])
         logits = beta * ((pc - rc) - (pr - rr))
         return torch.nn.functional.softplus(-logits), beta * (pc - rc).detach(), beta * (pr - rr).detach()
+
     return dpo_loss
 
 
 def _student_dpo_step(calls, loss_fn):
     """A correct dpo_step in a student's style (two forwards, its own sequence log-probs), counting its calls."""
+
     def dpo_step(policy, reference, batch, optimizer, beta, max_grad_norm=1.0):
         calls.append(batch["input_ids"].shape[0])
         policy.train()
@@ -188,6 +200,7 @@ def _student_dpo_step(calls, loss_fn):
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
         optimizer.step()
         return {**dpo_lab.dpo_metrics(pc, pr, cr, rj, losses), "grad_norm": float(grad_norm)}
+
     return dpo_step
 
 
@@ -195,7 +208,9 @@ def test_the_students_dpo_loss_and_step_train_the_model(smoke_run):
     loss_calls, step_calls = [], []
     student_loss = _student_dpo_loss(loss_calls)
     student_step = _student_dpo_step(step_calls, student_loss)
-    folder, result = pipeline.run_dpo_stage(smoke_run, beta=0.3, progress=False, dpo_loss=student_loss, dpo_step=student_step)
+    folder, result = pipeline.run_dpo_stage(
+        smoke_run, beta=0.3, progress=False, dpo_loss=student_loss, dpo_step=student_step
+    )
     steps = len(result.history)
     assert len(step_calls) == steps > 0  # every optimizer step was the student's function
     assert len(loss_calls) >= steps  # ... which used the student's loss (and so did the held-out evaluations)
@@ -205,14 +220,17 @@ def test_the_students_dpo_loss_and_step_train_the_model(smoke_run):
     # the same run on the package's path: the student's code trained the same model
     _, package = pipeline.run_dpo_stage(smoke_run, beta=0.3, use_cache=False, progress=False)
     for a, b in zip(result.history, package.history, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["logratios/margins"] == pytest.approx(b["logratios/margins"], abs=1e-4)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and a["logratios/margins"] == pytest.approx(
+            b["logratios/margins"], abs=1e-4
+        )
     assert result.final_eval["eval_loss"] == pytest.approx(package.final_eval["eval_loss"], abs=1e-5)
 
 
 def test_a_students_loss_alone_trains_on_the_cached_path(smoke_run):
     calls = []
-    folder, result = pipeline.run_dpo_stage(smoke_run, beta=0.4, progress=False, dpo_loss=_student_dpo_loss(calls),
-                                            dpo_step=dpo_lab.dpo_step)
+    folder, result = pipeline.run_dpo_stage(
+        smoke_run, beta=0.4, progress=False, dpo_loss=_student_dpo_loss(calls), dpo_step=dpo_lab.dpo_step
+    )
     metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
     assert metrics["implementations"] == {"dpo_loss": "student", "dpo_step": "reference"}
     assert not metrics["reference_cache"].startswith("off") and len(calls) >= len(result.history)
@@ -220,14 +238,17 @@ def test_a_students_loss_alone_trains_on_the_cached_path(smoke_run):
 
 def test_unfinished_exercises_fall_back_to_the_reference(smoke_run):
     folder, _ = pipeline.run_dpo_stage(smoke_run, beta=0.6, progress=False, dpo_loss=dpo_lab.dpo_loss, dpo_step=None)
-    assert json.loads((folder / "manifest.json").read_text())["metrics"]["implementations"] == {"dpo_loss": "reference",
-                                                                                                 "dpo_step": "reference"}
+    assert json.loads((folder / "manifest.json").read_text())["metrics"]["implementations"] == {
+        "dpo_loss": "reference",
+        "dpo_step": "reference",
+    }
     assert json.loads((smoke_run / "02_sft" / "manifest.json").read_text())["metrics"]["implementations"] == {
-        "sequence_logprobs": "reference"}
+        "sequence_logprobs": "reference"
+    }
 
 
 def test_merged_micro_batches_are_one_batch_with_chosen_rows_first(tokenizer, tokenized_pairs):
-    from dpo_lab.collator import merge_pair_batches
+    from dpo_lab.core.collator import merge_pair_batches
 
     collate = dpo_lab.PreferenceDataCollator(tokenizer)
     a, b = collate(tokenized_pairs[:2]), collate(tokenized_pairs[2:5])
@@ -241,8 +262,8 @@ def test_merged_micro_batches_are_one_batch_with_chosen_rows_first(tokenizer, to
 def test_sft_on_the_students_sequence_logprobs(smoke_run, tmp_path):
     import shutil
 
-    from dpo_lab.collator import SFTDataCollator
-    from dpo_lab.sft import sft_loss
+    from dpo_lab.core.collator import SFTDataCollator
+    from dpo_lab.training.sft import sft_loss
 
     calls = []
 
@@ -252,7 +273,9 @@ def test_sft_on_the_students_sequence_logprobs(smoke_run, tmp_path):
         return (logp * loss_mask[:, 1:]).sum(-1)
 
     model, tok, _ = pipeline.load_sft_checkpoint(smoke_run)
-    examples = [dpo_lab.tokenize_sft_example(tok, "\n\nHuman: hi\n\nAssistant:", " hello there" * k, 64) for k in (1, 3)]
+    examples = [
+        dpo_lab.tokenize_sft_example(tok, "\n\nHuman: hi\n\nAssistant:", " hello there" * k, 64) for k in (1, 3)
+    ]
     batch = SFTDataCollator(tok)(examples)
     assert sft_loss(model, batch, student_logprobs).item() == pytest.approx(sft_loss(model, batch).item(), rel=1e-5)
 
@@ -266,7 +289,7 @@ def test_sft_on_the_students_sequence_logprobs(smoke_run, tmp_path):
 
 
 def test_cache_for_other_inputs_is_not_used(smoke_run, tokenizer):
-    from dpo_lab.reference_cache import cache_key, cache_path, ensure_reference_logps, load_cache_file
+    from dpo_lab.fast.reference_cache import cache_key, cache_path, ensure_reference_logps, load_cache_file
 
     sft_dir = smoke_run / "02_sft"
     sft_id = verify_checkpoint(sft_dir, produced_by="02")["id"]
@@ -332,9 +355,9 @@ def test_killed_during_checkpoint_save_leaves_previous_checkpoint_loadable(tmp_p
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
         import torch, dpo_lab
-        from dpo_lab.checkpoints import save_model_checkpoint
+        from dpo_lab.infra.checkpoints import save_model_checkpoint
         from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained({str(tmp_path / 'tok')!r})
+        tok = AutoTokenizer.from_pretrained({str(tmp_path / "tok")!r})
         save_model_checkpoint({str(folder)!r}, dpo_lab.tiny_random_model(tok, seed=1), tok, {{"stage": "v1"}}, [])
         model = dpo_lab.tiny_random_model(tok, seed=2)
         original = model.save_pretrained
@@ -358,17 +381,40 @@ def test_killed_during_checkpoint_save_leaves_previous_checkpoint_loadable(tmp_p
 def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokenized_pairs, monkeypatch):
     args = _dpo_args(steps=8, save_every=3, eval_every=4)
     data, held = tokenized_pairs, tokenized_pairs[:4]
-    full = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
-                     tokenizer, data, held, args, device="cpu")
+    full = dpo_train(
+        dpo_lab.tiny_random_model(tokenizer, seed=1),
+        dpo_lab.tiny_random_model(tokenizer, seed=2),
+        tokenizer,
+        data,
+        held,
+        args,
+        device="cpu",
+    )
     with monkeypatch.context() as m:
         interrupt_after(m, DPOTrainer, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
         with pytest.raises(Interrupted):
-            dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
-                      tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
+            dpo_train(
+                dpo_lab.tiny_random_model(tokenizer, seed=1),
+                dpo_lab.tiny_random_model(tokenizer, seed=2),
+                tokenizer,
+                data,
+                held,
+                args,
+                device="cpu",
+                state_dir=tmp_path,
+            )
     assert (tmp_path / "train_state" / "state.pt").exists()
     steps_run = count_calls(monkeypatch, DPOTrainer, "train_step")
-    resumed = dpo_train(dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2),
-                        tokenizer, data, held, args, device="cpu", state_dir=tmp_path)
+    resumed = dpo_train(
+        dpo_lab.tiny_random_model(tokenizer, seed=1),
+        dpo_lab.tiny_random_model(tokenizer, seed=2),
+        tokenizer,
+        data,
+        held,
+        args,
+        device="cpu",
+        state_dir=tmp_path,
+    )
     assert steps_run["n"] == 2  # steps 7 and 8 only: it really resumed from the step-6 state
     assert [r["step"] for r in resumed.history] == list(range(1, 9))
     for a, b in zip(full.history, resumed.history):
@@ -385,8 +431,15 @@ def test_sft_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, pairs,
     with monkeypatch.context() as m:
         interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)  # dies in step 6
         with pytest.raises(Interrupted):
-            sft_train(dpo_lab.tiny_random_model(tokenizer, seed=5), tokenizer, examples, examples[:3], args, device="cpu",
-                      state_dir=tmp_path)
+            sft_train(
+                dpo_lab.tiny_random_model(tokenizer, seed=5),
+                tokenizer,
+                examples,
+                examples[:3],
+                args,
+                device="cpu",
+                state_dir=tmp_path,
+            )
     resumed_model = dpo_lab.tiny_random_model(tokenizer, seed=5)
     steps_run = count_calls(monkeypatch, torch.nn.utils, "clip_grad_norm_")
     resumed = sft_train(resumed_model, tokenizer, examples, examples[:3], args, device="cpu", state_dir=tmp_path)
@@ -394,15 +447,23 @@ def test_sft_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, pairs,
     assert [r["step"] for r in resumed.history] == list(range(1, 7))
     for a, b in zip(full.history, resumed.history):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
-    assert resumed.best_step == full.best_step and resumed.best_eval_loss == pytest.approx(full.best_eval_loss, abs=1e-6)
+    assert resumed.best_step == full.best_step and resumed.best_eval_loss == pytest.approx(
+        full.best_eval_loss, abs=1e-6
+    )
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(full_model.parameters(), resumed_model.parameters()))
 
 
 def test_sft_lowers_held_out_loss_and_keeps_the_best(tokenizer, pairs):
     examples = [dpo_lab.tokenize_sft_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs]
     model = dpo_lab.tiny_random_model(tokenizer, seed=5)
-    result = sft_train(model, tokenizer, examples, examples[:4], SFTArgs(steps=12, lr=5e-3, batch_size=4, eval_every=3,
-                                                                         progress=False), device="cpu")
+    result = sft_train(
+        model,
+        tokenizer,
+        examples,
+        examples[:4],
+        SFTArgs(steps=12, lr=5e-3, batch_size=4, eval_every=3, progress=False),
+        device="cpu",
+    )
     evals = [r["eval_loss"] for r in result.history if "eval_loss" in r]
     assert evals[-1] < evals[0] and result.best_eval_loss == min(evals)
     import pandas as pd
@@ -413,7 +474,10 @@ def test_sft_lowers_held_out_loss_and_keeps_the_best(tokenizer, pairs):
 
 def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "dpo_lab", *a], capture_output=True, text=True, env=env, cwd=ROOT)  # noqa: E731
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "dpo_lab", *a], capture_output=True, text=True, env=env, cwd=ROOT)
+
     bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "0.1")
     assert bad.returncode == 2 and "01-Setup_and_Data.ipynb" in bad.stderr
     assert run("data", "--profile", "smoke", "--run-dir", str(tmp_path)).returncode == 0

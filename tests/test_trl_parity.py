@@ -39,7 +39,9 @@ def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
         logging_steps=1,
     )
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-    return trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    return trl.DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
 
 
 def test_tokenize_pair_matches_trl_token_split(trl_trainer, tokenized_pairs):
@@ -52,7 +54,9 @@ def test_tokenize_pair_matches_trl_token_split(trl_trainer, tokenized_pairs):
 
 def test_collator_matches_trl_collator(trl_trainer, tokenizer, tokenized_pairs):
     ours = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs)
-    theirs = trl_trainer.data_collator(list(trl_trainer.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])))
+    theirs = trl_trainer.data_collator(
+        list(trl_trainer.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]))
+    )
     assert torch.equal(ours["input_ids"], theirs["input_ids"])
     assert torch.equal(ours["attention_mask"], theirs["attention_mask"])
     assert torch.equal(ours["loss_mask"], theirs["completion_mask"])
@@ -62,7 +66,11 @@ def test_collator_matches_trl_collator(trl_trainer, tokenizer, tokenized_pairs):
 def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, policy_and_reference, lean):
     policy, reference = policy_and_reference
     batch = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs)
-    trl_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": batch["loss_mask"]}
+    trl_batch = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "completion_mask": batch["loss_mask"],
+    }
 
     with torch.no_grad():
         ours_pc, ours_pr = dpo_lab.batch_logprobs(policy, batch, lean=lean)
@@ -71,9 +79,14 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
         trl_rc, trl_rr = trl_trainer.compute_ref_log_probs(reference, trl_batch)
         trl_loss = trl_trainer.compute_loss(policy, trl_batch)
 
-    logp_diff = max((o - t).abs().max().item() for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)))
-    print(f"\n[{'lean' if lean else 'plain'}] {len(pairs_of(batch))} pairs, |logp| up to {ours_pc.abs().max().item():.1f}:"
-          f" max |Δ logp| vs TRL = {logp_diff:.3g}")
+    logp_diff = max(
+        (o - t).abs().max().item()
+        for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr))
+    )
+    print(
+        f"\n[{'lean' if lean else 'plain'}] {len(pairs_of(batch))} pairs, |logp| up to {ours_pc.abs().max().item():.1f}:"
+        f" max |Δ logp| vs TRL = {logp_diff:.3g}"
+    )
     assert logp_diff <= 5e-5
     # the models really differ, so the loss is not the trivial ln 2
     assert (ours_pc - ours_rc).abs().min().item() > 1e-2
@@ -83,11 +96,15 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
     formula = dpo_lab.dpo_loss(trl_pc, trl_pr, trl_rc, trl_rr, BETA)[0].mean().item()
     # (2) end to end: the losses differ only by what the log-prob differences carry through;
     #     |d loss_i / d logp| = beta * sigmoid(-beta * margin_i) <= beta for each of the four log-probs
-    carried = BETA * sum((o - t).abs() for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr)))
+    carried = BETA * sum(
+        (o - t).abs() for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr))
+    )
     diff = abs(losses.mean().item() - trl_loss.item())
-    print(f"loss ours {losses.mean().item():.8f} TRL {trl_loss.item():.8f} |Δ| = {diff:.3g}"
-          f" (carried by the log-prob differences: <= {carried.mean().item():.3g}); formula on TRL's logps |Δ| ="
-          f" {abs(formula - trl_loss.item()):.3g}")
+    print(
+        f"loss ours {losses.mean().item():.8f} TRL {trl_loss.item():.8f} |Δ| = {diff:.3g}"
+        f" (carried by the log-prob differences: <= {carried.mean().item():.3g}); formula on TRL's logps |Δ| ="
+        f" {abs(formula - trl_loss.item()):.3g}"
+    )
     assert abs(formula - trl_loss.item()) <= 1e-6
     assert diff <= carried.mean().item() + 1e-7
     assert abs(losses.mean().item() - math.log(2)) > 1e-3
@@ -103,15 +120,25 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
 def test_long_sequences_match_trl_to_fp32_resolution(tmp_path, tokenizer, long_pairs, policy_and_reference):
     """Long responses (|logp| > 512, where one fp32 ulp is 6.1e-5): agree to ≤ 2·eps relative (eps = 2^-23)."""
     policy, reference = policy_and_reference
-    args = trl.DPOConfig(output_dir=str(tmp_path), beta=BETA, use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False)
+    args = trl.DPOConfig(
+        output_dir=str(tmp_path), beta=BETA, use_cpu=True, bf16=False, report_to="none", gradient_checkpointing=False
+    )
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in long_pairs]
-    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer = trl.DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
     batch = dpo_lab.PreferenceDataCollator(tokenizer)(dpo_lab.tokenize_pairs(tokenizer, long_pairs))
-    trl_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "completion_mask": batch["loss_mask"]}
+    trl_batch = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "completion_mask": batch["loss_mask"],
+    }
     with torch.no_grad():
         ours = torch.cat(dpo_lab.batch_logprobs(policy, batch))
         theirs = torch.cat(trainer.compute_ref_log_probs(policy, trl_batch))
     assert ours.abs().max() > 512
     ulp = torch.finfo(torch.float32).eps * theirs.abs()  # about one fp32 ulp at this magnitude
-    print(f"\nlong pairs: max |Δ logp| = {(ours - theirs).abs().max().item():.3g} (= {((ours - theirs).abs() / ulp).max().item():.2f} eps·|logp|)")
+    print(
+        f"\nlong pairs: max |Δ logp| = {(ours - theirs).abs().max().item():.3g} (= {((ours - theirs).abs() / ulp).max().item():.2f} eps·|logp|)"
+    )
     assert torch.all((ours - theirs).abs() <= 2 * ulp)

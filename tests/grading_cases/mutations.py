@@ -128,8 +128,8 @@ def master_solutions() -> dict[str, str]:
     """``{exercise: the master notebook's exercise cell, solution markers removed}``."""
     import nbformat
 
-    from dpo_lab.notebooks import NOTEBOOKS, repo_root
-    from dpo_lab.student import BEGIN, END, exercise_name
+    from dpo_lab.course.notebooks import NOTEBOOKS, repo_root
+    from dpo_lab.course.student import BEGIN, END, exercise_name
 
     out = {}
     for name in NOTEBOOKS:

@@ -1,0 +1,391 @@
+"""What a reader of notebook 04 takes away: success and failure cases, and a one-page Markdown report.
+
+Cases are chosen automatically from a score judge's comparison of DPO with SFT: the prompts where
+DPO's answer gained the most reward over SFT's, and where it lost the most. Reading both keeps the
+summary honest — an average win rate hides the answers that got worse.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .judges import Comparison
+
+REPORT_NAME = "report.md"
+
+
+def success_and_failure_cases(
+    prompts: list[str], answers_model: list[str], answers_reference: list[str], comparison: Comparison, *, k: int = 3
+):
+    """The ``k`` largest reward gains and the ``k`` largest losses of model A over the reference (needs judge scores)."""
+    import pandas as pd
+
+    scored = [j for j in comparison.judgments if j.score_a is not None and j.score_b is not None]
+    if not scored:
+        raise ValueError(
+            f"{comparison.judge} gave no scores: success/failure cases need a score judge (gold or reward model)"
+        )
+    scored.sort(key=lambda j: j.score_a - j.score_b, reverse=True)
+    picks = [("success", j) for j in scored[:k] if j.score_a - j.score_b > 0]
+    picks += [("failure", j) for j in scored[::-1][:k] if j.score_a - j.score_b < 0]
+    rows = [
+        {
+            "case": kind,
+            "prompt": _short_prompt(prompts[j.index]),
+            "model": answers_model[j.index],
+            "reference": answers_reference[j.index],
+            "model_reward": j.score_a,
+            "reference_reward": j.score_b,
+            "reward_gain": j.score_a - j.score_b,
+        }
+        for kind, j in picks
+    ]
+    return pd.DataFrame(
+        rows, columns=["case", "prompt", "model", "reference", "model_reward", "reference_reward", "reward_gain"]
+    )
+
+
+def _short_prompt(prompt: str) -> str:
+    """The last human turn of an HH-style transcript (what the answer responds to)."""
+    last = prompt.rsplit("Human:", 1)[-1]
+    return last.removesuffix("Assistant:").strip()
+
+
+def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return pattern.format(value) if isinstance(value, (int, float)) else str(value)
+
+
+def _table(df, columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
+    formats = formats or {}
+    present = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(columns[c] for c in present) + " |", "|" + "---|" * len(present)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], formats.get(c, "{:.3f}")) for c in present) + " |")
+    return "\n".join(lines)
+
+
+def judge_info(accuracy: dict[str, Any]) -> dict[str, Any]:
+    """The gold judge's validation numbers, labelled as the report prints them."""
+    return {
+        "held-out pairs 上與真實品質一致": accuracy.get("vs_quality"),
+        "與（有雜訊的）標籤一致": accuracy["vs_labels"],
+    }
+
+
+def build_report(
+    *,
+    run_dir: str | Path,
+    summary,
+    win_rates,
+    elo=None,
+    cases=None,
+    judge_info: dict[str, Any] | None = None,
+    pick: str | None = None,
+    settings: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+    primary: str | None = None,
+    tables: dict[str, Any] | None = None,
+    data_facts: dict[str, Any] | None = None,
+) -> str:
+    """One page of Markdown (zh-TW, as students read it in 04): the verdict first, then the tables, then the cases.
+
+    ``primary`` names the judge the verdict rests on (the oracle on the offline corpus); ``tables`` are
+    :mod:`dpo_lab.evaluation.trust`'s and the evaluation's extra tables (targets, agreement, checks, splits, …).
+    """
+    tables = tables or {}
+    lines = [f"# Lab-1.7 評估報告 — `{Path(run_dir).name}`", ""]
+    best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
+    if primary:
+        best = best[best["judge"] == primary]
+    dpo = best[best["model"].str.startswith("DPO")]
+    if len(dpo):
+        top = dpo.loc[dpo["win_rate"].idxmax()]
+        truth = "（ground truth，依語料的已知事實逐條判分）" if top["judge"] == "oracle" else ""
+        lines.append(
+            f"**結論。** 依 {top['judge']}{truth}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
+            f"{top['win_rate']:.1%}（95 % 信賴區間 {top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）"
+            + (
+                f"；控制長度後 {top['lc_win_rate']:.1%}（{top['lc_ci_low']:.1%}–{top['lc_ci_high']:.1%}）"
+                if "lc_win_rate" in top and top["lc_win_rate"] == top["lc_win_rate"]
+                else ""
+            )
+            + "。"
+        )
+    if pick:
+        lines.append(f"課程規則（held-out KL < 10 之下 log-ratio margin（nats）最大）選 **{pick}**。")
+    if settings:
+        lines.append("回答的生成設定：" + "、".join(f"{k} = {v}" for k, v in settings.items()) + "。")
+    if judge_info:
+        lines.append("Judge：" + "、".join(f"{k} {_fmt(v, '{:.4g}')}" for k, v in judge_info.items()) + "。")
+    lines += [
+        "",
+        "## 對 SFT 的 win rate",
+        "",
+        _table(
+            win_rates,
+            {
+                "model": "模型",
+                "judge": "judge",
+                "win_rate": "win rate",
+                "win_ci_low": "區間下界",
+                "win_ci_high": "區間上界",
+                "lc_win_rate": "控制長度",
+                "lc_ci_low": "下界",
+                "lc_ci_high": "上界",
+                "ties": "平手",
+                "n_judged": "比較數",
+                "errors": "錯誤",
+            },
+            {
+                "win_rate": "{:.1%}",
+                "win_ci_low": "{:.1%}",
+                "win_ci_high": "{:.1%}",
+                "ties": "{:.0%}",
+                "n_judged": "{:d}",
+                "errors": "{:d}",
+                "lc_win_rate": "{:.1%}",
+                "lc_ci_low": "{:.1%}",
+                "lc_ci_high": "{:.1%}",
+            },
+        ),
+    ]
+    lines += _trust_sections(tables, data_facts or {})
+    lines += [
+        "",
+        "## 模型",
+        "",
+        "reward margin 是 TRL 記錄的 β × log-ratio 差（reward 單位，隨 β 縮放）；log-ratio margin 是同一個差以 nats 表示，"
+        "不同 β 之間只能比較後者。",
+        "",
+        _table(
+            summary,
+            {
+                "model": "模型",
+                "win_rate_vs_sft": "對 SFT win rate",
+                "heldout_accuracy": "accuracy",
+                "heldout_reward_margin": "reward margin",
+                "heldout_logratio_margin": "log-ratio margin（nats）",
+                "heldout_kl": "KL（held-out）",
+                "sampled_kl": "KL（取樣）",
+                "perplexity_change_vs_sft": "Δ perplexity",
+                "gold_reward": "gold reward",
+                "oracle_helpfulness_1_5": "helpfulness 1–5（oracle）",
+                "oracle_harmlessness_1_5": "harmlessness 1–5（oracle）",
+                "off_topic_share": "離題",
+                "helpfulness_1_5": "helpfulness 1–5（judge）",
+                "harmlessness_1_5": "harmlessness 1–5（judge）",
+                "refusal_rate": "拒絕率",
+                "harmful_compliance_rate": "有害配合率",
+                "over_refusal_rate": "過度拒絕率",
+                "mean_words": "平均詞數",
+            },
+            {
+                "perplexity_change_vs_sft": "{:+.1%}",
+                "mean_words": "{:.1f}",
+                "win_rate_vs_sft": "{:.1%}",
+                "heldout_logratio_margin": "{:.2f}",
+                "off_topic_share": "{:.0%}",
+            },
+        ),
+    ]
+    if elo is not None and len(elo):
+        lines += [
+            "",
+            "## Elo（所有模型兩兩比較，同一個 judge；SFT = 1000）",
+            "",
+            _table(
+                elo,
+                {
+                    "model": "模型",
+                    "elo": "Elo",
+                    "elo_ci_low": "區間下界",
+                    "elo_ci_high": "區間上界",
+                    "games": "比較數",
+                    "score": "得分",
+                },
+                {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}", "score": "{:.1%}"},
+            ),
+        ]
+    if cases is not None and len(cases):
+        kinds = {"success": "進步", "failure": "退步"}
+        lines += ["", "## 相對 SFT 進步與退步最多的回答", ""]
+        for _, row in cases.iterrows():
+            lines.append(
+                f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— *{_one_line(row['prompt'])}*  "
+            )
+            lines.append(f"  DPO（{row['model_reward']:.2f}）：{_one_line(row['model'])}  ")
+            lines.append(f"  SFT（{row['reference_reward']:.2f}）：{_one_line(row['reference'])}")
+    if notes:
+        lines += ["", "## 備註", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[str]:
+    """The sections that say how far the verdict can be trusted (each only when its table exists)."""
+    pct = "{:.0%}"
+    lines: list[str] = []
+    if "targets" in tables and len(tables["targets"]):
+        t = tables["targets"]
+        model_col = [c for c in t.columns if c.endswith("(this run)") and not c.startswith("SFT")][0]
+        lines += [
+            "",
+            "## 課程目標與 GPT-2 預期 vs 本次結果",
+            "",
+            "helpfulness / harmlessness 用 oracle 的 1–5 分（有 oracle 時）；課程的 perplexity 數字是 GPT-2 的尺度，"
+            "這裡的模型與 tokenizer 不同，只比相對變化（本 Lab 的標準：不超過 SFT 的 +10 %）。",
+            "",
+            _table(
+                t.assign(met=t["met"].map({True: "✅ 達成", False: "❌ 未達成"}).fillna("—")),
+                {
+                    "metric": "指標",
+                    "SFT (this run)": "SFT（本次）",
+                    model_col: model_col.replace(" (this run)", "（本次）"),
+                    "course target SFT": "課程目標 SFT",
+                    "course target DPO": "課程目標 DPO",
+                    "GPT-2 expected SFT": "GPT-2 預期 SFT",
+                    "GPT-2 expected DPO": "GPT-2 預期 DPO",
+                    "met": "是否達成",
+                },
+                {},
+            ),
+        ]
+    if "agreement" in tables and len(tables["agreement"]):
+        lines += [
+            "",
+            "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
+            "",
+            "同一組生成回答對，judge 的判決（A 勝、B 勝或平手）與 oracle 相同的比例；「雙方都分出勝負時一致」只看兩者都沒判平手的對。",
+            "",
+            _table(
+                tables["agreement"],
+                {
+                    "judge": "judge",
+                    "model": "比較",
+                    "n": "對數",
+                    "agree": "一致",
+                    "n_decided": "雙方都分勝負",
+                    "agree_decided": "其中一致",
+                },
+                {"n": "{:d}", "n_decided": "{:d}", "agree": pct, "agree_decided": pct},
+            ),
+        ]
+    if "judge_checks" in tables and len(tables["judge_checks"]):
+        lines += [
+            "",
+            "## Judge 的偏誤檢查",
+            "",
+            "probes：手寫探針答對比例；relevance：偏好「回答這一題」勝過「回答別的主題」的比例（50 % = 分不出切題）；"
+            "padding：回答後面加上一句中性的廢話，judge 改判偏好加長版／原版的比例；position flips：兩個回答交換位置後判決改變的比例。",
+            "",
+            _table(
+                tables["judge_checks"],
+                {
+                    "judge": "judge",
+                    "probes": "probes",
+                    "relevance": "relevance",
+                    "prefers_padded": "偏好加長",
+                    "prefers_original": "偏好原版",
+                    "position_flips": "position flips",
+                    "error": "錯誤",
+                },
+                {
+                    "probes": pct,
+                    "relevance": pct,
+                    "prefers_padded": pct,
+                    "prefers_original": pct,
+                    "position_flips": pct,
+                },
+            ),
+        ]
+    if data_facts.get("chosen_longer_share") is not None:
+        lines += [
+            "",
+            f"訓練資料中 chosen 比 rejected 長的比例：{data_facts['chosen_longer_share']:.0%}"
+            "（長度偏誤的來源：DPO 學到「長一點比較好」，不一定學到「內容比較好」）。",
+        ]
+    if "ceiling" in tables and len(tables["ceiling"]):
+        row = tables["ceiling"].iloc[0]
+        lines += [
+            "",
+            f"上限參考：語料的標準答案（每題都用最好的 structured 回答）對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
+            f"（{row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}），控制長度後只剩 {row['lc_win_rate']:.1%}"
+            f"（{row['lc_ci_low']:.1%}–{row['lc_ci_high']:.1%}）：在這份語料裡，好的回答本來就比較長，控制長度也會扣掉真正的進步。",
+        ]
+    if "splits" in tables and len(tables["splits"]):
+        lines += [
+            "",
+            "## 效果在哪裡成立：見過的主題 vs held-out 主題",
+            "",
+            "oracle 判定的 win rate（對 SFT），依 prompt 的主題有沒有出現在訓練 pairs 分開：",
+            "",
+            _table(
+                tables["splits"],
+                {
+                    "model": "模型",
+                    "split": "主題",
+                    "n": "prompt 數",
+                    "win_rate": "win rate",
+                    "win_ci_low": "區間下界",
+                    "win_ci_high": "區間上界",
+                },
+                {"n": "{:d}", "win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}"},
+            ),
+        ]
+    if "implicit_by_split" in tables and len(tables["implicit_by_split"]):
+        lines += [
+            "",
+            "held-out pairs 上的 implicit reward（reference = SFT），同樣依主題分開：",
+            "",
+            _table(
+                tables["implicit_by_split"],
+                {
+                    "model": "模型",
+                    "split": "主題",
+                    "n_pairs": "pairs",
+                    "accuracy": "accuracy",
+                    "reward_margin": "reward margin",
+                    "logratio_margin": "log-ratio margin（nats）",
+                },
+                {"n_pairs": "{:d}", "logratio_margin": "{:.2f}"},
+            ),
+        ]
+    if "counterfactual" in tables and len(tables["counterfactual"]):
+        lines += [
+            "",
+            "## 反事實探針：只改 prompt 裡無關的個人資訊",
+            "",
+            "同一組請求前面加上不同的自我介紹；公平的模型，拒絕率與回答品質不該跟著變。每一組的題數很少（見各欄的題數），"
+            "差幾題就是幾個百分點。",
+            "",
+            _table(
+                tables["counterfactual"],
+                {
+                    "model": "模型",
+                    "prefix": "加上的資訊",
+                    "refusal_rate": "拒絕率",
+                    "n_should_refuse": "應拒絕",
+                    "over_refusal_rate": "過度拒絕率",
+                    "n_benign": "看似危險的無害問題",
+                    "oracle_quality": "oracle 品質",
+                    "n_helpful": "一般問題",
+                },
+                {
+                    "refusal_rate": pct,
+                    "over_refusal_rate": pct,
+                    "oracle_quality": "{:.2f}",
+                    "n_should_refuse": "{:d}",
+                    "n_benign": "{:d}",
+                    "n_helpful": "{:d}",
+                },
+            ),
+        ]
+    return lines
+
+
+def _one_line(text: str, limit: int = 220) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,878 @@
+"""Notebook 04's evaluation of finished runs: which models exist, their held-out numbers, perplexity, saving 04_eval/.
+
+What is measured here needs no judge: the implicit-reward accuracy and margin and the KL that stage
+03 recorded on the held-out pairs, and the perplexity of every model on the held-out chosen
+responses (the "does DPO cost language-model quality?" question). Judges and win rates build on this.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.collator import SFTDataCollator
+from ..core.tokenization import tokenize_sft_example
+from ..infra.atomic import atomic_directory
+from ..infra.checkpoints import StaleCheckpointError, read_history, verify_checkpoint
+from ..infra.manifest import build_manifest, read_manifest
+from ..run.pipeline import load_eval_model
+from ..training.sft import evaluate_lm_loss
+
+EVAL_DIR = "04_eval"
+RUN_03 = "03-DPO_Training.ipynb (or `python -m dpo_lab dpo --beta B`)"
+
+
+def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}`` (betas in increasing order) and the folders skipped, with why.
+
+    A DPO folder counts only if it is complete and was trained from the CURRENT 02_sft and 01_data;
+    an incomplete or stale one is listed in the second value, never silently compared.
+    """
+    from ..run.pipeline import DPO_DIR, RUN_02, SFT_DIR, _data_id
+
+    run_dir = Path(run_dir)
+    sft = verify_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={"01_data": _data_id(run_dir)})
+    models: dict[str, Path] = {"SFT": run_dir / SFT_DIR}
+    skipped: list[str] = []
+    found = []
+    for folder in (run_dir / DPO_DIR).glob("beta_*"):
+        try:
+            beta = float(folder.name.removeprefix("beta_"))
+        except ValueError:
+            skipped.append(f"{folder.name}: not a beta folder name")
+            continue
+        try:
+            verify_checkpoint(
+                folder, produced_by=RUN_03, expected_inputs={"01_data": _data_id(run_dir), SFT_DIR: sft["id"]}
+            )
+        except (FileNotFoundError, StaleCheckpointError) as e:
+            skipped.append(f"{folder.name}: {e}")
+            continue
+        found.append((beta, folder))
+    for beta, folder in sorted(found):
+        models[f"DPO β={beta:g}"] = folder
+    return models, skipped
+
+
+def summarize_runs(models: dict[str, Path]):
+    """One row per model: beta, steps, why training stopped, and the held-out metrics stage 03 recorded.
+
+    Two margins, two units: ``heldout_reward_margin`` is TRL's ``rewards/margins`` = β × (log-ratio of
+    chosen − log-ratio of rejected), in reward units that scale with β; ``heldout_logratio_margin`` is
+    the same difference in nats (the reward margin ÷ β), the unit in which runs with different betas
+    can be compared. The SFT row is the reference itself: margins 0, accuracy 0 (strict ">") and KL 0.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, folder in models.items():
+        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+        metrics = manifest.get("metrics", {})
+        if name == "SFT":
+            rows.append(
+                {
+                    "model": name,
+                    "beta": None,
+                    "steps": len(read_history(folder)),
+                    "stop_reason": "—",
+                    "heldout_accuracy": 0.0,
+                    "heldout_reward_margin": 0.0,
+                    "heldout_logratio_margin": 0.0,
+                    "heldout_kl": 0.0,
+                    "heldout_dpo_loss": math.log(2),
+                    "train_seconds": metrics.get("train_seconds"),
+                }
+            )
+            continue
+        final = metrics.get("final_eval", {})
+        beta = manifest["config"]["beta"]
+        margin = final.get("eval_rewards/margins")
+        rows.append(
+            {
+                "model": name,
+                "beta": beta,
+                "steps": metrics.get("steps_run"),
+                "stop_reason": metrics.get("stop_reason"),
+                "heldout_accuracy": final.get("eval_rewards/accuracies"),
+                "heldout_reward_margin": margin,
+                "heldout_logratio_margin": None if margin is None else margin / beta,
+                "heldout_kl": final.get("eval_kl"),
+                "heldout_dpo_loss": final.get("eval_loss"),
+                "train_seconds": metrics.get("train_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def heldout_perplexity(
+    model, tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, batch_size: int = 16, device=None
+) -> float:
+    """Perplexity of the held-out CHOSEN responses given their prompts (response tokens only, EOS included)."""
+    from ..infra.runtime import pick_device
+
+    if not pairs:
+        raise ValueError("heldout_perplexity() needs at least one pair")
+    device = pick_device(device)
+    examples = [tokenize_sft_example(tokenizer, p["prompt"], p["chosen"], max_length) for p in pairs]
+    model.to(device)
+    return evaluate_lm_loss(model, examples, SFTDataCollator(tokenizer, max_length=max_length), batch_size, device)[
+        "eval_perplexity"
+    ]
+
+
+def save_evaluation(
+    run_dir: str | Path,
+    config,
+    *,
+    summary,
+    generations=None,
+    figures: dict[str, Any] | None = None,
+    models: dict[str, Path] | None = None,
+    extra: dict[str, Any] | None = None,
+    tables: dict[str, Any] | None = None,
+    report: str | None = None,
+) -> Path:
+    """Write ``04_eval/`` atomically: summary.csv/json, one CSV per extra table, generations.csv, figures/*.png,
+    report.md and a manifest. (Human A/B labels live outside, in ``human_ab/``: re-running 04 never touches them.)"""
+    from .plots import save_figure
+
+    run_dir = Path(run_dir)
+    out = run_dir / EVAL_DIR
+    inputs = {}
+    for name, folder in (models or {}).items():
+        inputs[str(Path(folder).relative_to(run_dir))] = read_manifest(folder, produced_by=RUN_03)["id"]
+    betas = [float(b) for b in summary["beta"].dropna()]
+    with atomic_directory(out) as tmp:
+        summary.to_csv(tmp / "summary.csv", index=False)
+        records = json.loads(summary.to_json(orient="records"))
+        extra = {
+            k: json.loads(v.to_json(orient="records")) if hasattr(v, "to_json") else v for k, v in (extra or {}).items()
+        }
+        payload = {"models": list(summary["model"]), "betas": betas, "rows": records, **extra}
+        (tmp / "summary.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if generations is not None:
+            generations.to_csv(tmp / "generations.csv", index=False)
+        for name, table in (tables or {}).items():
+            table.to_csv(tmp / f"{name}.csv", index=False)
+        if report is not None:
+            (tmp / "report.md").write_text(report, encoding="utf-8")
+        for name, fig in (figures or {}).items():
+            save_figure(fig, tmp / "figures" / f"{name}.png")
+        manifest = build_manifest(EVAL_DIR, config, inputs=inputs, metrics={"betas": betas})
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    return out
+
+
+@torch.no_grad()
+def sampled_kl(
+    policy,
+    reference,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 16,
+    device=None,
+) -> dict[str, float]:
+    """Monte-Carlo sequence KL(policy ‖ reference) from the policy's OWN samples (nats per response).
+
+    KL = E_{y ~ π(·|x)} [log π(y|x) − log π_ref(y|x)]: sample one answer per prompt from the policy
+    (temperature 1, no top-k/top-p), score it under both models, average the log-ratio. Unlike the
+    teacher-forced KL of stage 03 (measured on the data's chosen answers), this is measured where the
+    policy actually puts its probability. Answers are cut at ``max_new_tokens`` (the KL of that prefix).
+    Returns the mean, its standard error and the number of samples.
+    """
+    from ..core.collator import PreferenceDataCollator
+    from ..fast.scored_logprobs import batch_logprobs
+    from ..infra.runtime import pick_device
+    from .generation import generate_ids
+
+    device = pick_device(device)
+    samples = generate_ids(
+        policy,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+    )
+    examples = [{"prompt_ids": p, "chosen_ids": y, "rejected_ids": y} for p, y in samples if y]
+    if not examples:
+        raise ValueError("the policy produced no tokens for any prompt")
+    collate = PreferenceDataCollator(tokenizer)
+    modes = (policy.training, reference.training)
+    policy.to(device).eval()  # eval mode: dropout would add noise to both log-probs (and a KL > 0 between equal models)
+    reference.to(device).eval()
+    ratios: list[float] = []
+    for start in range(0, len(examples), batch_size):
+        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+        policy_logps, _ = batch_logprobs(policy, batch)
+        reference_logps, _ = batch_logprobs(reference, batch)
+        ratios += (policy_logps - reference_logps).tolist()
+    policy.train(modes[0])
+    reference.train(modes[1])
+    n = len(ratios)
+    mean = sum(ratios) / n
+    std = (sum((r - mean) ** 2 for r in ratios) / max(n - 1, 1)) ** 0.5
+    return {"sampled_kl": mean, "sampled_kl_stderr": std / n**0.5, "n_samples": n}
+
+
+# ---------------------------------------------------------------------------------------------------- per-model tables
+def perplexity_table(
+    models: dict[str, Path], tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, device=None
+):
+    """Held-out perplexity of every model and its change relative to SFT."""
+    import pandas as pd
+
+    values = {}
+    for name, folder in models.items():
+        values[name] = heldout_perplexity(
+            load_eval_model(folder, device), tokenizer, pairs, max_length=max_length, device=device
+        )
+    return pd.DataFrame(
+        {
+            "model": list(values),
+            "perplexity": list(values.values()),
+            "perplexity_change_vs_sft": [v / values["SFT"] - 1 for v in values.values()],
+        }
+    )
+
+
+def sampled_kl_table(
+    models: dict[str, Path], tokenizer, prompts: list[str], *, max_new_tokens: int, seed: int, device=None
+):
+    """:func:`sampled_kl` of every DPO model against SFT (SFT itself: 0 by definition)."""
+    import pandas as pd
+
+    reference = load_eval_model(models["SFT"], device)
+    rows = [{"model": "SFT", "sampled_kl": 0.0, "sampled_kl_stderr": 0.0}]
+    for name, folder in models.items():
+        if name != "SFT":
+            estimate = sampled_kl(
+                load_eval_model(folder, device),
+                reference,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                device=device,
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "sampled_kl": estimate["sampled_kl"],
+                    "sampled_kl_stderr": estimate["sampled_kl_stderr"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def safety_table(rows: list[dict[str, Any]], answers: dict[str, list[str]]):
+    """Refusal, harmful-compliance and over-refusal rates per model (:func:`dpo_lab.evaluation.safety.safety_report`)."""
+    import pandas as pd
+
+    from .safety import safety_report
+
+    return pd.DataFrame([{"model": name, **safety_report(rows, texts)} for name, texts in answers.items()])
+
+
+def judge_score_table(
+    judge,
+    prompts: list[str],
+    answers: dict[str, list[str]],
+    *,
+    refuse_prompts: list[str] | None = None,
+    refuse_answers: dict[str, list[str]] | None = None,
+):
+    """Per model: the judge's mean reward (± standard error) and, when calibrated, helpfulness / harmlessness on 1–5."""
+    import pandas as pd
+
+    rows = []
+    for name, texts in answers.items():
+        rewards = judge.score(prompts, texts).double()
+        row = {
+            "model": name,
+            "gold_reward": float(rewards.mean()),
+            "gold_reward_stderr": float(rewards.std() / len(rewards) ** 0.5) if len(rewards) > 1 else 0.0,
+        }
+        if "helpful" in getattr(judge, "calibration", {}):
+            row["helpfulness_1_5"] = float(judge.quality_1_5(prompts, texts, "helpful").mean())
+        if (
+            "harmless" in getattr(judge, "calibration", {})
+            and refuse_prompts
+            and refuse_answers
+            and name in refuse_answers
+        ):
+            row["harmlessness_1_5"] = float(judge.quality_1_5(refuse_prompts, refuse_answers[name], "harmless").mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def length_table(answers: dict[str, list[str]]):
+    """Answer length in words per model (DPO's length bias): mean, median, min, max."""
+    import pandas as pd
+
+    rows = []
+    for name, texts in answers.items():
+        words = pd.Series([len(t.split()) for t in texts], dtype=float)
+        rows.append(
+            {
+                "model": name,
+                "mean_words": words.mean(),
+                "median_words": words.median(),
+                "min_words": words.min(),
+                "max_words": words.max(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def with_win_rates(summary, win_rates, judge: str = "gold judge"):
+    """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one table."""
+    rows = win_rates[(win_rates["judge"] == judge) & win_rates["model"].isin(summary["model"])]
+    columns = {"win_rate": "win_rate_vs_sft", "win_ci_low": "win_ci_low", "win_ci_high": "win_ci_high"}
+    if "lc_win_rate" in rows:
+        columns["lc_win_rate"] = "lc_win_rate_vs_sft"
+    return summary.merge(rows[["model", *columns]].rename(columns=columns), on="model", how="left")
+
+
+@torch.no_grad()
+def implicit_reward_by_split(
+    models: dict[str, Path],
+    tokenizer,
+    pairs: list[dict[str, Any]],
+    train_topics: set[str],
+    *,
+    betas: dict[str, float],
+    max_length: int | None,
+    batch_size: int = 16,
+    device=None,
+):
+    """Held-out implicit-reward accuracy and margins of every DPO model, split by seen vs held-out topics.
+
+    A pair's topic is "seen" when some TRAINING pair has it. The reference is the SFT model, as in 03;
+    the numbers use the same definitions as 03's held-out evaluation (accuracy: chosen reward strictly
+    above rejected; reward margin = β × log-ratio margin).
+    """
+    import pandas as pd
+
+    from ..core.collator import PreferenceDataCollator
+    from ..core.tokenization import tokenize_pairs
+    from ..fast.scored_logprobs import batch_logprobs
+    from ..infra.runtime import pick_device
+
+    device = pick_device(device)
+    examples = tokenize_pairs(tokenizer, pairs, max_length)
+    has_topics = any(p.get("topic") for p in pairs)  # HH-RLHF has none: one row per model, over all pairs
+    seen = [p.get("topic") in train_topics if has_topics else True for p in pairs]
+    groups = (("seen topics", True), ("held-out topics", False)) if has_topics else (("all pairs", True),)
+    collate = PreferenceDataCollator(tokenizer)
+
+    def logratios(model) -> tuple[torch.Tensor, torch.Tensor]:
+        model.to(device).eval()
+        chosen, rejected = [], []
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
+            c, r = batch_logprobs(model, batch)
+            chosen.append(c.double().cpu())
+            rejected.append(r.double().cpu())
+        return torch.cat(chosen), torch.cat(rejected)
+
+    ref_c, ref_r = logratios(load_eval_model(models["SFT"], device))
+    rows = []
+    for name, folder in models.items():
+        if name == "SFT":
+            continue
+        pol_c, pol_r = logratios(load_eval_model(folder, device))
+        margin = (pol_c - ref_c) - (pol_r - ref_r)
+        for split, flag in groups:
+            idx = torch.tensor([s == flag for s in seen])
+            if idx.any():
+                m = margin[idx]
+                rows.append(
+                    {
+                        "model": name,
+                        "split": split,
+                        "n_pairs": int(idx.sum()),
+                        "accuracy": float((m > 0).double().mean()),
+                        "logratio_margin": float(m.mean()),
+                        "reward_margin": float(betas[name] * m.mean()),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def counterfactual_table(
+    models: dict[str, Path],
+    tokenizer,
+    rows: list[dict[str, Any]],
+    *,
+    run_dir: str | Path,
+    device=None,
+    progress: bool = False,
+    prefixes: dict[str, str] | None = None,
+    **settings: Any,
+):
+    """The same requests with an irrelevant personal detail in front (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
+    per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
+    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move."""
+    import pandas as pd
+
+    from .answers import collect_answers
+    from .bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
+    from .oracle import score_answers
+    from .safety import classify_response
+    from .trust import oracle_applies
+
+    out = []
+    with_oracle = oracle_applies(
+        [r["prompt"] for r in rows if "should_refuse" not in r]
+    )  # the quality column needs the corpus
+    for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
+        prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
+        answers = collect_answers(
+            models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings
+        )
+        for name, texts in answers.items():
+            risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
+            benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
+            helpful = (
+                [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r] if with_oracle else []
+            )
+            out.append(
+                {
+                    "model": name,
+                    "prefix": label,
+                    "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
+                    "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
+                    "oracle_quality": (sum(v.score for v in score_answers(*zip(*helpful))) / len(helpful))
+                    if helpful
+                    else None,
+                    "n": len(texts),
+                    "n_should_refuse": len(risky),
+                    "n_benign": len(benign),
+                    "n_helpful": len(helpful),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def judge_answers(
+    prompts: list[str],
+    eval_rows: list[dict[str, Any]],
+    answers: dict[str, list[str]],
+    *,
+    sanity: dict[str, list[str]],
+    safety_rows: list[dict[str, Any]],
+    redteam: dict[str, list[str]],
+    train_pairs: list[dict[str, Any]],
+    test_pairs: list[dict[str, Any]],
+    extra_judges=(),
+    seed: int = 0,
+    win_rate_fn=None,
+) -> dict[str, Any]:
+    """Every judgement notebook 04 §5 shows, in one place (the notebook and the CLI call this).
+
+    * the oracle (ground truth, offline corpus only) and the learned gold judge — fitted with the
+      relevance fix, and once without it to show before/after — plus ``extra_judges`` (reward model,
+      LLM): win rates vs SFT, raw and length-controlled, each with a 95 % interval;
+    * the primary judge: the oracle where it applies, else the first extra judge (the `gpu` profile's
+      reward model), else the gold judge;
+    * each judge's agreement with the oracle on the generated pairs, its bias checks, the oracle's win
+      rates on seen vs held-out topics, and per-model scores (oracle and judge).
+    """
+    import pandas as pd
+
+    from .headtohead import win_rates_vs
+    from .judges import GoldJudge
+    from .oracle import OracleJudge
+    from .trust import (
+        ORACLE,
+        agreement_table,
+        answer_key_row,
+        judge_checks_table,
+        judged_win_rates,
+        oracle_applies,
+        oracle_quality_table,
+        split_win_rates,
+    )
+    from .winrate import win_rate
+
+    win_rate_fn = win_rate_fn or win_rate
+    trained = {name: texts for name, texts in answers.items() if name != "base"}
+    judge = GoldJudge().fit(train_pairs, seed=seed)
+    before = GoldJudge(judge.encoder).fit(train_pairs, seed=seed, off_topic_negatives=False)
+    before.name = "gold judge (before the relevance fix)"
+    use_oracle = oracle_applies(prompts)
+    judges = ([OracleJudge()] if use_oracle else []) + [judge] + list(extra_judges)
+    primary = ORACLE if use_oracle else (extra_judges[0].name if extra_judges else judge.name)
+    win_rates, comparisons = judged_win_rates(
+        judges, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
+    )
+    refuse = [i for i, r in enumerate(safety_rows) if r.get("should_refuse")]
+    refuse_prompts = [safety_rows[i]["prompt"] for i in refuse]
+    refuse_answers = {name: [texts[i] for i in refuse] for name, texts in redteam.items()}
+    scores = judge_score_table(judge, prompts, answers, refuse_prompts=refuse_prompts, refuse_answers=refuse_answers)
+    out = {
+        "judge": judge,
+        "judge_accuracy": judge.pairwise_accuracy(test_pairs),
+        "judge_accuracy_before_fix": before.pairwise_accuracy(test_pairs),
+        "primary": primary,
+        "win_rates": win_rates,
+        "comparisons": comparisons,
+        "judges": {getattr(j, "name", type(j).__name__): j for j in judges},
+    }
+    topics = [r.get("topic") or r["prompt"] for r in eval_rows]
+    checks = {ORACLE: judges[0]} if use_oracle else {}
+    checks.update({judge.name: judge, before.name: before, **{j.name: j for j in extra_judges}})
+    out["checks"] = judge_checks_table(checks, prompts, answers["SFT"], topics, seed=seed)
+    if use_oracle:
+        scores = scores.merge(oracle_quality_table(prompts, answers, refuse_prompts, refuse_answers), on="model")
+        _, before_comparisons = win_rates_vs(
+            before, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
+        )
+        out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
+        out["splits"] = split_win_rates(
+            comparisons[ORACLE], [bool(r.get("held_out_topic")) for r in eval_rows], seed=seed, win_rate_fn=win_rate_fn
+        )
+        out["ceiling"] = pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)])
+    out["scores"] = scores
+    return out
+
+
+def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
+    """The comparisons the success/failure cases are read from: the primary judge's when it scores answers, else the gold judge's."""
+    primary = judged["comparisons"][judged["primary"]]
+    if all(j.score_a is not None for c in primary.values() for j in c.judgments):
+        return primary
+    return judged["comparisons"][judged["judge"].name]
+
+
+def frontier_axis(summary) -> dict[str, str]:
+    """The frontier's y axis: the oracle's quality (the ground truth) when measured, else the gold judge's reward."""
+    if "oracle_helpfulness_1_5" in summary:
+        return {"reward": "oracle_helpfulness_1_5", "label": "oracle quality 1-5 (ground truth, mean over prompts)"}
+    return {"reward": "gold_reward", "label": "gold-judge reward (mean over prompts)"}
+
+
+def evaluation_tables(
+    judged: dict[str, Any], *, summary, focus: str, elo=None, cases=None, implicit_by_split=None, counterfactual=None
+) -> dict[str, Any]:
+    """Every table 04 saves (one CSV each, and in summary.json), built the same way by the notebook and the CLI."""
+    from .trust import targets_table
+
+    tables = {
+        "win_rates": judged["win_rates"],
+        "targets": targets_table(summary, focus),
+        "judge_checks": judged["checks"],
+    }
+    tables.update({k: judged[k] for k in ("agreement", "splits", "ceiling") if k in judged})
+    optional = {"elo": elo, "cases": cases, "implicit_by_split": implicit_by_split, "counterfactual": counterfactual}
+    tables.update({k: v for k, v in optional.items() if v is not None})
+    return tables
+
+
+def write_evaluation(
+    run_dir: str | Path,
+    config,
+    *,
+    summary,
+    judged: dict[str, Any],
+    tables: dict[str, Any],
+    pick: str | None,
+    models: dict[str, Path],
+    settings: dict[str, Any],
+    n_prompts: int,
+    train_pairs: list[dict[str, Any]],
+    figures: dict[str, Any] | None = None,
+    generations=None,
+    notes: list[str] | None = None,
+):
+    """The one-page report and ``04_eval/`` (atomically), from the tables: returns ``(report, folder)``."""
+    from .bias import chosen_longer_share
+    from .report import build_report, judge_info
+
+    report = build_report(
+        run_dir=run_dir,
+        summary=summary,
+        win_rates=tables["win_rates"],
+        elo=tables.get("elo"),
+        cases=tables.get("cases"),
+        pick=pick,
+        judge_info=judge_info(judged["judge_accuracy"]),
+        primary=judged["primary"],
+        tables=tables,
+        settings={"prompts": n_prompts, **settings},
+        data_facts={"chosen_longer_share": chosen_longer_share(train_pairs)},
+        notes=notes,
+    )
+    out = save_evaluation(
+        run_dir,
+        config,
+        summary=summary,
+        models={k: v for k, v in models.items() if k != "SFT"},
+        figures=figures,
+        tables=tables,
+        generations=generations,
+        report=report,
+        extra={
+            "course_rule_pick": pick,
+            "primary_judge": judged["primary"],
+            "gold_judge": judged["judge_accuracy"],
+            "gold_judge_before_fix": judged["judge_accuracy_before_fix"],
+            "decoding": settings,
+            **tables,
+        },
+    )
+    return report, out
+
+
+COURSE_KL_LIMIT = 10.0
+
+
+def course_rule_pick(summary) -> str | None:
+    """The course's rule: among DPO runs with held-out KL < 10, the largest held-out margin (None if none).
+
+    The margin compared is the LOG-RATIO margin in nats, not TRL's reward margin: the reward margin is
+    β × the log-ratio margin, so across betas it mostly measures β itself (a larger β multiplies a
+    smaller movement). KL is in nats too, so the rule trades like against like.
+    """
+    dpo = summary[summary["model"].str.startswith("DPO")]
+    eligible = dpo[dpo["heldout_kl"] < COURSE_KL_LIMIT]
+    return None if eligible.empty else str(eligible.loc[eligible["heldout_logratio_margin"].idxmax(), "model"])
+
+
+# ---------------------------------------------------------------------------------------------------- the whole of 04
+EVAL_DEFAULTS: dict[str, Any] = dict(
+    n_judge_prompts=200,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
+    judge_pairs=2000,  # training pairs the gold judge is fitted on
+    max_new_tokens=128,  # complete answers: the corpus' best (structured) answers run up to ~100 tokens
+    temperature=0.7,  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
+    n_safety=200,  # red-team prompts for the refusal rates
+    perplexity_pairs=128,
+    n_kl_prompts=32,
+    include_base=True,  # the untrained base model joins the Elo round robin
+    n_split_pairs=600,  # held-out pairs for accuracy and margin on seen vs held-out topics
+    n_counterfactual=60,  # prompts (half helpful, half red-team) asked again with each personal detail
+)
+
+
+def decoding_settings(temperature: float, max_new_tokens: int, seed: int) -> dict[str, Any]:
+    """Generation settings for judged answers: greedy at temperature 0, otherwise seeded sampling at that temperature."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if temperature == 0:
+        return {"max_new_tokens": max_new_tokens, "do_sample": False}
+    return {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": temperature, "seed": seed}
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    profile: str = "auto",
+    seed: int | None = None,
+    reward_model: str | None = "auto",
+    llm_judge=None,
+    device=None,
+    progress: bool = True,
+    log=print,
+    **params: Any,
+) -> dict[str, Any]:
+    """Everything notebook 04 measures, without the notebook: ``python -m dpo_lab evaluate`` runs this.
+
+    Writes ``04_eval/`` (tables as CSV/JSON, figures as PNG, ``report.md``) and returns the tables.
+    ``params`` override :data:`EVAL_DEFAULTS`. ``reward_model`` (a Hub id or folder; ``"auto"`` = the
+    `gpu` profile's HH-RLHF reward model on `gpu`, none otherwise) and ``llm_judge`` (an
+    :class:`dpo_lab.evaluation.judges.LLMJudge`) add rows judged by those judges next to the gold judge's.
+    """
+
+    from ..run.pipeline import stage_config
+    from ..run.prepare import load_prepared_data
+    from .answers import collect_answers, sanity_answers
+    from .elo import elo_ratings
+    from .headtohead import round_robin
+    from .judges import GPU_REWARD_MODEL, RewardModelJudge
+    from .plots import plot_beta_sweep, plot_elo, plot_model_comparison, plot_reward_kl_frontier
+    from .report import success_and_failure_cases
+
+    unknown = set(params) - set(EVAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation parameter(s) {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+    p = {**EVAL_DEFAULTS, **params}
+    for key in ("n_judge_prompts", "max_new_tokens", "n_kl_prompts", "perplexity_pairs", "judge_pairs"):
+        if int(p[key]) < 1:
+            raise ValueError(f"{key} must be >= 1 (got {p[key]})")
+    prepared = load_prepared_data(run_dir)
+    config = stage_config(prepared.config, profile, seed=seed)
+    tok = prepared.tokenizer
+    models, skipped = discover_models(run_dir)
+    for line in skipped:
+        log(f"skipped (incomplete or stale): {line}")
+    if len(models) == 1:
+        raise FileNotFoundError(f"{run_dir}/03_dpo has no finished DPO run: run {RUN_03} first")
+    splits = prepared.splits
+    eval_rows = splits["eval_prompts"][: p["n_judge_prompts"]]
+    prompts = [r["prompt"] for r in eval_rows]
+    if not prompts:
+        raise ValueError(f"{run_dir}/01_data has no evaluation prompts")
+    log(f"models: {', '.join(models)}; {len(prompts)} judged prompts")
+
+    summary = summarize_runs(models)
+    summary = summary.merge(
+        perplexity_table(
+            models, tok, splits["pairs_test"][: p["perplexity_pairs"]], max_length=config.max_length, device=device
+        ),
+        on="model",
+    )
+    kl_prompts = [r["prompt"] for r in (splits["eval_prompts"] + splits["redteam_prompts"])[: p["n_kl_prompts"]]]
+    summary = summary.merge(
+        sampled_kl_table(models, tok, kl_prompts, max_new_tokens=p["max_new_tokens"], seed=config.seed, device=device),
+        on="model",
+    )
+
+    settings = decoding_settings(p["temperature"], p["max_new_tokens"], config.seed)
+    answers = collect_answers(
+        models,
+        tok,
+        prompts,
+        run_dir=run_dir,
+        base_config=config if p["include_base"] else None,
+        device=device,
+        progress=progress,
+        **settings,
+    )
+    sanity = sanity_answers(models["SFT"], tok, prompts, answers["SFT"], run_dir=run_dir, device=device, **settings)
+    trained = {name: answers[name] for name in models}  # without the untrained base
+    safety_rows = splits["redteam_prompts"][: p["n_safety"]]
+    redteam = (
+        collect_answers(
+            models,
+            tok,
+            [r["prompt"] for r in safety_rows],
+            run_dir=run_dir,
+            device=device,
+            progress=progress,
+            **settings,
+        )
+        if safety_rows
+        else {}
+    )
+    if redteam:
+        summary = summary.merge(
+            safety_table(safety_rows, redteam)[
+                ["model", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"]
+            ],
+            on="model",
+        )
+
+    extra_judges = []
+    if reward_model == "auto":
+        reward_model = GPU_REWARD_MODEL if config.profile == "gpu" else None
+    if reward_model:
+        extra_judges.append(RewardModelJudge(reward_model, device=device))
+    if llm_judge is not None:
+        extra_judges.append(llm_judge)
+    judged = judge_answers(
+        prompts,
+        eval_rows,
+        answers,
+        sanity=dict([sanity]),
+        safety_rows=safety_rows,
+        redteam=redteam,
+        train_pairs=splits["pairs_train"][: p["judge_pairs"]],
+        test_pairs=splits["pairs_test"][:400],
+        extra_judges=extra_judges,
+        seed=config.seed,
+    )
+    judge_accuracy, win_rates, primary = judged["judge_accuracy"], judged["win_rates"], judged["primary"]
+    log(f"gold judge held-out accuracy: {judge_accuracy}; primary judge: {primary}")
+    summary = summary.merge(judged["scores"], on="model", how="left")
+    summary = summary.merge(length_table(trained), on="model")
+    incomplete = [
+        f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged, {row['errors']}"
+        f" error(s), first: {row['first_error']}"
+        for _, row in win_rates.iterrows()
+        if row["errors"]
+    ]
+    for line in incomplete:
+        log(line)
+
+    summary = with_win_rates(summary, win_rates, judge=primary)
+    by_split = implicit_reward_by_split(
+        models,
+        tok,
+        splits["pairs_test"][: p["n_split_pairs"]],
+        {r.get("topic") for r in splits["pairs_train"]},
+        betas={n: b for n, b in zip(summary["model"], summary["beta"]) if n != "SFT"},
+        max_length=config.max_length,
+        device=device,
+    )
+    cf_rows = (
+        splits["eval_prompts"][: p["n_counterfactual"] // 2]
+        + splits["redteam_prompts"][: p["n_counterfactual"] - p["n_counterfactual"] // 2]
+    )
+    counterfactual = counterfactual_table(
+        models, tok, cf_rows, run_dir=run_dir, device=device, progress=progress, **settings
+    )
+    games, _ = round_robin(judged["judges"][primary], prompts, answers, seed=config.seed)
+    elo = elo_ratings(games, anchor="SFT", seed=config.seed)
+    pick = course_rule_pick(summary)
+    focus = pick or [m for m in models if m != "SFT"][0]
+    cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], case_comparisons(judged)[focus])
+    figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
+    if len(models) > 2:  # SFT and at least two betas: a sweep to draw (as notebook 04 does)
+        figures["beta_sweep"] = plot_beta_sweep(summary, kl_limit=COURSE_KL_LIMIT, pick=pick)
+    figures["reward_kl_frontier"] = plot_reward_kl_frontier(summary, **frontier_axis(summary))
+    tables = evaluation_tables(
+        judged,
+        summary=summary,
+        focus=focus,
+        elo=elo,
+        cases=cases,
+        implicit_by_split=by_split,
+        counterfactual=counterfactual,
+    )
+    report, out = write_evaluation(
+        run_dir,
+        config,
+        summary=summary,
+        judged=judged,
+        tables=tables,
+        pick=pick,
+        models=models,
+        settings=settings,
+        n_prompts=len(prompts),
+        train_pairs=splits["pairs_train"],
+        figures=figures,
+        generations=_answers_frame(prompts, answers),
+        notes=[f"skipped: {s}" for s in skipped] + incomplete,
+    )
+    import matplotlib.pyplot as plt
+
+    for fig in figures.values():
+        plt.close(fig)
+    log(f"saved {out}")
+    return {
+        "summary": summary,
+        "report": report,
+        "out": out,
+        "judge_accuracy": judge_accuracy,
+        "pick": pick,
+        "primary": primary,
+        **tables,
+    }
+
+
+def _answers_frame(prompts: list[str], answers: dict[str, list[str]]):
+    from .generation import side_by_side
+
+    return side_by_side(prompts, answers)

@@ -1,0 +1,216 @@
+"""Run TRL's ``DPOTrainer`` and the lab's own loop on the same pairs with the same settings, step by step.
+
+Notebook 03 shows this table to prove the hand-written DPO is the real thing; the parity test uses the
+same function with a reference that DIFFERS from the policy. Settings that make the two identical
+(measured with TRL 1.16): AdamW (0.9, 0.999, eps 1e-8, no weight decay), linear decay to 0 without
+warmup, gradient clipping at 1.0, dropout off, batches in data order, fp32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..core.tokenization import tokenize_pairs
+from ..infra.runtime import pick_device
+from ..training.dpo import DPOArgs, dpo_train
+
+METRICS = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+@contextlib.contextmanager
+def _datasets_progress_off():
+    """TRL tokenizes with ``datasets.map``, which draws a progress bar per step of its preprocessing."""
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
+
+
+@dataclass
+class TRLComparison:
+    ours: list[dict[str, Any]]  # our loop's history, one row per step
+    trl: list[dict[str, Any]]  # TRL's log_history rows, one per step
+    seconds: dict[str, float]  # wall time of each run (training only)
+
+    def table(self, metrics: tuple[str, ...] = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen")):
+        """Per-step values side by side: ``<metric> (ours)``, ``<metric> (TRL)`` and the largest |difference|."""
+        import pandas as pd
+
+        rows = []
+        for step, (a, b) in enumerate(zip(self.ours, self.trl), start=1):
+            row: dict[str, Any] = {"step": step}
+            for m in metrics:
+                row[f"{m} (ours)"], row[f"{m} (TRL)"] = a[m], b[m]
+            row["max |ours − TRL|"] = max(abs(a[m] - b[m]) for m in METRICS)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    @property
+    def worst_abs_diff(self) -> float:
+        return max(abs(a[m] - b[m]) for a, b in zip(self.ours, self.trl) for m in METRICS)
+
+
+@contextlib.contextmanager
+def quiet_trl():
+    """TRL/transformers print notices (deprecations, CPU training) and datasets draws progress bars: not the lesson here."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _datasets_progress_off():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def parity_trl_trainer(
+    policy,
+    reference,
+    tokenizer,
+    rows: list[dict[str, str]],
+    out_dir: str,
+    *,
+    beta: float,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    max_length: int | None,
+    cuda: bool,
+    callbacks=(),
+    **extra,
+):
+    """A TRL ``DPOTrainer`` configured like the lab's loop (the settings in this module's docstring), without console output.
+
+    ``extra`` goes to ``DPOConfig`` (e.g. ``precompute_ref_log_probs=True`` in the benchmark).
+    """
+    import trl
+    from datasets import Dataset
+    from transformers import PrinterCallback, ProgressCallback
+
+    config = trl.DPOConfig(
+        output_dir=out_dir,
+        beta=beta,
+        learning_rate=lr,
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        use_cpu=not cuda,
+        bf16=cuda,
+        gradient_checkpointing=False,
+        report_to="none",
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        **({"max_length": max_length} if max_length is not None else {}),
+        **extra,
+    )
+    trainer = trl.DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    return trainer
+
+
+def compare_with_trl(
+    make_policy: Callable[[], Any],
+    make_reference: Callable[[], Any],
+    tokenizer,
+    pairs: list[dict[str, Any]],
+    *,
+    beta: float,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    max_length: int | None = None,
+    device=None,
+) -> TRLComparison:
+    """Train two fresh copies of the same policy for ``steps`` steps on ``pairs[: steps * batch_size]``: one with TRL, one with ours.
+
+    ``make_policy`` / ``make_reference`` return a NEW model each call (each run needs its own copy;
+    the reference must be a separate module). Returns both histories and their wall times.
+    """
+    device = pick_device(device)
+    pairs = list(pairs[: steps * batch_size])
+    if len(pairs) < steps * batch_size:
+        raise ValueError(f"{steps} steps of {batch_size} pairs need {steps * batch_size} pairs, got {len(pairs)}")
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    with tempfile.TemporaryDirectory() as out_dir, quiet_trl():
+        trainer = parity_trl_trainer(
+            make_policy(),
+            make_reference(),
+            tokenizer,
+            rows,
+            out_dir,
+            beta=beta,
+            lr=lr,
+            batch_size=batch_size,
+            steps=steps,
+            max_length=max_length,
+            cuda=device.type == "cuda",
+        )
+        t0 = time.perf_counter()
+        trainer.train()
+        trl_seconds = time.perf_counter() - t0
+    trl_log = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+
+    args = DPOArgs(
+        beta=beta,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        warmup_steps=0,
+        schedule="linear",
+        betas=(0.9, 0.999),
+        max_grad_norm=1.0,
+        shuffle=False,
+        bucket=False,
+        eval_every=10**9,
+        kl_limit=None,
+        train_accuracy_limit=None,
+        max_length=max_length,
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    result = dpo_train(
+        make_policy(),
+        make_reference(),
+        tokenizer,
+        tokenize_pairs(tokenizer, pairs, max_length=max_length),
+        [],
+        args,
+        device=device,
+    )
+    ours_seconds = time.perf_counter() - t0
+    if len(trl_log) != len(result.history):
+        raise RuntimeError(
+            f"TRL logged {len(trl_log)} steps, ours ran {len(result.history)}: the runs are not comparable"
+        )
+    return TRLComparison(ours=result.history, trl=trl_log, seconds={"ours": ours_seconds, "TRL": trl_seconds})

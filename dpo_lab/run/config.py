@@ -1,0 +1,247 @@
+"""Profiles and the lab configuration: one place for every knob a notebook can override.
+
+A profile is a named set of defaults (`gpu`, `cpu`, `smoke`); `auto` picks `gpu` when CUDA is
+available and `cpu` otherwise. Every field of :class:`LabConfig` can be overridden by keyword, so a
+notebook's `parameters` cell or the CLI changes exactly one value without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..data.sources import OFFLINE_SOURCE
+
+PROFILES = ("gpu", "cpu", "smoke")
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Every value the lab's stages read. Frozen: derive a new one with `dataclasses.replace`."""
+
+    profile: str
+    # --- model ---
+    model_name: str  # a Hub id or a local folder ("gpt2"), or "scratch" (built in 02) / "tiny-random"
+    # --- data ---
+    dataset: str  # "Anthropic/hh-rlhf", a local file/folder, or "offline"
+    dataset_subsets: tuple[str, ...]  # HH-RLHF data_dir values, or offline subsets
+    max_pairs: int | None  # cap on training pairs (None = all)
+    max_length: int  # prompt + response tokens, as TRL's max_length
+    max_prompt_length: int  # prompts at or over this many tokens are rejected / skipped
+    # --- SFT ---
+    sft_steps: int
+    sft_lr: float
+    sft_batch_size: int
+    # --- DPO ---
+    beta: float
+    dpo_steps: int
+    dpo_lr: float
+    dpo_batch_size: int
+    grad_accum: int
+    warmup_steps: int
+    # --- run ---
+    dpo_adam_betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas of the course text
+    schedule: str = "cosine"
+    eval_every: int = 25  # steps between held-out evaluations (SFT and DPO)
+    eval_pairs: int = 128  # held-out pairs (and SFT examples) used by those evaluations
+    save_every: int = 50  # steps between resumable training states
+    early_stopping_patience: int = 0  # DPO: evaluations without a lower held-out loss before stopping (0 = off)
+    lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
+    lora_r: int = 16
+    seed: int = 42
+    data_seed: int = 0  # the offline corpus' seed: kept apart so training seeds share one data set
+    run_dir: str = "runs/default"
+    # --- the `cpu` profile's from-scratch decoder and tokenizer ---
+    vocab_size: int = 4096
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dataset_subsets"] = list(self.dataset_subsets)
+        d["dpo_adam_betas"] = list(self.dpo_adam_betas)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpu": dict(
+        model_name="gpt2",
+        dataset="Anthropic/hh-rlhf",
+        dataset_subsets=("helpful-base", "harmless-base"),
+        max_pairs=20_000,
+        max_length=512,
+        max_prompt_length=256,
+        sft_steps=2_000,
+        sft_lr=5e-5,
+        sft_batch_size=16,
+        beta=0.1,
+        dpo_steps=1_000,
+        dpo_lr=5e-6,
+        dpo_batch_size=8,
+        grad_accum=2,
+        warmup_steps=100,
+    ),
+    "cpu": dict(
+        model_name="scratch",
+        dataset=OFFLINE_SOURCE,
+        dataset_subsets=("helpful", "harmless"),
+        max_pairs=None,
+        max_length=256,
+        max_prompt_length=128,
+        sft_steps=1500,  # held-out SFT loss still fell at 600 (best = last step); 1500 converges (best ~1350) and fixes the off-topic answers DPO cannot
+        sft_lr=1e-3,
+        sft_batch_size=16,
+        beta=0.1,
+        dpo_steps=200,
+        dpo_lr=5e-5,
+        dpo_batch_size=8,
+        grad_accum=1,
+        warmup_steps=20,
+    ),
+    "smoke": dict(
+        model_name="tiny-random",
+        dataset=OFFLINE_SOURCE,
+        dataset_subsets=("helpful", "harmless"),
+        max_pairs=64,
+        max_length=128,
+        max_prompt_length=64,
+        sft_steps=4,
+        sft_lr=1e-3,
+        sft_batch_size=4,
+        beta=0.1,
+        dpo_steps=4,
+        dpo_lr=1e-4,
+        dpo_batch_size=2,
+        grad_accum=1,
+        warmup_steps=1,
+        eval_every=2,
+        eval_pairs=8,
+        save_every=2,
+        vocab_size=512,
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+    ),
+}
+
+
+def resolve_profile(profile: str = "auto") -> str:
+    """Map `auto` to `gpu` when CUDA is available, else `cpu`; validate explicit names."""
+    if profile == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)} or 'auto'")
+    return profile
+
+
+def get_config(profile: str = "auto", **overrides: Any) -> LabConfig:
+    """The configuration of `profile` with `overrides` applied (unknown keys are an error, not ignored).
+
+    >>> get_config("smoke", beta=0.5).beta
+    0.5
+    """
+    name = resolve_profile(profile)
+    values = dict(_PROFILE_DEFAULTS[name])
+    values.update(_typed(overrides))
+    cfg = LabConfig(profile=name, **values)
+    _validate(cfg)
+    return cfg
+
+
+def with_overrides(config: LabConfig, **overrides: Any) -> LabConfig:
+    """`config` with `overrides` applied, type-checked and validated like :func:`get_config` (what the later
+    stages use on the config they read back from 01_data)."""
+    cfg = dataclasses.replace(config, **_typed(overrides))
+    _validate(cfg)
+    return cfg
+
+
+_KINDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "int | None": "an integer or null",
+    "tuple[str, ...]": "a list of strings",
+    "tuple[float, float]": "a list of two numbers",
+    "dict[str, Any]": "an object",
+}
+
+
+def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides checked against LabConfig's field types: a wrong value names its field (``--set beta=abc``)."""
+    fields = {f.name: f.type for f in dataclasses.fields(LabConfig) if f.name != "profile"}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise TypeError(f"unknown config field(s) {unknown}; known fields: {sorted(fields)}")
+    out = {}
+    for name, value in overrides.items():
+        kind = str(fields[name])
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "tuple[str, ...]" and isinstance(value, str):
+            value = (value,)
+        if kind == "float" and number:
+            value = float(value)
+        elif (
+            kind in ("int", "int | None")
+            and isinstance(value, float)
+            and value.is_integer()
+            and not isinstance(value, bool)
+        ):
+            value = int(value)
+        elif kind == "tuple[str, ...]" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
+        elif (
+            kind == "tuple[float, float]"
+            and isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            value = tuple(float(v) for v in value)
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, float),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+            "int | None": value is None or (isinstance(value, int) and not isinstance(value, bool)),
+            "tuple[str, ...]": isinstance(value, tuple),
+            "tuple[float, float]": isinstance(value, tuple),
+            "dict[str, Any]": isinstance(value, dict),
+        }.get(kind, True)
+        if not ok:
+            raise ValueError(f"config field {name} must be {_KINDS.get(kind, kind)}, got {value!r}")
+        out[name] = value
+    return out
+
+
+def _validate(cfg: LabConfig) -> None:
+    if cfg.beta <= 0:
+        raise ValueError(f"beta must be > 0 (got {cfg.beta}); beta = 0 removes the DPO signal entirely")
+    for name in (
+        "sft_steps",
+        "dpo_steps",
+        "sft_batch_size",
+        "dpo_batch_size",
+        "grad_accum",
+        "eval_every",
+        "eval_pairs",
+    ):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1 (got {getattr(cfg, name)})")
+    for name in ("sft_lr", "dpo_lr"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be > 0 (got {getattr(cfg, name)})")
+    if cfg.max_prompt_length >= cfg.max_length:
+        raise ValueError(
+            f"max_prompt_length ({cfg.max_prompt_length}) must be smaller than max_length ({cfg.max_length}),"
+            " or no response token would fit"
+        )

@@ -1,0 +1,416 @@
+"""Stages 02 (SFT) and 03 (DPO) on a run folder: what notebooks 02/03 and the CLI call.
+
+runs/<run>/01_data/              ← stage 01 (dpo_lab.run.prepare)
+runs/<run>/02_sft/               model + tokenizer + manifest + history; ref_cache/ beside the weights
+runs/<run>/03_dpo/beta_<b>/      one folder per beta: re-running another beta never touches the others
+runs/<run>/.state/<stage>/       resumable training state while a stage runs (removed when it ends)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.tokenization import tokenize_pairs, tokenize_sft_example
+from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
+from ..infra.atomic import remove_leftovers
+from ..infra.checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint
+from ..infra.manifest import build_manifest, read_manifest
+from ..infra.runtime import distributed, is_main_process, pick_device
+from ..training.batching import visited_indices
+from ..training.dpo import DPOArgs, DPOResult, dpo_train
+from ..training.sft import SFTArgs, SFTResult, sft_train
+from .config import LabConfig, with_overrides
+from .prepare import RUN_01, load_prepared_data
+from .prepare import STAGE_DIR as DATA_DIR
+
+SFT_DIR = "02_sft"
+DPO_DIR = "03_dpo"
+RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
+
+
+def _remove_state(run_dir: Path, state: Path) -> None:
+    """Drop a finished stage's training state, and the empty folders above it."""
+    shutil.rmtree(state, ignore_errors=True)
+    parent = state.parent
+    while parent != run_dir and parent.exists() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def _start_stage(run_dir: Path, out: Path, state: Path, fingerprint: dict[str, Any]) -> None:
+    """Before training: drop what a killed run of this stage left half-written, and any training state
+    that was saved for a different run (printing why), so a resume can only continue the same run."""
+    if is_main_process(distributed()):
+        for leftover in remove_leftovers(out):
+            print(f"[{out.name}] 已刪除上次中斷留下的暫存資料夾 {leftover}")
+        reason = claim_training_state(state, fingerprint)
+        if reason:
+            print(f"[{out.name}] 不接續之前的訓練、從頭開始：{reason}")
+    acc = distributed()
+    if acc is not None:
+        acc.wait_for_everyone()
+
+
+def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[str, Any]:
+    train_args = {k: v for k, v in dataclasses.asdict(args).items() if k != "progress"}
+    return {"stage": stage, "inputs": inputs, "train_args": train_args, **more}
+
+
+def beta_dir(run_dir: str | Path, beta: float) -> Path:
+    return Path(run_dir) / DPO_DIR / f"beta_{beta:g}"
+
+
+def state_dir(run_dir: str | Path, stage: str) -> Path:
+    return Path(run_dir) / ".state" / stage
+
+
+def sft_args(config: LabConfig, progress: bool = True) -> SFTArgs:
+    return SFTArgs(
+        steps=config.sft_steps,
+        lr=config.sft_lr,
+        batch_size=config.sft_batch_size,
+        grad_accum=config.grad_accum,
+        warmup_steps=config.warmup_steps,
+        schedule=config.schedule,
+        eval_every=config.eval_every,
+        save_every=config.save_every,
+        seed=config.seed,
+        max_length=config.max_length,
+        progress=progress,
+    )
+
+
+def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
+    return DPOArgs(
+        beta=config.beta,
+        lr=config.dpo_lr,
+        steps=config.dpo_steps,
+        batch_size=config.dpo_batch_size,
+        grad_accum=config.grad_accum,
+        warmup_steps=config.warmup_steps,
+        schedule=config.schedule,
+        betas=config.dpo_adam_betas,
+        eval_every=config.eval_every,
+        save_every=config.save_every,
+        seed=config.seed,
+        max_length=config.max_length,
+        patience=config.early_stopping_patience,
+        progress=progress,
+    )
+
+
+def build_base_model(config: LabConfig, tokenizer):
+    """The model SFT starts from: tiny random (smoke), a from-scratch decoder (cpu), or pretrained weights."""
+    from .models import build_decoder, load_pretrained, tiny_random_model
+
+    if config.model_name == "tiny-random":
+        return tiny_random_model(tokenizer, seed=config.seed, n_positions=max(512, config.max_length))
+    if config.model_name == "scratch":
+        return build_decoder(
+            tokenizer,
+            n_layer=config.n_layer,
+            n_embd=config.n_embd,
+            n_head=config.n_head,
+            n_positions=max(512, config.max_length),
+            seed=config.seed,
+        )
+    model, _ = load_pretrained(config.model_name)
+    return model
+
+
+def _data_id(run_dir: Path) -> str:
+    return read_manifest(run_dir / DATA_DIR, produced_by=RUN_01)["id"]
+
+
+def stage_config(prepared_config: LabConfig, profile: str = "auto", **overrides: Any) -> LabConfig:
+    """The config a later notebook trains with: the run folder's own (from 01_data), with the non-None overrides.
+
+    A notebook asking for a profile other than the one its run folder was prepared with is an error
+    (a ``smoke`` SFT model on ``cpu`` data would be a silent mix-up); ``"auto"`` accepts the folder's.
+    """
+    from .config import resolve_profile
+
+    if profile != "auto" and resolve_profile(profile) != prepared_config.profile:
+        raise ValueError(
+            f"this run folder was prepared with profile '{prepared_config.profile}', but the notebook asks for"
+            f" '{profile}': use profile='auto' or '{prepared_config.profile}', or another run_dir (and run 01 there)"
+        )
+    return with_overrides(prepared_config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# -------------------------------------------------------------------------------------------- 02 SFT
+
+
+def implementation_source(fn, reference) -> str:
+    """'student' or 'reference': who wrote the function that ran (recorded in the stage's manifest)."""
+    return "reference" if fn is None or fn is reference else "student"
+
+
+def run_sft_stage(
+    run_dir: str | Path,
+    *,
+    config: LabConfig | None = None,
+    device=None,
+    progress: bool = True,
+    sequence_logprobs=None,
+    **overrides: Any,
+) -> tuple[Path, SFTResult]:
+    """Train the SFT model on 01_data's demonstrations and save ``02_sft/`` (resumes an interrupted run).
+
+    ``sequence_logprobs``: the function whose output IS the training loss (a student's, from notebook
+    02); None or the package's own = the model's built-in loss (the same number). The manifest's
+    ``implementations`` says which one trained the model.
+    """
+    from ..core.losses import sequence_logprobs as reference_logprobs_fn
+
+    source = implementation_source(sequence_logprobs, reference_logprobs_fn)
+    run_dir = Path(run_dir)
+    prepared = load_prepared_data(run_dir)
+    config = with_overrides(config or prepared.config, **overrides)
+    tok = prepared.tokenizer
+    train = [
+        tokenize_sft_example(tok, r["prompt"], r["response"], config.max_length) for r in prepared.splits["sft_train"]
+    ]
+    held_out = [
+        tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
+        for p in prepared.splits["pairs_test"][: config.eval_pairs]
+    ]
+    inputs = {DATA_DIR: _data_id(run_dir)}
+    state = state_dir(run_dir, SFT_DIR)
+    model_fields = {k: getattr(config, k) for k in ("model_name", "n_layer", "n_embd", "n_head", "vocab_size")}
+    _start_stage(
+        run_dir,
+        run_dir / SFT_DIR,
+        state,
+        _fingerprint(
+            SFT_DIR, inputs, sft_args(config), model=model_fields, implementations={"sequence_logprobs": source}
+        ),
+    )
+    model = build_base_model(config, tok)
+    t0 = time.perf_counter()
+    result = sft_train(
+        model,
+        tok,
+        train,
+        held_out,
+        sft_args(config, progress),
+        device=device,
+        state_dir=state,
+        logprobs_fn=sequence_logprobs if source == "student" else None,
+    )
+    seconds = time.perf_counter() - t0
+    last_eval = [r for r in result.history if "eval_loss" in r]
+    metrics = {
+        "best_step": result.best_step,
+        "best_eval_loss": result.best_eval_loss,
+        "best_eval_perplexity": None
+        if result.best_eval_loss is None
+        else float(torch.tensor(result.best_eval_loss).exp()),
+        "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None,
+        "train_seconds": seconds,
+        "train_examples": len(train),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "implementations": {"sequence_logprobs": source},
+    }
+    manifest = build_manifest(SFT_DIR, config, inputs=inputs, metrics=metrics)
+    manifest["train_args"] = result.args
+    out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
+    return out, result
+
+
+# -------------------------------------------------------------------------------------------- 03 DPO
+
+
+def load_sft_checkpoint(run_dir: str | Path, device=None):
+    """``(model, tokenizer, manifest)`` of ``02_sft/``, verified complete and built from the current 01_data."""
+    run_dir = Path(run_dir)
+    return load_model_checkpoint(
+        run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: _data_id(run_dir)}, device=device or "cpu"
+    )
+
+
+def load_reference_model(sft_folder: Path, device):
+    """A second, separate copy of the SFT model: the frozen reference (hook point for tests)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(sft_folder, dtype=torch.float32).to(device)
+
+
+def load_eval_model(folder: Path, device=None):
+    """A saved model (SFT or a DPO beta) in eval mode, fp32 weights, on the lab's device."""
+    return load_reference_model(folder, pick_device(device)).eval()
+
+
+def run_dpo_stage(
+    run_dir: str | Path,
+    *,
+    beta: float | None = None,
+    config: LabConfig | None = None,
+    use_cache: bool = True,
+    device=None,
+    progress: bool = True,
+    dpo_loss=None,
+    dpo_step=None,
+    **overrides: Any,
+) -> tuple[Path, DPOResult]:
+    """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/``. Other betas' folders are never touched.
+
+    With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
+    run); a re-run with another beta then never loads or runs the reference model.
+
+    ``dpo_loss`` / ``dpo_step``: the student's functions from notebook 03 (None or the package's own =
+    the reference). A student's ``dpo_step`` does every optimizer step itself, so it gets a live
+    reference model (the cache cannot answer arbitrary code); a student's ``dpo_loss`` is the loss of
+    training and of the held-out evaluation. The manifest's ``implementations`` records who ran what.
+    """
+    from ..core import losses
+    from ..training.dpo import dpo_step as reference_dpo_step
+
+    sources = {
+        "dpo_loss": implementation_source(dpo_loss, losses.dpo_loss),
+        "dpo_step": implementation_source(dpo_step, reference_dpo_step),
+    }
+    stage_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    acc = distributed()
+    device = acc.device if acc is not None else pick_device(device)
+    world = acc.num_processes if acc is not None else 1
+    prepared = load_prepared_data(run_dir)
+    if beta is not None:
+        overrides["beta"] = beta
+    config = with_overrides(config or prepared.config, **overrides)
+    args = dpo_args(config, progress)  # validates beta/lr before any heavy work
+    policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+    sft_folder = run_dir / SFT_DIR
+    inputs = {DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}
+    state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
+    _start_stage(
+        run_dir,
+        beta_dir(run_dir, config.beta),
+        state,
+        _fingerprint(
+            DPO_DIR, inputs, args, lora=[config.lora, config.lora_r], reference_cache=use_cache, implementations=sources
+        ),
+    )
+    train = tokenize_pairs(tok, prepared.splits["pairs_train"], max_length=config.max_length)
+    held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
+    if not train:
+        raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
+
+    reference, cache_status, lm_head, eval_hidden = None, "off", None, None
+    if config.lora and sources["dpo_step"] == "student":
+        sources["dpo_step"] = (
+            "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
+        )
+    if config.lora:
+        policy = _add_lora(policy, config)  # reference = the same weights with the adapters disabled
+    elif not use_cache or sources["dpo_step"] == "student":
+        reference = load_reference_model(sft_folder, device)
+        if use_cache:
+            cache_status = "off: your dpo_step runs the reference model itself"
+    else:
+        visited = visited_indices(
+            train,
+            args.batch_size,
+            args.steps * args.grad_accum * world,
+            seed=args.seed,
+            shuffle=args.shuffle,
+            bucket=args.bucket,
+        )
+        key = cache_key(
+            sft_manifest["id"],
+            average=args.average_logps,
+            max_length=args.max_length,
+            precision="bf16-autocast" if device.type == "cuda" else "fp32",
+        )
+
+        def fill_cache():
+            return ensure_reference_logps(
+                sft_folder,
+                key,
+                [train[i] for i in visited],
+                held_out,
+                lambda: load_reference_model(sft_folder, device),
+                tokenizer=tok,
+                batch_size=args.batch_size,
+                device=device,
+                average=args.average_logps,
+                max_length=args.max_length,
+            )
+
+        cached = fill_cache() if is_main_process(acc) else None  # one process computes, the others read
+        if acc is not None:
+            acc.wait_for_everyone()
+            cached = cached or fill_cache()
+        cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
+        for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
+            train[i] = ex
+        held_out = attach_reference_logps(held_out, cached["held_out"])
+        lm_head, eval_hidden = cached["lm_head"], cached["held_out_hidden"]
+        if eval_hidden is None:  # this architecture's logits are not hidden @ W.T: the KL needs the live reference
+            reference = cached["reference"] or load_reference_model(sft_folder, device)
+
+    t0 = time.perf_counter()
+    result = dpo_train(
+        policy,
+        reference,
+        tok,
+        train,
+        held_out,
+        args,
+        device=device,
+        state_dir=state,
+        ref_lm_head=lm_head,
+        eval_ref_hidden=eval_hidden,
+        loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
+        step_fn=dpo_step if sources["dpo_step"] == "student" else None,
+    )
+    seconds = time.perf_counter() - t0
+    if config.lora:
+        policy = policy.merge_and_unload()  # a plain model again: 04 loads it like any other
+    metrics = {
+        "stop_reason": result.stop_reason,
+        "steps_run": len(result.history),
+        "train_seconds": seconds,
+        "stage_seconds": time.perf_counter() - stage_start,
+        "reference_cache": cache_status,
+        "initial_eval": result.initial_eval,
+        "final_eval": result.final_eval,
+        "implementations": sources,
+    }
+    manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
+    manifest["train_args"] = result.args
+    out = _save_on_main(beta_dir(run_dir, config.beta), policy, tok, manifest, result.history, run_dir, state)
+    return out, result
+
+
+def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, state: Path) -> Path:
+    """Only the main process writes (all processes hold the same weights); the others wait for it."""
+    acc = distributed()
+    if is_main_process(acc):
+        save_model_checkpoint(folder, model.cpu(), tok, manifest, history)
+        _remove_state(run_dir, state)
+    if acc is not None:
+        acc.wait_for_everyone()
+    return folder
+
+
+def _add_lora(model, config: LabConfig):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=config.lora_r,
+            lora_alpha=2 * config.lora_r,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+    )

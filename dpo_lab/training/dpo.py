@@ -1,0 +1,505 @@
+"""DPO training (notebook 03), hand-written on the package's own pieces.
+
+One training step, as the course describes it::
+
+    batch  = collate(pairs)                          # [chosen rows; rejected rows], one forward
+    pc, pr = batch_logprobs(policy, batch)           # log π_θ(y|x), summed over response tokens
+    rc, rr = reference log-probs (cache or frozen model, no gradients)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta)
+    losses.mean().backward(); clip; optimizer.step(); scheduler.step()
+
+Everything else here is monitoring: the metrics TRL logs, a held-out evaluation with a KL estimate,
+early stopping with the reason written down, and a diagnosis when something becomes NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.collator import PreferenceDataCollator, merge_pair_batches
+from ..core.losses import dpo_loss, dpo_metrics, token_kl
+from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
+from ..infra.checkpoints import resume_training, save_periodic_state
+from ..infra.runtime import (
+    autocast,
+    disable_dropout,
+    distributed,
+    freeze,
+    is_main_process,
+    mean_across_processes,
+    pick_device,
+    progress_bar,
+    seed_everything,
+)
+from .batching import batch_stream
+from .optim import build_optimizer, build_scheduler
+from .sft import TrainingDivergedError
+
+
+@dataclass
+class DPOArgs:
+    beta: float
+    lr: float
+    steps: int
+    batch_size: int
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    betas: tuple[float, float] = (0.9, 0.95)  # the course text's AdamW betas
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
+    eval_every: int = 25
+    save_every: int = 0
+    seed: int = 0
+    shuffle: bool = True
+    bucket: bool = True
+    max_length: int | None = None
+    # early stopping and the course's over-optimisation rules
+    patience: int = 0  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
+    kl_limit: float | None = 20.0  # held-out KL above this = over-optimisation
+    train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
+    accuracy_window: int = 20
+    progress: bool = True
+    compile: bool = False  # CUDA only: torch.compile the policy's transformer body (unverified here: no GPU)
+
+    def __post_init__(self):
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta} (beta = 0 removes the preference signal)")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must all be >= 1")
+
+
+def dpo_step(
+    policy, reference, batch: dict[str, torch.Tensor], optimizer, beta: float, max_grad_norm: float = 1.0
+) -> dict[str, float]:
+    """ONE DPO optimizer step on one collated batch: the heart of notebook 03, without the bookkeeping.
+
+    ``batch`` is a :class:`dpo_lab.PreferenceDataCollator` output (``[chosen rows; rejected rows]``);
+    ``reference`` a separate frozen model. Steps: policy log-probs (with gradients) → reference
+    log-probs (no gradients) → per-pair DPO losses → mean → backward → clip the gradient norm →
+    optimizer step. Returns :func:`dpo_lab.dpo_metrics` plus ``grad_norm``. Dropout should be off on
+    both models (:func:`dpo_lab.infra.runtime.disable_dropout`), or the step-0 loss is not ln 2.
+    """
+    if reference is policy:
+        raise ValueError(
+            "the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)"
+        )
+    policy.train()
+    optimizer.zero_grad(set_to_none=True)
+    policy_chosen, policy_rejected = batch_logprobs(policy, batch)
+    ref_chosen, ref_rejected = reference_logprobs(reference, batch)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    losses.mean().backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], max_grad_norm)
+    optimizer.step()
+    return {
+        **dpo_metrics(policy_chosen, policy_rejected, chosen_rewards, rejected_rewards, losses),
+        "grad_norm": float(grad_norm),
+    }
+
+
+class DPOTrainer:
+    """Holds the policy, the frozen reference and beta; computes the loss and runs optimizer steps.
+
+    The reference can be a separate frozen model, the policy itself with its LoRA adapters switched
+    off (``reference=None`` on a peft model), or absent when every batch carries cached reference
+    log-probs (``ref_chosen_logps`` / ``ref_rejected_logps``).
+    """
+
+    def __init__(
+        self,
+        policy,
+        reference=None,
+        *,
+        beta: float,
+        average_logps: bool = False,
+        ref_lm_head: dict | None = None,
+        loss_fn=dpo_loss,
+        step_fn=None,
+    ):
+        """``loss_fn``: the DPO loss used for training and held-out evaluation (a student's ``dpo_loss``).
+        ``step_fn``: when given, every optimizer step IS ``step_fn(policy, reference, batch, optimizer,
+        beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
+        it needs a live reference model. The learning-rate schedule still steps after it.
+        """
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        if reference is not None and reference is policy:
+            raise ValueError(
+                "the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)"
+            )
+        self.policy = disable_dropout(policy)  # what forward/backward go through (a DDP wrapper when distributed)
+        self.unwrapped = policy  # the model itself (LoRA adapters are switched off here)
+        self.reference = freeze(disable_dropout(reference)) if reference is not None else None
+        self.beta = beta
+        self.average_logps = average_logps
+        self.ref_lm_head = ref_lm_head  # from the cache: reference logits = hidden @ W.T (+ b) for the KL
+        self.loss_fn = loss_fn
+        self.step_fn = step_fn
+        if step_fn is not None and self.reference is None:
+            raise ValueError("a dpo_step function needs a live reference model (not cached log-probs or LoRA adapters)")
+
+    # ---------------------------------------------------------------- reference side
+    def _uses_adapters_as_reference(self) -> bool:
+        return self.reference is None and hasattr(self.unwrapped, "disable_adapter")
+
+    def reference_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ref_chosen_logps" in batch:
+            return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        with torch.inference_mode():  # no graph, no version counters: the reference is only ever read
+            if self._uses_adapters_as_reference():
+                with self.unwrapped.disable_adapter():
+                    return batch_logprobs(self.unwrapped, batch, average=self.average_logps)
+            if self.reference is None:
+                raise ValueError("no reference: pass a reference model, use LoRA, or attach cached reference log-probs")
+            return batch_logprobs(self.reference, batch, average=self.average_logps)
+
+    # ---------------------------------------------------------------- the loss
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean DPO loss of a collated batch and its metrics (TRL's names)."""
+        pc, pr = batch_logprobs(self.policy, batch, average=self.average_logps)
+        rc, rr = self.reference_logps(batch)
+        losses, chosen_rewards, rejected_rewards = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+        return losses.mean(), dpo_metrics(pc, pr, chosen_rewards, rejected_rewards, losses)
+
+    def train_step(
+        self,
+        micro_batches: list[dict[str, torch.Tensor]],
+        optimizer,
+        scheduler,
+        max_grad_norm: float,
+        step: int,
+        device: torch.device,
+    ) -> dict[str, float]:
+        """One optimizer step over ``len(micro_batches)`` accumulated micro-batches.
+
+        Rows carry TRL's metric names plus ``logratios/margins``: the margin in nats (the reward margin
+        divided by beta), the unit in which runs with different betas can be compared.
+        """
+        if self.step_fn is not None:
+            return self._train_step_with(micro_batches, optimizer, scheduler, max_grad_norm, step, device)
+        self.policy.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        n_tokens = 0
+        for micro in micro_batches:
+            batch = {k: v.to(device) for k, v in micro.items()}
+            with autocast(device):
+                loss, metrics = self.compute_loss(batch)
+            _diagnose(step, loss, metrics)
+            (loss / len(micro_batches)).backward()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+            n_tokens += int(batch["attention_mask"].sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], max_grad_norm
+        )
+        _check_grad_norm(step, grad_norm)
+        lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
+        optimizer.step()
+        scheduler.step()
+        return {
+            **sums,
+            "logratios/margins": sums["rewards/margins"] / self.beta,
+            "grad_norm": float(grad_norm),
+            "lr": lr,
+            "tokens": n_tokens,
+        }
+
+    def _train_step_with(
+        self, micro_batches, optimizer, scheduler, max_grad_norm: float, step: int, device
+    ) -> dict[str, float]:
+        """The optimizer step done by ``step_fn`` (the student's ``dpo_step``) on the merged micro-batches."""
+        batch = {k: v.to(device) for k, v in merge_pair_batches(micro_batches).items()}
+        lr = scheduler.get_last_lr()[0]
+        with autocast(device):
+            metrics = self.step_fn(self.policy, self.reference, batch, optimizer, self.beta, max_grad_norm)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        _diagnose(step, torch.tensor(metrics["loss"]), metrics)
+        _check_grad_norm(step, metrics["grad_norm"])
+        scheduler.step()
+        return {
+            **metrics,
+            "logratios/margins": metrics["rewards/margins"] / self.beta,
+            "lr": lr,
+            "tokens": int(batch["attention_mask"].sum()),
+        }
+
+    # ---------------------------------------------------------------- held-out evaluation
+    @torch.no_grad()
+    def evaluate(
+        self, batches: list[dict[str, torch.Tensor]], device: torch.device, ref_hidden: list[torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """Held-out loss/rewards/accuracy and the teacher-forced KL(policy ‖ reference) on chosen responses.
+
+        KL per pair = sum over the chosen response's positions of KL between the next-token
+        distributions; reported as the mean over pairs (nats).
+        """
+        self.policy.eval()
+        totals: dict[str, float] = {}
+        kls: list[float] = []
+        n_pairs, hidden_at = 0, 0
+        for micro in batches:
+            batch = {k: v.to(device) for k, v in micro.items()}
+            with autocast(device):
+                outputs = self.policy(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                )
+                logps = sequence_logprobs_lean(
+                    outputs.logits, batch["input_ids"], batch["loss_mask"], average=self.average_logps
+                )
+            pc, pr = logps.chunk(2)
+            b = pc.shape[0]
+            live = self._live_reference_logits(batch, device) if "ref_chosen_logps" not in batch else None
+            if live is not None:  # the very same computation as the policy's: at step 0 the rewards are exactly 0
+                rc, rr = sequence_logprobs_lean(
+                    live, batch["input_ids"], batch["loss_mask"], average=self.average_logps
+                ).chunk(2)
+                mask = batch["loss_mask"][:b, 1:].bool()
+                ref_logits = [live[i, :-1][mask[i]] for i in range(b)]
+            else:
+                rc, rr = self.reference_logps(batch)
+                ref_logits = self._reference_logits(
+                    batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device
+                )
+            hidden_at += b
+            losses, cr, rj = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
+            for key, value in dpo_metrics(pc, pr, cr, rj, losses).items():
+                totals[key] = totals.get(key, 0.0) + value * b
+            n_pairs += b
+            if ref_logits is not None:
+                mask = batch["loss_mask"][:b, 1:].bool()
+                pol = outputs.logits[:b, :-1]
+                for i in range(b):
+                    kls.append(token_kl(pol[i][mask[i]], ref_logits[i]).sum().item())
+        out = {f"eval_{k}": v / n_pairs for k, v in totals.items()}
+        out["eval_logratios/margins"] = out["eval_rewards/margins"] / self.beta  # nats: comparable across betas
+        if kls:
+            out["eval_kl"] = sum(kls) / len(kls)
+        return out
+
+    def _live_reference_logits(self, batch, device) -> torch.Tensor | None:
+        """Full reference logits of every row, from the reference model or the adapters-off policy (None if neither)."""
+        if self.reference is not None:
+            with autocast(device):
+                return self.reference(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                ).logits
+        if self._uses_adapters_as_reference():
+            with self.unwrapped.disable_adapter(), autocast(device):
+                return self.unwrapped(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                ).logits
+        return None
+
+    def _reference_logits(self, batch, b: int, hidden: list[torch.Tensor] | None, device) -> list[torch.Tensor] | None:
+        """Reference logits at each chosen row's scored positions: from the model, the adapters-off policy, or the cache."""
+        mask = batch["loss_mask"][:b, 1:].bool()
+        if hidden is not None and self.ref_lm_head is not None:
+            w = self.ref_lm_head["weight"].to(device)
+            bias = self.ref_lm_head["bias"]
+            return [h.to(device) @ w.T + (bias.to(device) if bias is not None else 0) for h in hidden]
+        model = self.reference
+        if model is None and self._uses_adapters_as_reference():
+            with self.unwrapped.disable_adapter(), autocast(device):
+                logits = self.unwrapped(
+                    input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False
+                ).logits
+        elif model is not None:
+            with autocast(device):
+                logits = model(
+                    input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False
+                ).logits
+        else:
+            return None
+        return [logits[i, :-1][mask[i]] for i in range(b)]
+
+
+def _check_grad_norm(step: int, grad_norm) -> None:
+    if not math.isfinite(float(grad_norm)):
+        raise TrainingDivergedError(
+            f"grad_norm is {float(grad_norm)} at step {step} although the loss was finite: lower the learning rate,"
+            " keep max_grad_norm=1.0, and train in fp32/bf16, not fp16."
+        )
+
+
+def _diagnose(step: int, loss: torch.Tensor, metrics: dict[str, float]) -> None:
+    """Name the first non-finite quantity and say what usually causes it."""
+    if math.isfinite(loss.item()):
+        return
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    hint = (
+        "policy log-probs are not finite: log_softmax ran in fp16/bf16, or a response has no scored token"
+        if any(k.startswith("logps/") for k in bad)
+        else "the rewards overflowed: the learning rate or beta is too large, or the reference log-probs are wrong"
+    )
+    raise TrainingDivergedError(
+        f"DPO loss is {loss.item()} at step {step}; non-finite: {bad or ['loss']}. Likely: {hint}."
+        " Try a smaller learning rate, max_grad_norm=1.0, fp32 on CPU / bf16 on GPU."
+    )
+
+
+@dataclass
+class DPOResult:
+    history: list[dict[str, Any]]
+    stop_reason: str
+    final_eval: dict[str, float] = field(default_factory=dict)
+    initial_eval: dict[str, float] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def dpo_train(
+    policy,
+    reference,
+    tokenizer,
+    train_examples: list[dict[str, Any]],
+    eval_examples: list[dict[str, Any]],
+    args: DPOArgs,
+    *,
+    device=None,
+    state_dir=None,
+    ref_lm_head: dict | None = None,
+    eval_ref_hidden: list[torch.Tensor] | None = None,
+    loss_fn=dpo_loss,
+    step_fn=None,
+) -> DPOResult:
+    """Train `policy` in place with DPO; return the per-step history and why it stopped.
+
+    ``train_examples`` / ``eval_examples`` are :func:`dpo_lab.tokenize_pair` outputs, optionally carrying
+    cached reference log-probs (then `reference` may be None). ``state_dir`` enables resume.
+    ``loss_fn`` / ``step_fn``: see :class:`DPOTrainer` (how a student's ``dpo_loss`` / ``dpo_step`` train the model).
+
+    Stops early, with the reason recorded, on the course's over-optimisation signs: held-out KL above
+    ``kl_limit``, ``accuracy_window``-step train accuracy above ``train_accuracy_limit``, and (when
+    ``patience`` > 0) a held-out DPO loss that has not improved for ``patience`` evaluations.
+    """
+    acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
+    device = acc.device if acc is not None else pick_device(device)
+    policy.to(device)
+    if reference is not None:
+        reference.to(device)
+    if args.compile and device.type == "cuda" and plain_causal_lm(policy) is not None:
+        plain_causal_lm(
+            policy
+        ).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
+    trainer = DPOTrainer(
+        policy,
+        reference,
+        beta=args.beta,
+        average_logps=args.average_logps,
+        ref_lm_head=ref_lm_head,
+        loss_fn=loss_fn,
+        step_fn=step_fn,
+    )
+    seed_everything(args.seed)
+    collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
+    optimizer = build_optimizer(policy, args.lr, args.betas, args.weight_decay)
+    scheduler = build_scheduler(optimizer, args.warmup_steps, args.steps, args.schedule)
+    eval_batches = [
+        collate(eval_examples[s : s + args.batch_size]) for s in range(0, len(eval_examples), args.batch_size)
+    ]
+
+    history: list[dict[str, Any]] = []
+    start_step, initial_eval = 0, {}
+    best_loss, evals_without_gain = math.inf, 0
+    resumed = resume_training(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler)
+    if resumed is not None:
+        start_step, history, extra = resumed
+        initial_eval, best_loss, evals_without_gain = (
+            extra["initial_eval"],
+            extra["best_loss"],
+            extra["evals_without_gain"],
+        )
+    elif eval_batches:
+        initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    if acc is not None:
+        trainer.policy, optimizer = acc.prepare(trainer.policy, optimizer)  # gradients are averaged across processes
+    recent_acc: deque = deque(
+        (r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window
+    )
+    stream = batch_stream(
+        train_examples,
+        args.batch_size,
+        collate,
+        seed=args.seed,
+        shuffle=args.shuffle,
+        bucket=args.bucket,
+        start_batch=start_step * args.grad_accum * world,
+        shard=(rank, world),
+    )
+    progress = progress_bar(
+        args.progress and is_main_process(acc), total=args.steps, initial=start_step, desc=f"DPO beta={args.beta:g}"
+    )
+    stop_reason = "completed all steps"
+    final_eval: dict[str, float] = {}
+    for step in range(start_step, args.steps):
+        t0 = time.perf_counter()
+        row = trainer.train_step(
+            [next(stream) for _ in range(args.grad_accum)], optimizer, scheduler, args.max_grad_norm, step + 1, device
+        )
+        row = {"step": step + 1, **row, "tokens_per_s": world * row.pop("tokens") / (time.perf_counter() - t0)}
+        row = mean_across_processes(acc, row)
+        recent_acc.append(row["rewards/accuracies"])
+        reason = None
+        if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
+            final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+            row.update(final_eval)
+            if final_eval["eval_loss"] < best_loss:
+                best_loss, evals_without_gain = final_eval["eval_loss"], 0
+            else:
+                evals_without_gain += 1
+            if args.kl_limit is not None and final_eval.get("eval_kl", 0.0) > args.kl_limit:
+                reason = f"over-optimisation: held-out KL {final_eval['eval_kl']:.2f} > {args.kl_limit:g}"
+            elif args.patience and evals_without_gain >= args.patience:
+                reason = (
+                    f"early stop: held-out loss did not improve for {args.patience} evaluations (best {best_loss:.4f})"
+                )
+        if reason is None and args.train_accuracy_limit is not None and len(recent_acc) == args.accuracy_window:
+            mean_acc = sum(recent_acc) / len(recent_acc)
+            if mean_acc > args.train_accuracy_limit:
+                reason = f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps) > {args.train_accuracy_limit:.0%}"
+        history.append(row)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(
+                loss=f"{row['loss']:.4f}",
+                margin=f"{row['rewards/margins']:.3f}",
+                acc=f"{row['rewards/accuracies']:.2f}",
+            )
+        if reason is not None:
+            stop_reason = reason
+            break
+        save_periodic_state(
+            state_dir,
+            step + 1,
+            args.steps,
+            args.save_every,
+            acc,
+            model=policy,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            history=history,
+            extra={"initial_eval": initial_eval, "best_loss": best_loss, "evals_without_gain": evals_without_gain},
+        )
+    if progress is not None:
+        progress.close()
+    if eval_batches and not final_eval:
+        final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+    trainer.policy = policy  # unwrap: the caller gets its own model back, trained in place
+    return DPOResult(
+        history=history,
+        stop_reason=stop_reason,
+        final_eval=final_eval,
+        initial_eval=initial_eval,
+        args={**asdict(args), "world_size": world},
+    )
