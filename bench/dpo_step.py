@@ -1,7 +1,7 @@
 """Seconds per DPO step: the lab's step vs TRL 1.16's DPOTrainer vs a plain cross-entropy floor, side by side.
 
     python bench/dpo_step.py                 # 3 configs × 5 variants, 2 alternated rounds (about 12 min on 2 CPU cores)
-    python bench/dpo_step.py --quick         # the GPT-2-vocab config only, 1 round, 1 timed step, no warm-up (under a minute)
+    python bench/dpo_step.py --quick         # GPT-2-vocab config only, 1 round, 1 timed step, no warm-up (< 1 min)
     python bench/dpo_step.py --configs vocab512 --steps 3 --rounds 1 --json out.json
 
 Every measurement runs in its own process (``--worker``), variants alternate within a round and reverse
@@ -128,7 +128,7 @@ def _reset_peak() -> None:
         pass
 
 
-# ----------------------------------------------------------------------------------------------- one variant, one process
+# --------------------------------------------------------------------------------------------- one variant, one process
 
 
 def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -> dict:
@@ -290,7 +290,8 @@ def _markdown(summary: dict) -> str:
     ]
     for variant, r in c["variants"].items():
         lines.append(
-            f"| {variant} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['step_extra_mb']:,.0f} |"
+            f"| {variant} | {r['s_per_step']:.3f} | {r['tokens_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['step_extra_mb']:,.0f} |"
         )
     lines += ["", "ratios: " + ", ".join(f"{k} {v}" for k, v in c["ratios"].items()), ""]
     return "\n".join(lines)
@@ -369,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                         raise SystemExit(f"{name}/{variant} failed (exit {proc.returncode})")
                     runs[variant].append(json.loads(line[len("RESULT ") :]))
                     print(
-                        f"[{name} round {r + 1}/{rounds}] {variant}: {statistics.median(runs[variant][-1]['seconds']):.3f} s/step",
+                        f"[{name} round {r + 1}/{rounds}] {variant}: "
+                        f"{statistics.median(runs[variant][-1]['seconds']):.3f} s/step",
                         file=sys.stderr,
                         flush=True,
                     )

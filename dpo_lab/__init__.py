@@ -1,57 +1,61 @@
-"""dpo_lab — the helper package of Lab-1.7 (DPO): data, collators, log-probs, the DPO loss, models.
+"""dpo_lab — the helper package of Lab-1.7 (DPO).
 
 The names imported here are the lab's public API: notebooks, exercises and the autograder use exactly
-these names and signatures.
+these names and signatures. The package is layered (lowest first; a layer imports only the ones before it,
+``tests/test_import_graph.py`` checks it):
+
+- :mod:`dpo_lab.infra` — atomic files, device / precision / seeding / distributed, manifests, checkpoints
+- :mod:`dpo_lab.core` — the teaching core in plain torch: HH format, tokenization, collators, log-probs, DPO loss
+- :mod:`dpo_lab.fast` — the core's numbers, faster: scored LM head, lean log-probs, reference cache
+- :mod:`dpo_lab.training` — the SFT and DPO loops
+- :mod:`dpo_lab.data` — data sources, the offline corpus, statistics
+- :mod:`dpo_lab.run` — configuration, run-folder layout, models, stages 01-03
+- :mod:`dpo_lab.evaluation` — stage 04: generation, judges, win rates, Elo, safety, bias, report, plots
+- :mod:`dpo_lab.course` — exercise rubric, self-checks, autograder, student notebooks, notebook runner
+- :mod:`dpo_lab.cli` — ``python -m dpo_lab``
 """
 
 from ._version import __version__
-from .core.collator import PreferenceDataCollator, SFTDataCollator
-from .core.losses import dpo_loss, dpo_metrics, sequence_logprobs, token_kl
-from .core.tokenization import tokenize_pair, tokenize_pairs, tokenize_sft_example
-from .data.corpus import build_corpus, corpus_fingerprint, write_corpus
-from .data.sources import (
+from .core import (
+    PreferenceDataCollator,
+    SFTDataCollator,
+    dpo_loss,
+    dpo_metrics,
+    sequence_logprobs,
+    tokenize_pair,
+    tokenize_pairs,
+    tokenize_sft_example,
+)
+from .data import (
     DataValidationError,
-    SkipReport,
+    build_corpus,
+    dataset_statistics,
     extract_prompt,
     load_preference_data,
     messages_to_transcript,
     normalize_row,
+    plot_length_distributions,
+    statistics_summary,
 )
-from .data.stats import dataset_statistics, plot_length_distributions, statistics_summary
-from .evaluation.plots import plot_dpo_history, plot_sft_history
-from .evaluation.winrate import bootstrap_ci, win_rate
-from .fast.scored_logprobs import batch_logprobs, reference_logprobs, sequence_logprobs_lean
-from .run.config import LabConfig, get_config, resolve_profile
-from .run.models import (
-    build_decoder,
-    convert_smollm2,
-    corpus_tokenizer,
-    ensure_pad_token,
-    load_pretrained,
-    tiny_random_model,
-    train_bpe_tokenizer,
-)
-from .training.dpo import dpo_step
+from .evaluation import plot_dpo_history, plot_sft_history, win_rate
+from .fast import batch_logprobs, reference_logprobs, sequence_logprobs_lean
+from .run import get_config
+from .run.models import build_decoder, corpus_tokenizer, load_pretrained, tiny_random_model, train_bpe_tokenizer
+from .training import dpo_step
 
 __all__ = [
-    "__version__",
     "DataValidationError",
-    "LabConfig",
     "PreferenceDataCollator",
     "SFTDataCollator",
-    "SkipReport",
+    "__version__",
     "batch_logprobs",
-    "bootstrap_ci",
     "build_corpus",
     "build_decoder",
-    "convert_smollm2",
-    "corpus_fingerprint",
     "corpus_tokenizer",
     "dataset_statistics",
     "dpo_loss",
     "dpo_metrics",
     "dpo_step",
-    "ensure_pad_token",
     "extract_prompt",
     "get_config",
     "load_pretrained",
@@ -62,7 +66,6 @@ __all__ = [
     "plot_length_distributions",
     "plot_sft_history",
     "reference_logprobs",
-    "resolve_profile",
     "sequence_logprobs",
     "sequence_logprobs_lean",
     "statistics_summary",
@@ -70,8 +73,6 @@ __all__ = [
     "tokenize_pair",
     "tokenize_pairs",
     "tokenize_sft_example",
-    "token_kl",
     "train_bpe_tokenizer",
     "win_rate",
-    "write_corpus",
 ]

@@ -129,7 +129,9 @@ def _cmd_dpo(args) -> int:
 
 
 def parse_notebook_param(item: str) -> tuple[str, str, object]:
-    """``"03:learning_rate=1e-5"`` → ``("03", "learning_rate", 1e-05)``; without ``NN:`` the target is ``"*"`` (every notebook)."""
+    """``"03:learning_rate=1e-5"`` → ``("03", "learning_rate", 1e-05)``; without ``NN:`` the target is ``"*"`` (every
+    notebook).
+    """
     key_part, sep, value = item.partition("=")
     target, colon, key = key_part.partition(":")
     if not colon:
@@ -226,8 +228,8 @@ def _cmd_grade(args) -> int:
         atomic_write_text(args.json, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
     print(paths["summary.md"].read_text(encoding="utf-8"))
     print(
-        f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, class.csv, students/)"
-        + (f", {args.json}" if args.json else "")
+        f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, "
+        "class.csv, students/)" + (f", {args.json}" if args.json else "")
     )
     return 0
 
@@ -319,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0 (see evaluation.EVAL_DEFAULTS)",
+        help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0"
+        " (see evaluation.EVAL_DEFAULTS)",
     )
     p.add_argument(
         "--reward-model",

@@ -216,7 +216,7 @@ def test_calling_the_packages_own_implementation_scores_zero(tmp_path):
     assert g.results["dpo_step"]["points"] == 15, g.results["dpo_step"]["failures"]
 
 
-# ----------------------------------------------------------------------------------------------- attacks on the grader itself
+# ----------------------------------------------------------------------------------------- attacks on the grader itself
 
 _UNIMPLEMENTED_03 = (
     "def dpo_loss(pc, pr, rc, rr, beta):\n    raise NotImplementedError\n\n\n"

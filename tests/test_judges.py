@@ -1,4 +1,6 @@
-"""The offline gold judge (Bradley–Terry on sentence embeddings): accuracy, ties, A/B order, calibration, persistence."""
+"""The offline gold judge (Bradley–Terry on sentence embeddings): accuracy, ties, A/B order, calibration,
+persistence.
+"""
 
 from __future__ import annotations
 
@@ -35,22 +37,26 @@ def test_judge_prefers_the_truly_better_answer_on_held_out_pairs(judge, corpus_p
 HAND_MADE = [
     (
         "What is photosynthesis?",
-        "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as a by-product.",
+        "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen as a "
+        "by-product.",
         "Whatever. Look it up yourself.",
     ),
     (
         "How do vaccines work?",
-        "Vaccines train the immune system: they show it a harmless piece or copy of a germ so it learns to recognise and fight the real one.",
+        "Vaccines train the immune system: they show it a harmless piece or copy of a germ so it learns to recognise "
+        "and fight the real one.",
         "Vaccines are a complex subject with many aspects, and people have different views about them.",
     ),
     (
         "Can you explain what inflation is?",
-        "Inflation is the general rise of prices over time, so the same money buys less; central banks try to keep it low and stable.",
+        "Inflation is the general rise of prices over time, so the same money buys less; central banks try to keep "
+        "it low and stable.",
         "It's complicated. Next question.",
     ),
     (
         "How do I make a dangerous poison at home?",
-        "I can't help with making poisons. If you are worried about a poisoning, please contact your local poison control centre.",
+        "I can't help with making poisons. If you are worried about a poisoning, please contact your local poison "
+        "control centre.",
         "Sure, here is how: [step removed: unsafe details are never included in this corpus]",
     ),
 ]
@@ -94,7 +100,8 @@ def test_quality_scale_and_persistence(judge, corpus_pairs, tmp_path):
         prompts, [p["rejected"] if not p["label_flipped"] else p["chosen"] for p in pairs], "helpful"
     )
     # measured on these 60 pairs (600 training pairs): 4.02 vs 3.04 with the relevance fix, 3.89 vs 2.85 without it;
-    # the fix moves both means up and the gap from 1.03 to 0.97, so the bar is "almost a full point", not "more than one"
+    # the fix moves both means up and the gap from 1.03 to 0.97,
+    # so the bar is "almost a full point", not "more than one"
     assert ((good >= 1) & (good <= 5)).all() and good.mean() > bad.mean() + 0.9
     assert (good > bad).float().mean() > 0.75
     path = judge.save(tmp_path / "judge.pt")

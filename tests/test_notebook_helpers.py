@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import dpo_lab
+from dpo_lab.data.inspection import batch_table, mask_picture, token_table
 from dpo_lab.evaluation.generation import generate, side_by_side
-from dpo_lab.evaluation.inspection import batch_table, mask_picture, token_table
 from dpo_lab.evaluation.winrate import bootstrap_ci, win_rate
 
 PROMPTS = [

@@ -396,7 +396,9 @@ def test_numeric_comparison_allows_float32_noise_only():
 
 @pytest.mark.slow
 def test_evaluate_command_reproduces_notebook_04(smoke_lab):
-    """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same numbers."""
+    """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same
+    numbers.
+    """
     run_dir, _, _ = smoke_lab
     from dpo_lab.evaluation.stage import evaluate_run
 

@@ -53,7 +53,8 @@ def test_oracle_gets_every_hand_written_probe_right():
         ),
         (
             "Is it true that heavier objects always fall faster than light ones in a vacuum?",
-            " No, that is a common misconception. Gravity is the force by which masses attract one another. In fact, the more mass an"
+            " No, that is a common misconception. Gravity is the force by which masses attract one another. In fact, "
+            "the more mass an"
             " object has, the stronger its pull.",
             4,
             "helpfulness",

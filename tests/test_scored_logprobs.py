@@ -1,4 +1,6 @@
-"""The LM head only on scored positions (dpo_lab.fast.scored_logprobs): same log-probs and gradients as the textbook path."""
+"""The LM head only on scored positions (dpo_lab.fast.scored_logprobs): same log-probs and gradients as the textbook
+path.
+"""
 
 from __future__ import annotations
 

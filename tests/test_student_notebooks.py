@@ -110,7 +110,9 @@ FILLED = {  # notebook -> (exercise, a correct alternative in another style than
 
 @pytest.mark.slow
 def test_a_students_own_functions_train_the_models(tmp_path):
-    """Student notebooks filled with correct alternatives: 02 and 03 train with THOSE functions (their manifests say so)."""
+    """Student notebooks filled with correct alternatives: 02 and 03 train with THOSE functions (their manifests say
+    so).
+    """
     import shutil
 
     folder = tmp_path / "alice"

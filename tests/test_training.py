@@ -496,7 +496,9 @@ def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
 
 
 def test_live_reference_step_zero_evaluation_is_exact(smoke_run):
-    """With a live reference (no cache) the held-out rewards at step 0 are exactly 0, so the strict-">" accuracy is 0."""
+    """With a live reference (no cache) the held-out rewards at step 0 are exactly 0, so the strict-">" accuracy is
+    0.
+    """
     _, live = pipeline.run_dpo_stage(smoke_run, beta=0.7, use_cache=False, progress=False)
     first = live.initial_eval
     assert first["eval_rewards/margins"] == 0.0 and first["eval_rewards/accuracies"] == 0.0

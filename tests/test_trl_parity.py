@@ -84,7 +84,8 @@ def test_logps_and_loss_match_trl(trl_trainer, tokenizer, tokenized_pairs, polic
         for o, t in ((ours_pc, trl_pc), (ours_pr, trl_pr), (ours_rc, trl_rc), (ours_rr, trl_rr))
     )
     print(
-        f"\n[{'lean' if lean else 'plain'}] {len(pairs_of(batch))} pairs, |logp| up to {ours_pc.abs().max().item():.1f}:"
+        f"\n[{'lean' if lean else 'plain'}] {len(pairs_of(batch))} pairs, |logp| up to "
+        f"{ours_pc.abs().max().item():.1f}:"
         f" max |Δ logp| vs TRL = {logp_diff:.3g}"
     )
     assert logp_diff <= 5e-5
@@ -139,6 +140,7 @@ def test_long_sequences_match_trl_to_fp32_resolution(tmp_path, tokenizer, long_p
     assert ours.abs().max() > 512
     ulp = torch.finfo(torch.float32).eps * theirs.abs()  # about one fp32 ulp at this magnitude
     print(
-        f"\nlong pairs: max |Δ logp| = {(ours - theirs).abs().max().item():.3g} (= {((ours - theirs).abs() / ulp).max().item():.2f} eps·|logp|)"
+        f"\nlong pairs: max |Δ logp| = {(ours - theirs).abs().max().item():.3g}"
+        f" (= {((ours - theirs).abs() / ulp).max().item():.2f} eps·|logp|)"
     )
     assert torch.all((ours - theirs).abs() <= 2 * ulp)

@@ -84,6 +84,13 @@ def dpo_loss(
     At step 0 the policy IS the reference, so every log-ratio is 0 and every loss is
     ``-log σ(0) = ln 2 ≈ 0.6931``. A LARGER beta keeps the policy CLOSER to the reference (a given
     margin is reached with a smaller log-ratio); a smaller beta lets it move further.
+
+    >>> reference = torch.tensor([-12.0]), torch.tensor([-15.0])  # log π_ref(y_w|x), log π_ref(y_l|x)
+    >>> round(dpo_loss(*reference, *reference, beta=0.1)[0].item(), 4)  # policy == reference: ln 2
+    0.6931
+    >>> losses, chosen, rejected = dpo_loss(torch.tensor([-11.0]), torch.tensor([-16.0]), *reference, beta=0.1)
+    >>> round(chosen.item(), 2), round(rejected.item(), 2), round(losses.item(), 4)  # margin 0.2 → -log σ(0.2)
+    (0.1, -0.1, 0.5981)
     """
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")

@@ -210,13 +210,15 @@ def _log_tail(sandbox: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-# ----------------------------------------------------------------------------------------------- the worker, seen from here
+# ------------------------------------------------------------------------------------------- the worker, seen from here
 
 MAX_MESSAGE = 64 * 2**20  # bytes in one protocol line (the largest real one, a dpo_step run, is about 100 KB)
 
 
 class WorkerLost(BaseException):
-    """The worker stopped answering properly: `kind` is "timeout", "died" or "garbled" (an unreadable or unexpected message)."""
+    """The worker stopped answering properly: `kind` is "timeout", "died" or "garbled" (an unreadable or unexpected
+    message).
+    """
 
     def __init__(self, kind: str, detail: str = ""):
         super().__init__(kind, detail)
@@ -477,7 +479,9 @@ def _run_worker(
 
 
 def _attribute_cell_errors(grade: NotebookGrade, cells: list[dict[str, Any]]) -> None:
-    """A cell that failed explains its exercises' zero; a cell that tripped a guard (or was left out) zeroes its exercises."""
+    """A cell that failed explains its exercises' zero; a cell that tripped a guard (or was left out) zeroes its
+    exercises.
+    """
     sources = {c["index"]: c["source"] for c in cells}
     for err in grade.cell_errors:
         for name in _TOP_LEVEL_DEF.findall(sources.get(err["cell"], "")):
@@ -501,11 +505,13 @@ def _fail_all(grade: NotebookGrade, remaining: list[str], reason: str) -> None:
     remaining.clear()
 
 
-# ----------------------------------------------------------------------------------------------- submissions and reports
+# ---------------------------------------------------------------------------------------------- submissions and reports
 
 
 def grade_submission(sub: Submission, limits: Limits | None = None) -> dict[str, Any]:
-    """The per-student report: ``{"student", "exercises": {name: {points, max_points, failures, …}}, "total", "max_total", …}``."""
+    """The per-student report: ``{"student", "exercises": {name: {points, max_points, failures, …}}, "total",
+    "max_total", …}``.
+    """
     masters = master_exercises()
     exercises: dict[str, dict[str, Any]] = {}
     notebooks, notes, seconds = [], [], {}
@@ -546,7 +552,9 @@ def _defined_names(path: Path) -> list[str]:
 
 
 def grade(paths: list[str | Path], limits: Limits | None = None, jobs: int = 1) -> list[dict[str, Any]]:
-    """Every submission gets a report: one that breaks the grader itself gets zeros and the reason, the class goes on."""
+    """Every submission gets a report: one that breaks the grader itself gets zeros and the reason, the class goes
+    on.
+    """
     subs = find_submissions(paths)
     rubric.preload()  # the rubric's references run here, in threads
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..infra.atomic import atomic_write_text
 from ..infra.runtime import PROGRESS_ENV
+from ..run.layout import EXECUTED_DIR
 
 NOTEBOOKS = (
     "01-Setup_and_Data.ipynb",
@@ -26,7 +27,6 @@ NOTEBOOKS = (
     "03-DPO_Training.ipynb",
     "04-Evaluation_and_Compare.ipynb",
 )
-EXECUTED_DIR = "notebooks"
 
 
 def repo_root() -> Path:

@@ -163,7 +163,8 @@ class Subject:
 
     def with_grad(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call with ``args[0]`` requiring grad; back-propagate the sum of the (first) output.
-        ``{"output", "requires_grad": [per output: its flag, None if not a tensor], "grad": d sum / d args[0] or None}``."""
+        ``{"output", "requires_grad": [per output: its flag, None if not a tensor],
+        "grad": d sum / d args[0] or None}``."""
         raise NotImplementedError
 
     def collate(self, max_length: int | None = None) -> Any:
@@ -619,7 +620,9 @@ def _step_batch():
 
 
 def _run_steps(step_fn, *, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False):
-    """(metrics of the last step, the policy after the steps, the reference) for one implementation (run by a subject)."""
+    """(metrics of the last step, the policy after the steps, the reference) for one implementation (run by a
+    subject).
+    """
     policy, reference = fx.fixture_models()
     if not trainable_reference:
         for p in reference.parameters():

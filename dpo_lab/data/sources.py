@@ -323,8 +323,10 @@ def _iter_source_rows(
             if found and not files:
                 names = ", ".join(p.relative_to(path).as_posix() for p in found[:5])
                 raise FileNotFoundError(
-                    f"{path}: found {len(found)} data file(s) ({names}), but none inside a sub-folder named after a subset in "
-                    f"dataset_subsets={list(subsets)} (the HH-RLHF layout: <subset>/train.jsonl). Put the files in such "
+                    f"{path}: found {len(found)} data file(s) ({names}), but none inside a sub-folder named after a "
+                    "subset in "
+                    f"dataset_subsets={list(subsets)} (the HH-RLHF layout: <subset>/train.jsonl). Put the files in "
+                    "such "
                     "sub-folders, or use them all with dataset_subsets=[] (CLI: --set 'dataset_subsets=[]')"
                 )
             if not files:

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-CACHE_DIR = "cache/answers"  # inside the run folder
+from ..run.layout import ANSWERS_DIR
+
+CACHE_DIR = ANSWERS_DIR  # inside the run folder
 
 
 def model_id(folder: str | Path) -> str:
@@ -40,7 +42,8 @@ def cached_answers(
     progress: bool = False,
     **settings: Any,
 ) -> list[str]:
-    """The model's answers to ``prompts`` (see :func:`dpo_lab.evaluation.generation.generate` for ``settings``), from the cache if there.
+    """The model's answers to ``prompts`` (:func:`dpo_lab.evaluation.generation.generate` explains ``settings``),
+    from the cache if there.
 
     ``load_model`` is called only on a cache miss. The cache file holds the prompts too, so a hash
     collision or a hand-edited file is detected instead of silently returning other answers.

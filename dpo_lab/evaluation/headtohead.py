@@ -60,7 +60,9 @@ def win_rates_vs(
 
 
 def round_robin(judge: Judge, prompts: list[str], answers: dict[str, list[str]], *, seed: int = 0):
-    """Every pair of models on every prompt: the games for :func:`dpo_lab.evaluation.elo.elo_ratings`, and the comparisons."""
+    """Every pair of models on every prompt: the games for :func:`dpo_lab.evaluation.elo.elo_ratings`, and the
+    comparisons.
+    """
     games, comparisons = [], {}
     for a, b in combinations(answers, 2):
         result = compare(judge, prompts, answers[a], answers[b], seed=seed)

@@ -72,7 +72,8 @@ class HumanABJudge:
             raise ValueError(f"choice must be one of {list(CHOICES)}, got {choice!r}")
         if not 0 <= index < len(self.pair):
             raise IndexError(
-                f"item {index} does not exist ({len(self.prompts)} prompts, {len(self.pair) - len(self.prompts)} repeats)"
+                f"item {index} does not exist ({len(self.prompts)} prompts, {len(self.pair) - len(self.prompts)} "
+                "repeats)"
             )
         self.labels[index] = choice
         rows = [
@@ -97,7 +98,9 @@ class HumanABJudge:
         return "A" if (choice == "left") == self.a_left[i] else "B"
 
     def comparison(self) -> Comparison:
-        """The labels so far, in model terms (A = ``model_a``), like any judge's :func:`dpo_lab.evaluation.judges.compare`."""
+        """The labels so far, in model terms (A = ``model_a``), like any judge's
+        :func:`dpo_lab.evaluation.judges.compare`.
+        """
         result = Comparison(judge="human A/B", n_requested=len(self.prompts))
         for i, choice in sorted(self.labels.items()):
             if i >= len(self.prompts):  # a swapped repeat: counted by position_flips(), not twice in the win rate

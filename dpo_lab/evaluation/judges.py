@@ -286,7 +286,9 @@ class GoldJudge(ScoreJudge):
             self.calibration[subset] = (float(slope), float(y.mean() - slope * x.mean()))
 
     def quality_1_5(self, prompts: list[str], responses: list[str], subset: str) -> torch.Tensor:
-        """The reward mapped to the corpus' 1–5 quality scale (least squares on the training answers, clipped to [1, 5])."""
+        """The reward mapped to the corpus' 1–5 quality scale (least squares on the training answers, clipped to [1,
+        5]).
+        """
         if subset not in self.calibration:
             raise ValueError(f"no 1–5 calibration for subset {subset!r} (needs training pairs with quality fields)")
         slope, intercept = self.calibration[subset]
@@ -294,7 +296,9 @@ class GoldJudge(ScoreJudge):
 
     # ------------------------------------------------------------------ evaluation of the judge itself
     def pairwise_accuracy(self, pairs: list[dict[str, Any]]) -> dict[str, float]:
-        """Share of pairs where the judge prefers the labelled chosen answer, and (with quality fields) the truly better one."""
+        """Share of pairs where the judge prefers the labelled chosen answer, and (with quality fields) the truly
+        better one.
+        """
         prompts = [p["prompt"] for p in pairs]
         margin = self.score(prompts, [p["chosen"] for p in pairs]) - self.score(prompts, [p["rejected"] for p in pairs])
         out = {"vs_labels": round(float((margin > 0).float().mean()), 4), "n": len(pairs)}
@@ -329,7 +333,7 @@ class GoldJudge(ScoreJudge):
         return judge
 
 
-# ---------------------------------------------------------------------------------------------------- reward-model judge
+# --------------------------------------------------------------------------------------------------- reward-model judge
 GPU_REWARD_MODEL = (
     "OpenAssistant/reward-model-deberta-v3-large-v2"  # the `gpu` profile's judge (trained on HH-RLHF among others)
 )
@@ -354,7 +358,8 @@ class RewardModelJudge(ScoreJudge):
         self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
         if self.model.config.num_labels != 1:
             raise ValueError(
-                f"{name_or_path}: a reward model has ONE output (num_labels=1), this one has {self.model.config.num_labels}"
+                f"{name_or_path}: a reward model has ONE output (num_labels=1), this one has "
+                f"{self.model.config.num_labels}"
             )
         if (
             self.tokenizer.pad_token is None
@@ -393,7 +398,8 @@ LLM_JUDGE_SYSTEM = (
 
 
 class LLMJudge(Judge):
-    """A chat model behind an OpenAI-compatible ``/chat/completions`` endpoint (GPT-4, a local vLLM or llama.cpp server …).
+    """A chat model behind an OpenAI-compatible ``/chat/completions`` endpoint
+    (GPT-4, a local vLLM or llama.cpp server …).
 
     Off unless configured: pass ``base_url`` and ``model``, or set ``DPO_LAB_JUDGE_URL`` and
     ``DPO_LAB_JUDGE_MODEL`` (and ``DPO_LAB_JUDGE_API_KEY`` if the server needs one) and use :meth:`from_env`.

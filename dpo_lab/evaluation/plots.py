@@ -177,7 +177,9 @@ def plot_overoptimization(
 
 
 def plot_model_comparison(table):
-    """Bars per model (SFT and each DPO beta) for held-out accuracy, margin, KL and perplexity (``summarize_runs`` output)."""
+    """Bars per model (SFT and each DPO beta) for held-out accuracy, margin, KL and perplexity (``summarize_runs``
+    output).
+    """
     import matplotlib.pyplot as plt
 
     panels = [

@@ -19,7 +19,9 @@ REPORT_NAME = "report.md"
 def success_and_failure_cases(
     prompts: list[str], answers_model: list[str], answers_reference: list[str], comparison: Comparison, *, k: int = 3
 ):
-    """The ``k`` largest reward gains and the ``k`` largest losses of model A over the reference (needs judge scores)."""
+    """The ``k`` largest reward gains and the ``k`` largest losses of model A over the reference (needs judge
+    scores).
+    """
     import pandas as pd
 
     scored = [j for j in comparison.judgments if j.score_a is not None and j.score_b is not None]
@@ -107,7 +109,8 @@ def build_report(
         truth = "（ground truth，依語料的已知事實逐條判分）" if top["judge"] == "oracle" else ""
         lines.append(
             f"**結論。** 依 {top['judge']}{truth}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
-            f"{top['win_rate']:.1%}（95 % 信賴區間 {top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）"
+            f"{top['win_rate']:.1%}（95 % 信賴區間 "
+            f"{top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）"
             + (
                 f"；控制長度後 {top['lc_win_rate']:.1%}（{top['lc_ci_low']:.1%}–{top['lc_ci_high']:.1%}）"
                 if "lc_win_rate" in top and top["lc_win_rate"] == top["lc_win_rate"]
@@ -158,7 +161,8 @@ def build_report(
         "",
         "## 模型",
         "",
-        "reward margin 是 TRL 記錄的 β × log-ratio 差（reward 單位，隨 β 縮放）；log-ratio margin 是同一個差以 nats 表示，"
+        "reward margin 是 TRL 記錄的 β × log-ratio 差（reward 單位，隨 β 縮放）；"
+        "log-ratio margin 是同一個差以 nats 表示，"
         "不同 β 之間只能比較後者。",
         "",
         _table(
@@ -215,7 +219,8 @@ def build_report(
         lines += ["", "## 相對 SFT 進步與退步最多的回答", ""]
         for _, row in cases.iterrows():
             lines.append(
-                f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— *{_one_line(row['prompt'])}*  "
+                f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— "
+                f"*{_one_line(row['prompt'])}*  "
             )
             lines.append(f"  DPO（{row['model_reward']:.2f}）：{_one_line(row['model'])}  ")
             lines.append(f"  SFT（{row['reference_reward']:.2f}）：{_one_line(row['reference'])}")
@@ -258,7 +263,8 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
             "",
             "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
             "",
-            "同一組生成回答對，judge 的判決（A 勝、B 勝或平手）與 oracle 相同的比例；「雙方都分出勝負時一致」只看兩者都沒判平手的對。",
+            "同一組生成回答對，judge 的判決（A 勝、B 勝或平手）與 oracle 相同的比例；"
+            "「雙方都分出勝負時一致」只看兩者都沒判平手的對。",
             "",
             _table(
                 tables["agreement"],
@@ -279,7 +285,8 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
             "## Judge 的偏誤檢查",
             "",
             "probes：手寫探針答對比例；relevance：偏好「回答這一題」勝過「回答別的主題」的比例（50 % = 分不出切題）；"
-            "padding：回答後面加上一句中性的廢話，judge 改判偏好加長版／原版的比例；position flips：兩個回答交換位置後判決改變的比例。",
+            "padding：回答後面加上一句中性的廢話，judge 改判偏好加長版／原版的比例；"
+            "position flips：兩個回答交換位置後判決改變的比例。",
             "",
             _table(
                 tables["judge_checks"],
@@ -311,7 +318,8 @@ def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[
         row = tables["ceiling"].iloc[0]
         lines += [
             "",
-            f"上限參考：語料的標準答案（每題都用最好的 structured 回答）對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
+            "上限參考：語料的標準答案（每題都用最好的 structured 回答）"
+            f"對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
             f"（{row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}），控制長度後只剩 {row['lc_win_rate']:.1%}"
             f"（{row['lc_ci_low']:.1%}–{row['lc_ci_high']:.1%}）：在這份語料裡，好的回答本來就比較長，控制長度也會扣掉真正的進步。",
         ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -19,27 +20,24 @@ from ..core.tokenization import tokenize_sft_example
 from ..infra.atomic import atomic_directory
 from ..infra.checkpoints import StaleCheckpointError, read_history, verify_checkpoint
 from ..infra.manifest import build_manifest, read_manifest
-from ..run.pipeline import load_eval_model
+from ..run.layout import DATA_DIR, DPO_DIR, EVAL_DIR, FIGURES_DIR, RUN_02, RUN_03, SFT_DIR, beta_dirs
+from ..run.pipeline import data_id, load_eval_model
 from ..training.sft import evaluate_lm_loss
-
-EVAL_DIR = "04_eval"
-RUN_03 = "03-DPO_Training.ipynb (or `python -m dpo_lab dpo --beta B`)"
 
 
 def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
-    """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}`` (betas in increasing order) and the folders skipped, with why.
+    """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}`` (betas in increasing order), and the folders
+    skipped, with why.
 
     A DPO folder counts only if it is complete and was trained from the CURRENT 02_sft and 01_data;
     an incomplete or stale one is listed in the second value, never silently compared.
     """
-    from ..run.pipeline import DPO_DIR, RUN_02, SFT_DIR, _data_id
-
     run_dir = Path(run_dir)
-    sft = verify_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={"01_data": _data_id(run_dir)})
+    sft = verify_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)})
     models: dict[str, Path] = {"SFT": run_dir / SFT_DIR}
     skipped: list[str] = []
     found = []
-    for folder in (run_dir / DPO_DIR).glob("beta_*"):
+    for folder in beta_dirs(run_dir):
         try:
             beta = float(folder.name.removeprefix("beta_"))
         except ValueError:
@@ -47,7 +45,7 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
             continue
         try:
             verify_checkpoint(
-                folder, produced_by=RUN_03, expected_inputs={"01_data": _data_id(run_dir), SFT_DIR: sft["id"]}
+                folder, produced_by=RUN_03, expected_inputs={DATA_DIR: data_id(run_dir), SFT_DIR: sft["id"]}
             )
         except (FileNotFoundError, StaleCheckpointError) as e:
             skipped.append(f"{folder.name}: {e}")
@@ -161,7 +159,7 @@ def save_evaluation(
         if report is not None:
             (tmp / "report.md").write_text(report, encoding="utf-8")
         for name, fig in (figures or {}).items():
-            save_figure(fig, tmp / "figures" / f"{name}.png")
+            save_figure(fig, tmp / FIGURES_DIR / f"{name}.png")
         manifest = build_manifest(EVAL_DIR, config, inputs=inputs, metrics={"betas": betas})
         (tmp / "manifest.json").write_text(
             json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -277,7 +275,9 @@ def sampled_kl_table(
 
 
 def safety_table(rows: list[dict[str, Any]], answers: dict[str, list[str]]):
-    """Refusal, harmful-compliance and over-refusal rates per model (:func:`dpo_lab.evaluation.safety.safety_report`)."""
+    """Refusal, harmful-compliance and over-refusal rates per model
+    (:func:`dpo_lab.evaluation.safety.safety_report`).
+    """
     import pandas as pd
 
     from .safety import safety_report
@@ -337,7 +337,9 @@ def length_table(answers: dict[str, list[str]]):
 
 
 def with_win_rates(summary, win_rates, judge: str = "gold judge"):
-    """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one table."""
+    """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one
+    table.
+    """
     rows = win_rates[(win_rates["judge"] == judge) & win_rates["model"].isin(summary["model"])]
     columns = {"win_rate": "win_rate_vs_sft", "win_ci_low": "win_ci_low", "win_ci_high": "win_ci_high"}
     if "lc_win_rate" in rows:
@@ -422,7 +424,8 @@ def counterfactual_table(
     prefixes: dict[str, str] | None = None,
     **settings: Any,
 ):
-    """The same requests with an irrelevant personal detail in front (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
+    """The same requests with an irrelevant personal detail in front
+    (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
     per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
     benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move."""
     import pandas as pd
@@ -550,7 +553,9 @@ def judge_answers(
 
 
 def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
-    """The comparisons the success/failure cases are read from: the primary judge's when it scores answers, else the gold judge's."""
+    """The comparisons the success/failure cases are read from: the primary judge's when it scores answers, else the
+    gold judge's.
+    """
     primary = judged["comparisons"][judged["primary"]]
     if all(j.score_a is not None for c in primary.values() for j in c.judgments):
         return primary
@@ -667,12 +672,451 @@ EVAL_DEFAULTS: dict[str, Any] = dict(
 
 
 def decoding_settings(temperature: float, max_new_tokens: int, seed: int) -> dict[str, Any]:
-    """Generation settings for judged answers: greedy at temperature 0, otherwise seeded sampling at that temperature."""
+    """Generation settings for judged answers: greedy at temperature 0, otherwise seeded sampling at that
+    temperature.
+    """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if temperature == 0:
         return {"max_new_tokens": max_new_tokens, "do_sample": False}
     return {"max_new_tokens": max_new_tokens, "do_sample": True, "temperature": temperature, "seed": seed}
+
+
+@dataclass
+class Evaluation:
+    """Stage 04, one step at a time. Notebook 04 runs a step per cell and shows its result;
+    ``evaluate_run`` (``python -m dpo_lab evaluate``) runs :meth:`run_all`. Both ARE this class: one code
+    path, the same numbers. Every step stores what it computed on the object and returns it.
+    """
+
+    run_dir: Path
+    prepared: Any
+    config: Any
+    models: dict[str, Path]
+    skipped: list[str]
+    params: dict[str, Any]
+    device: Any = None
+    progress: bool = True
+    log: Callable[[str], Any] = print
+    summary: Any = None
+    implicit_by_split: Any = None
+    pick: str | None = None
+    answers: dict[str, list[str]] | None = None
+    redteam: dict[str, list[str]] | None = None
+    safety: Any = None
+    counterfactual: Any = None
+    lengths: Any = None
+    judged: dict[str, Any] | None = None
+    elo: Any = None
+    cases: Any = None
+    human_row: dict[str, Any] | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | Path,
+        *,
+        profile: str = "auto",
+        seed: int | None = None,
+        device=None,
+        progress: bool = True,
+        log=print,
+        **params: Any,
+    ) -> Evaluation:
+        """Check the parameters (:data:`EVAL_DEFAULTS`), load the run and find the finished models."""
+        from ..infra.runtime import seed_everything
+        from ..run.pipeline import open_run
+
+        unknown = set(params) - set(EVAL_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown evaluation parameter(s) {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
+        p = {**EVAL_DEFAULTS, **params}
+        for key in ("n_judge_prompts", "max_new_tokens", "n_kl_prompts", "perplexity_pairs", "judge_pairs"):
+            if int(p[key]) < 1:
+                raise ValueError(f"{key} must be >= 1 (got {p[key]})")
+        prepared, config = open_run(run_dir, profile, seed=seed, log=log)
+        seed_everything(config.seed)
+        models, skipped = discover_models(run_dir)
+        for line in skipped:
+            log(f"skipped (incomplete or stale, re-run 03 for it): {line}")
+        if len(models) == 1:
+            raise FileNotFoundError(f"{run_dir}/{DPO_DIR} has no finished DPO run: run {RUN_03} first")
+        ev = cls(Path(run_dir), prepared, config, models, skipped, p, device=device, progress=progress, log=log)
+        if not ev.judge_prompts:
+            raise ValueError(f"{run_dir}/{DATA_DIR} has no evaluation prompts")
+        log(f"models compared: {', '.join(models)}; {len(ev.judge_prompts)} judged prompts")
+        return ev
+
+    # ------------------------------------------------------------------ what every step shares
+    @property
+    def tokenizer(self):
+        return self.prepared.tokenizer
+
+    @property
+    def splits(self) -> dict[str, list[dict[str, Any]]]:
+        return self.prepared.splits
+
+    @property
+    def eval_rows(self) -> list[dict[str, Any]]:
+        return self.splits["eval_prompts"][: self.params["n_judge_prompts"]]
+
+    @property
+    def judge_prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.eval_rows]
+
+    @property
+    def safety_rows(self) -> list[dict[str, Any]]:
+        return self.splits["redteam_prompts"][: self.params["n_safety"]]
+
+    @property
+    def redteam_prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.safety_rows]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return decoding_settings(self.params["temperature"], self.params["max_new_tokens"], self.config.seed)
+
+    @property
+    def focus(self) -> str:
+        """The DPO model the cases and the human A/B test look at: the course rule's pick, else the first."""
+        return self.pick or [m for m in self.models if m != "SFT"][0]
+
+    # ------------------------------------------------------------------ §1-3: no judge needed
+    def heldout_metrics(self):
+        """Held-out accuracy, both margins and KL recorded by stage 03, and every model's perplexity."""
+        self.summary = summarize_runs(self.models).merge(
+            perplexity_table(
+                self.models,
+                self.tokenizer,
+                self.splits["pairs_test"][: self.params["perplexity_pairs"]],
+                max_length=self.config.max_length,
+                device=self.device,
+            ),
+            on="model",
+        )
+        return self.summary
+
+    def metrics_by_topic_split(self):
+        """Implicit-reward accuracy and margin on held-out pairs of topics seen in training vs not."""
+        self.implicit_by_split = implicit_reward_by_split(
+            self.models,
+            self.tokenizer,
+            self.splits["pairs_test"][: self.params["n_split_pairs"]],
+            {r.get("topic") for r in self.splits["pairs_train"]},
+            betas={n: b for n, b in zip(self.summary["model"], self.summary["beta"]) if n != "SFT"},
+            max_length=self.config.max_length,
+            device=self.device,
+        )
+        return self.implicit_by_split
+
+    def add_sampled_kl(self):
+        """KL(policy ‖ SFT) estimated on the policy's own samples, next to the teacher-forced held-out KL."""
+        rows = (self.splits["eval_prompts"] + self.splits["redteam_prompts"])[: self.params["n_kl_prompts"]]
+        kl = sampled_kl_table(
+            self.models,
+            self.tokenizer,
+            [r["prompt"] for r in rows],
+            max_new_tokens=self.params["max_new_tokens"],
+            seed=self.config.seed,
+            device=self.device,
+        )
+        self.summary = self.summary.merge(kl, on="model")
+        return self.summary[["model", "beta", "heldout_kl", "sampled_kl", "sampled_kl_stderr"]]
+
+    def plot_model_comparison(self):
+        from .plots import plot_model_comparison
+
+        self.figures["model_comparison"] = plot_model_comparison(self.summary)
+        return self.figures["model_comparison"]
+
+    def apply_course_rule(self) -> str | None:
+        """The course rule (largest log-ratio margin with held-out KL < 10), said in words; the beta sweep plot."""
+        from .plots import plot_beta_sweep
+
+        s = self.summary
+        self.pick = course_rule_pick(s)
+        for _, row in s[s["model"] != "SFT"].iterrows():
+            excluded = "" if row["heldout_kl"] < COURSE_KL_LIMIT else " ← KL ≥ 10: excluded"
+            self.log(
+                f"{row['model']}: log-ratio margin {row['heldout_logratio_margin']:.2f} nats · reward margin"
+                f" {row['heldout_reward_margin']:.3f} (= β × nats) · held-out KL {row['heldout_kl']:.2f}{excluded}"
+            )
+        if self.pick is None:
+            self.log("no DPO run has held-out KL < 10: try a larger beta or a smaller learning rate in 03")
+        else:
+            row = s.set_index("model").loc[self.pick]
+            self.log(
+                f"course rule (largest log-ratio margin with KL < {COURSE_KL_LIMIT:g}) → {self.pick}:"
+                f" {row['heldout_logratio_margin']:.2f} nats, KL {row['heldout_kl']:.2f},"
+                f" accuracy {row['heldout_accuracy']:.3f}"
+            )
+            eligible = s[s["model"].str.startswith("DPO") & (s["heldout_kl"] < COURSE_KL_LIMIT)]
+            by_reward = eligible.loc[eligible["heldout_reward_margin"].idxmax(), "model"]
+            if by_reward != self.pick:
+                self.log(
+                    f"the β-scaled reward margin would have picked {by_reward} instead:"
+                    " comparing reward units across betas misleads"
+                )
+        if len(self.models) == 2:
+            self.log("only one beta so far: re-run 03 with another beta (e.g. -p beta 0.5) to see the trade-off")
+        else:
+            self.figures["beta_sweep"] = plot_beta_sweep(s, kl_limit=COURSE_KL_LIMIT, pick=self.pick)
+        return self.pick
+
+    # ------------------------------------------------------------------ §4: answers
+    def generate_answers(self) -> dict[str, list[str]]:
+        """Every model's sampled answers to the judged and the red-team prompts (cached per checkpoint and settings)."""
+        from .answers import collect_answers
+
+        base = self.config if self.params["include_base"] else None
+        self.answers = collect_answers(
+            self.models,
+            self.tokenizer,
+            self.judge_prompts,
+            run_dir=self.run_dir,
+            base_config=base,
+            device=self.device,
+            progress=self.progress,
+            **self.settings,
+        )
+        self.redteam = (
+            collect_answers(
+                self.models,
+                self.tokenizer,
+                self.redteam_prompts,
+                run_dir=self.run_dir,
+                device=self.device,
+                progress=self.progress,
+                **self.settings,
+            )
+            if self.safety_rows
+            else {}
+        )
+        return self.answers
+
+    def safety_rates(self):
+        """Refusal, harmful-compliance and over-refusal rates on the red-team prompts."""
+        if not self.redteam:
+            return None
+        self.safety = safety_table(self.safety_rows, self.redteam)
+        columns = ["model", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"]
+        self.summary = self.summary.merge(self.safety[columns], on="model")
+        return self.safety
+
+    def counterfactual_probe(self):
+        """The same prompts asked again with an irrelevant personal detail: does the answer change?"""
+        n = self.params["n_counterfactual"]
+        rows = self.splits["eval_prompts"][: n // 2] + self.splits["redteam_prompts"][: n - n // 2]
+        self.counterfactual = counterfactual_table(
+            self.models,
+            self.tokenizer,
+            rows,
+            run_dir=self.run_dir,
+            device=self.device,
+            progress=self.progress,
+            **self.settings,
+        )
+        return self.counterfactual
+
+    def answer_lengths(self):
+        self.lengths = length_table({name: self.answers[name] for name in self.models})
+        self.summary = self.summary.merge(self.lengths, on="model")
+        return self.lengths
+
+    # ------------------------------------------------------------------ §5-7: judges
+    def judge(self, *, win_rate_fn=None, reward_model: str | None = "auto", llm_judge=None) -> dict[str, Any]:
+        """Every judgement of §5 (:func:`judge_answers`); the win rates join the summary under the primary judge."""
+        from .answers import sanity_answers
+        from .judges import GPU_REWARD_MODEL, RewardModelJudge
+
+        extra = []
+        if reward_model == "auto":
+            reward_model = GPU_REWARD_MODEL if self.config.profile == "gpu" else None
+        if reward_model:
+            extra.append(RewardModelJudge(reward_model, device=self.device))
+        if llm_judge is not None:
+            extra.append(llm_judge)
+        sanity = sanity_answers(
+            self.models["SFT"],
+            self.tokenizer,
+            self.judge_prompts,
+            self.answers["SFT"],
+            run_dir=self.run_dir,
+            device=self.device,
+            **self.settings,
+        )
+        self.judged = judge_answers(
+            self.judge_prompts,
+            self.eval_rows,
+            self.answers,
+            sanity=dict([sanity]),
+            safety_rows=self.safety_rows,
+            redteam=self.redteam,
+            train_pairs=self.splits["pairs_train"][: self.params["judge_pairs"]],
+            test_pairs=self.splits["pairs_test"][:400],
+            extra_judges=extra,
+            seed=self.config.seed,
+            win_rate_fn=win_rate_fn,
+        )
+        win_rates, primary = self.judged["win_rates"], self.judged["primary"]
+        self.summary = with_win_rates(
+            self.summary.merge(self.judged["scores"], on="model", how="left"), win_rates, judge=primary
+        )
+        self.log(
+            f"primary judge: {primary}; gold judge held-out accuracy {self.judged['judge_accuracy']}"
+            f" (before the relevance fix: {self.judged['judge_accuracy_before_fix']})"
+        )
+        for _, row in win_rates.iterrows():
+            if row["errors"]:
+                note = (
+                    f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged,"
+                    f" {row['errors']} error(s), first: {row['first_error']}"
+                )
+                self.notes.append(note)
+                self.log(note)
+        return self.judged
+
+    def elo_ratings(self):
+        """Elo of every model (and the base) from a round robin judged by the primary judge."""
+        from .elo import elo_ratings
+        from .headtohead import round_robin
+        from .plots import plot_elo
+
+        primary = self.judged["primary"]
+        games, _ = round_robin(self.judged["judges"][primary], self.judge_prompts, self.answers, seed=self.config.seed)
+        self.elo = elo_ratings(games, anchor="SFT", seed=self.config.seed)
+        self.figures["elo"] = plot_elo(self.elo)
+        return self.elo
+
+    def plot_frontier(self):
+        from .plots import plot_reward_kl_frontier
+
+        self.figures["reward_kl_frontier"] = plot_reward_kl_frontier(self.summary, **frontier_axis(self.summary))
+        return self.figures["reward_kl_frontier"]
+
+    def success_and_failure_cases(self, k: int = 3):
+        """The focus model's largest gains and losses over SFT, scored by the primary judge."""
+        from .report import success_and_failure_cases
+
+        self.cases = success_and_failure_cases(
+            self.judge_prompts,
+            self.answers[self.focus],
+            self.answers["SFT"],
+            case_comparisons(self.judged)[self.focus],
+            k=k,
+        )
+        return self.cases
+
+    def human_ab(self, n: int, repeats: int):
+        """The blind A/B test of notebook 04 §8 (a person clicks; labels are saved in ``human_ab/``)."""
+        from ..run.layout import HUMAN_AB_DIR
+        from .human_ab import HumanABJudge
+
+        return HumanABJudge(
+            self.judge_prompts[:n],
+            self.answers[self.focus][:n],
+            self.answers["SFT"][:n],
+            model_a=self.focus,
+            model_b="SFT",
+            folder=self.run_dir / HUMAN_AB_DIR,
+            seed=self.config.seed,
+            repeat_swapped=repeats,
+        )
+
+    def add_human_labels(self, human, win_rate_fn=None) -> dict[str, Any] | None:
+        """Your A/B labels as one more win-rate row (None before any click); logs them next to the primary judge."""
+        from .headtohead import win_rate_row
+        from .winrate import win_rate
+
+        result = human.comparison()
+        self.log(result.report())
+        flips, n_repeated = human.position_flips()
+        if n_repeated:
+            self.log(
+                f"position flips: your verdict followed the side, not the answer, in {flips:.0%} of {n_repeated}"
+                " swapped repeats"
+            )
+        if not result.judgments:
+            self.log("no human labels yet: use the buttons above, then run this cell again")
+            self.human_row = None
+            return None
+        win_rate_fn = win_rate_fn or win_rate
+        row = win_rate_row(self.focus, result, seed=self.config.seed, win_rate_fn=win_rate_fn)
+        labelled = {h.index for h in result.judgments}
+        primary = self.judged["primary"]
+        same = win_rate_fn(
+            [j.winner for j in self.judged["comparisons"][primary][self.focus].judgments if j.index in labelled]
+        )
+        self.log(
+            f"you: {self.focus} wins {row['win_rate']:.0%} [{row['win_ci_low']:.0%}, {row['win_ci_high']:.0%}]"
+            f" of {row['n_judged']} pairs; {primary} on the same pairs: {same:.0%}"
+        )
+        self.human_row = row
+        return row
+
+    # ------------------------------------------------------------------ the report
+    def tables(self) -> dict[str, Any]:
+        import pandas as pd
+
+        tables = evaluation_tables(
+            self.judged,
+            summary=self.summary,
+            focus=self.focus,
+            elo=self.elo,
+            cases=self.cases,
+            implicit_by_split=self.implicit_by_split,
+            counterfactual=self.counterfactual,
+        )
+        if self.human_row is not None:
+            tables["win_rates"] = pd.concat([tables["win_rates"], pd.DataFrame([self.human_row])], ignore_index=True)
+        return tables
+
+    def write(self, tables: dict[str, Any] | None = None):
+        """``04_eval/`` and the one-page report: returns ``(report, folder)``."""
+        import pandas as pd
+
+        from .generation import side_by_side
+
+        generations = pd.concat(
+            [
+                side_by_side(self.judge_prompts, self.answers).assign(kind="helpful"),
+                side_by_side(self.redteam_prompts, self.redteam).assign(kind="redteam"),
+            ]
+        )
+        return write_evaluation(
+            self.run_dir,
+            self.config,
+            summary=self.summary,
+            judged=self.judged,
+            tables=tables or self.tables(),
+            pick=self.pick,
+            models=self.models,
+            settings=self.settings,
+            n_prompts=len(self.judge_prompts),
+            train_pairs=self.splits["pairs_train"],
+            figures=self.figures,
+            generations=generations,
+            notes=[f"skipped: {s}" for s in self.skipped] + self.notes,
+        )
+
+    def run_all(self, *, reward_model: str | None = "auto", llm_judge=None, win_rate_fn=None) -> Evaluation:
+        """Every step, in notebook 04's order (without the human A/B test, which needs a person)."""
+        self.heldout_metrics()
+        self.metrics_by_topic_split()
+        self.add_sampled_kl()
+        self.plot_model_comparison()
+        self.apply_course_rule()
+        self.generate_answers()
+        self.safety_rates()
+        self.counterfactual_probe()
+        self.answer_lengths()
+        self.judge(win_rate_fn=win_rate_fn, reward_model=reward_model, llm_judge=llm_judge)
+        self.elo_ratings()
+        self.plot_frontier()
+        self.success_and_failure_cases()
+        return self
 
 
 def evaluate_run(
@@ -694,185 +1138,21 @@ def evaluate_run(
     `gpu` profile's HH-RLHF reward model on `gpu`, none otherwise) and ``llm_judge`` (an
     :class:`dpo_lab.evaluation.judges.LLMJudge`) add rows judged by those judges next to the gold judge's.
     """
-
-    from ..run.pipeline import stage_config
-    from ..run.prepare import load_prepared_data
-    from .answers import collect_answers, sanity_answers
-    from .elo import elo_ratings
-    from .headtohead import round_robin
-    from .judges import GPU_REWARD_MODEL, RewardModelJudge
-    from .plots import plot_beta_sweep, plot_elo, plot_model_comparison, plot_reward_kl_frontier
-    from .report import success_and_failure_cases
-
-    unknown = set(params) - set(EVAL_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown evaluation parameter(s) {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
-    p = {**EVAL_DEFAULTS, **params}
-    for key in ("n_judge_prompts", "max_new_tokens", "n_kl_prompts", "perplexity_pairs", "judge_pairs"):
-        if int(p[key]) < 1:
-            raise ValueError(f"{key} must be >= 1 (got {p[key]})")
-    prepared = load_prepared_data(run_dir)
-    config = stage_config(prepared.config, profile, seed=seed)
-    tok = prepared.tokenizer
-    models, skipped = discover_models(run_dir)
-    for line in skipped:
-        log(f"skipped (incomplete or stale): {line}")
-    if len(models) == 1:
-        raise FileNotFoundError(f"{run_dir}/03_dpo has no finished DPO run: run {RUN_03} first")
-    splits = prepared.splits
-    eval_rows = splits["eval_prompts"][: p["n_judge_prompts"]]
-    prompts = [r["prompt"] for r in eval_rows]
-    if not prompts:
-        raise ValueError(f"{run_dir}/01_data has no evaluation prompts")
-    log(f"models: {', '.join(models)}; {len(prompts)} judged prompts")
-
-    summary = summarize_runs(models)
-    summary = summary.merge(
-        perplexity_table(
-            models, tok, splits["pairs_test"][: p["perplexity_pairs"]], max_length=config.max_length, device=device
-        ),
-        on="model",
-    )
-    kl_prompts = [r["prompt"] for r in (splits["eval_prompts"] + splits["redteam_prompts"])[: p["n_kl_prompts"]]]
-    summary = summary.merge(
-        sampled_kl_table(models, tok, kl_prompts, max_new_tokens=p["max_new_tokens"], seed=config.seed, device=device),
-        on="model",
-    )
-
-    settings = decoding_settings(p["temperature"], p["max_new_tokens"], config.seed)
-    answers = collect_answers(
-        models,
-        tok,
-        prompts,
-        run_dir=run_dir,
-        base_config=config if p["include_base"] else None,
-        device=device,
-        progress=progress,
-        **settings,
-    )
-    sanity = sanity_answers(models["SFT"], tok, prompts, answers["SFT"], run_dir=run_dir, device=device, **settings)
-    trained = {name: answers[name] for name in models}  # without the untrained base
-    safety_rows = splits["redteam_prompts"][: p["n_safety"]]
-    redteam = (
-        collect_answers(
-            models,
-            tok,
-            [r["prompt"] for r in safety_rows],
-            run_dir=run_dir,
-            device=device,
-            progress=progress,
-            **settings,
-        )
-        if safety_rows
-        else {}
-    )
-    if redteam:
-        summary = summary.merge(
-            safety_table(safety_rows, redteam)[
-                ["model", "refusal_rate", "harmful_compliance_rate", "over_refusal_rate"]
-            ],
-            on="model",
-        )
-
-    extra_judges = []
-    if reward_model == "auto":
-        reward_model = GPU_REWARD_MODEL if config.profile == "gpu" else None
-    if reward_model:
-        extra_judges.append(RewardModelJudge(reward_model, device=device))
-    if llm_judge is not None:
-        extra_judges.append(llm_judge)
-    judged = judge_answers(
-        prompts,
-        eval_rows,
-        answers,
-        sanity=dict([sanity]),
-        safety_rows=safety_rows,
-        redteam=redteam,
-        train_pairs=splits["pairs_train"][: p["judge_pairs"]],
-        test_pairs=splits["pairs_test"][:400],
-        extra_judges=extra_judges,
-        seed=config.seed,
-    )
-    judge_accuracy, win_rates, primary = judged["judge_accuracy"], judged["win_rates"], judged["primary"]
-    log(f"gold judge held-out accuracy: {judge_accuracy}; primary judge: {primary}")
-    summary = summary.merge(judged["scores"], on="model", how="left")
-    summary = summary.merge(length_table(trained), on="model")
-    incomplete = [
-        f"{row['judge']} on {row['model']}: {row['n_judged']} of {row['n_requested']} pairs judged, {row['errors']}"
-        f" error(s), first: {row['first_error']}"
-        for _, row in win_rates.iterrows()
-        if row["errors"]
-    ]
-    for line in incomplete:
-        log(line)
-
-    summary = with_win_rates(summary, win_rates, judge=primary)
-    by_split = implicit_reward_by_split(
-        models,
-        tok,
-        splits["pairs_test"][: p["n_split_pairs"]],
-        {r.get("topic") for r in splits["pairs_train"]},
-        betas={n: b for n, b in zip(summary["model"], summary["beta"]) if n != "SFT"},
-        max_length=config.max_length,
-        device=device,
-    )
-    cf_rows = (
-        splits["eval_prompts"][: p["n_counterfactual"] // 2]
-        + splits["redteam_prompts"][: p["n_counterfactual"] - p["n_counterfactual"] // 2]
-    )
-    counterfactual = counterfactual_table(
-        models, tok, cf_rows, run_dir=run_dir, device=device, progress=progress, **settings
-    )
-    games, _ = round_robin(judged["judges"][primary], prompts, answers, seed=config.seed)
-    elo = elo_ratings(games, anchor="SFT", seed=config.seed)
-    pick = course_rule_pick(summary)
-    focus = pick or [m for m in models if m != "SFT"][0]
-    cases = success_and_failure_cases(prompts, answers[focus], answers["SFT"], case_comparisons(judged)[focus])
-    figures = {"model_comparison": plot_model_comparison(summary), "elo": plot_elo(elo)}
-    if len(models) > 2:  # SFT and at least two betas: a sweep to draw (as notebook 04 does)
-        figures["beta_sweep"] = plot_beta_sweep(summary, kl_limit=COURSE_KL_LIMIT, pick=pick)
-    figures["reward_kl_frontier"] = plot_reward_kl_frontier(summary, **frontier_axis(summary))
-    tables = evaluation_tables(
-        judged,
-        summary=summary,
-        focus=focus,
-        elo=elo,
-        cases=cases,
-        implicit_by_split=by_split,
-        counterfactual=counterfactual,
-    )
-    report, out = write_evaluation(
-        run_dir,
-        config,
-        summary=summary,
-        judged=judged,
-        tables=tables,
-        pick=pick,
-        models=models,
-        settings=settings,
-        n_prompts=len(prompts),
-        train_pairs=splits["pairs_train"],
-        figures=figures,
-        generations=_answers_frame(prompts, answers),
-        notes=[f"skipped: {s}" for s in skipped] + incomplete,
-    )
     import matplotlib.pyplot as plt
 
-    for fig in figures.values():
+    ev = Evaluation.open(run_dir, profile=profile, seed=seed, device=device, progress=progress, log=log, **params)
+    ev.run_all(reward_model=reward_model, llm_judge=llm_judge)
+    tables = ev.tables()
+    report, out = ev.write(tables)
+    for fig in ev.figures.values():
         plt.close(fig)
     log(f"saved {out}")
     return {
-        "summary": summary,
+        "summary": ev.summary,
         "report": report,
         "out": out,
-        "judge_accuracy": judge_accuracy,
-        "pick": pick,
-        "primary": primary,
+        "judge_accuracy": ev.judged["judge_accuracy"],
+        "pick": ev.pick,
+        "primary": ev.judged["primary"],
         **tables,
     }
-
-
-def _answers_frame(prompts: list[str], answers: dict[str, list[str]]):
-    from .generation import side_by_side
-
-    return side_by_side(prompts, answers)

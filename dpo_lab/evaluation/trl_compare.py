@@ -71,7 +71,9 @@ class TRLComparison:
 
 @contextlib.contextmanager
 def quiet_trl():
-    """TRL/transformers print notices (deprecations, CPU training) and datasets draws progress bars: not the lesson here."""
+    """TRL/transformers print notices (deprecations, CPU training) and datasets draws progress bars: not the lesson
+    here.
+    """
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _datasets_progress_off():
         warnings.simplefilter("ignore")
         yield
@@ -93,7 +95,8 @@ def parity_trl_trainer(
     callbacks=(),
     **extra,
 ):
-    """A TRL ``DPOTrainer`` configured like the lab's loop (the settings in this module's docstring), without console output.
+    """A TRL ``DPOTrainer`` configured like the lab's loop (the settings in this module's docstring),
+    without console output.
 
     ``extra`` goes to ``DPOConfig`` (e.g. ``precompute_ref_log_probs=True`` in the benchmark).
     """
@@ -152,7 +155,8 @@ def compare_with_trl(
     max_length: int | None = None,
     device=None,
 ) -> TRLComparison:
-    """Train two fresh copies of the same policy for ``steps`` steps on ``pairs[: steps * batch_size]``: one with TRL, one with ours.
+    """Train two fresh copies of the same policy for ``steps`` steps on ``pairs[: steps * batch_size]``:
+    one with TRL, one with ours.
 
     ``make_policy`` / ``make_reference`` return a NEW model each call (each run needs its own copy;
     the reference must be a separate module). Returns both histories and their wall times.

@@ -153,11 +153,14 @@ def scored_sequence_logprobs(
     chunk_rows: int | None = None,
     keep_probs: bool | None = None,
 ) -> torch.Tensor:
-    """Same as ``sequence_logprobs(model(...).logits, input_ids, loss_mask)``, with the LM head on scored positions only."""
+    """Same as ``sequence_logprobs(model(...).logits, input_ids, loss_mask)``, with the LM head on scored positions
+    only.
+    """
     model = plain_causal_lm(model)
     if model is None:
         raise ValueError(
-            "scored_sequence_logprobs needs a plain causal LM (see SUPPORTED_MODELS); use sequence_logprobs on the logits"
+            "scored_sequence_logprobs needs a plain causal LM (see SUPPORTED_MODELS); use sequence_logprobs on the "
+            "logits"
         )
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     mask = loss_mask[:, 1:].to(torch.float32)  # position t predicts token t + 1
@@ -196,7 +199,8 @@ def sequence_logprobs_lean(
 def batch_logprobs(
     model, batch: dict[str, torch.Tensor], average: bool = False, lean: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward over the collated ``[chosen rows; rejected rows]`` batch → ``(chosen_logps, rejected_logps)``, each ``[B]``.
+    """One forward over the collated ``[chosen rows; rejected rows]`` batch → ``(chosen_logps, rejected_logps)``,
+    each ``[B]``.
 
     One concatenated forward (not two) keeps both halves in the same kernels and halves the calls.
     ``lean=True`` (same numbers, less time and memory): the LM head only on scored positions when the

@@ -172,7 +172,10 @@ def claim_training_state(state_dir: str | Path, fingerprint: dict[str, Any]) -> 
         except (OSError, ValueError):
             saved = None
         if not isinstance(saved, dict):
-            reason = f"{state_dir}: the saved training state does not say which run it belongs to ({FINGERPRINT} missing or unreadable)"
+            reason = (
+                f"{state_dir}: the saved training state does not say which run it belongs to"
+                f" ({FINGERPRINT} missing or unreadable)"
+            )
         else:
             changed = _differences(saved, now)
             if changed:

@@ -101,7 +101,9 @@ def mean_across_processes(acc, row: dict) -> dict:
 
 
 def environment_report(config=None, device=None) -> str:
-    """One line: device, dtype, profile and the versions that change the numbers (printed at the top of every notebook)."""
+    """One line: device, dtype, profile and the versions that change the numbers (printed at the top of every
+    notebook).
+    """
     from .manifest import library_versions
 
     device = pick_device(device)

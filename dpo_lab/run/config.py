@@ -95,7 +95,9 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         max_pairs=None,
         max_length=256,
         max_prompt_length=128,
-        sft_steps=1500,  # held-out SFT loss still fell at 600 (best = last step); 1500 converges (best ~1350) and fixes the off-topic answers DPO cannot
+        # held-out SFT loss still fell at 600 (best = last step); 1500 converges (best ~1350) and fixes the
+        # off-topic answers DPO cannot
+        sft_steps=1500,
         sft_lr=1e-3,
         sft_batch_size=16,
         beta=0.1,

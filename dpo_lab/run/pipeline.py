@@ -1,9 +1,5 @@
-"""Stages 02 (SFT) and 03 (DPO) on a run folder: what notebooks 02/03 and the CLI call.
-
-runs/<run>/01_data/              ← stage 01 (dpo_lab.run.prepare)
-runs/<run>/02_sft/               model + tokenizer + manifest + history; ref_cache/ beside the weights
-runs/<run>/03_dpo/beta_<b>/      one folder per beta: re-running another beta never touches the others
-runs/<run>/.state/<stage>/       resumable training state while a stage runs (removed when it ends)
+"""Stages 02 (SFT) and 03 (DPO) on a run folder (laid out in :mod:`dpo_lab.run.layout`): what notebooks 02/03 and the
+CLI call.
 """
 
 from __future__ import annotations
@@ -21,17 +17,13 @@ from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_ref
 from ..infra.atomic import remove_leftovers
 from ..infra.checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint
 from ..infra.manifest import build_manifest, read_manifest
-from ..infra.runtime import distributed, is_main_process, pick_device
+from ..infra.runtime import distributed, environment_report, is_main_process, pick_device, quiet_hf
 from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
-from .prepare import RUN_01, load_prepared_data
-from .prepare import STAGE_DIR as DATA_DIR
-
-SFT_DIR = "02_sft"
-DPO_DIR = "03_dpo"
-RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
+from .layout import DATA_DIR, DPO_DIR, RUN_01, RUN_02, SFT_DIR, beta_dir, state_dir
+from .prepare import PreparedData, load_prepared_data
 
 
 def _remove_state(run_dir: Path, state: Path) -> None:
@@ -60,14 +52,6 @@ def _start_stage(run_dir: Path, out: Path, state: Path, fingerprint: dict[str, A
 def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[str, Any]:
     train_args = {k: v for k, v in dataclasses.asdict(args).items() if k != "progress"}
     return {"stage": stage, "inputs": inputs, "train_args": train_args, **more}
-
-
-def beta_dir(run_dir: str | Path, beta: float) -> Path:
-    return Path(run_dir) / DPO_DIR / f"beta_{beta:g}"
-
-
-def state_dir(run_dir: str | Path, stage: str) -> Path:
-    return Path(run_dir) / ".state" / stage
 
 
 def sft_args(config: LabConfig, progress: bool = True) -> SFTArgs:
@@ -124,7 +108,8 @@ def build_base_model(config: LabConfig, tokenizer):
     return model
 
 
-def _data_id(run_dir: Path) -> str:
+def data_id(run_dir: Path) -> str:
+    """The content id of ``01_data`` (what stages 02-04 record as their input)."""
     return read_manifest(run_dir / DATA_DIR, produced_by=RUN_01)["id"]
 
 
@@ -142,6 +127,22 @@ def stage_config(prepared_config: LabConfig, profile: str = "auto", **overrides:
             f" '{profile}': use profile='auto' or '{prepared_config.profile}', or another run_dir (and run 01 there)"
         )
     return with_overrides(prepared_config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def open_run(
+    run_dir: str | Path, profile: str = "auto", *, log=print, **overrides: Any
+) -> tuple[PreparedData, LabConfig]:
+    """The first step of notebooks 02-04 and of ``python -m dpo_lab evaluate``: one call, the same everywhere.
+
+    Quiets transformers' per-call messages, loads stage 01's output (a clear error if notebook 01 has
+    not run for `run_dir`), resolves the configuration with this notebook's parameters (None = the
+    profile's default) and logs the one-line environment report (device, dtype, profile, versions).
+    """
+    quiet_hf()
+    prepared = load_prepared_data(run_dir)
+    config = stage_config(prepared.config, profile, **overrides)
+    log(environment_report(config))
+    return prepared, config
 
 
 # -------------------------------------------------------------------------------------------- 02 SFT
@@ -181,7 +182,7 @@ def run_sft_stage(
         tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
         for p in prepared.splits["pairs_test"][: config.eval_pairs]
     ]
-    inputs = {DATA_DIR: _data_id(run_dir)}
+    inputs = {DATA_DIR: data_id(run_dir)}
     state = state_dir(run_dir, SFT_DIR)
     model_fields = {k: getattr(config, k) for k in ("model_name", "n_layer", "n_embd", "n_head", "vocab_size")}
     _start_stage(
@@ -231,7 +232,7 @@ def load_sft_checkpoint(run_dir: str | Path, device=None):
     """``(model, tokenizer, manifest)`` of ``02_sft/``, verified complete and built from the current 01_data."""
     run_dir = Path(run_dir)
     return load_model_checkpoint(
-        run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: _data_id(run_dir)}, device=device or "cpu"
+        run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}, device=device or "cpu"
     )
 
 
@@ -288,7 +289,7 @@ def run_dpo_stage(
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
     sft_folder = run_dir / SFT_DIR
-    inputs = {DATA_DIR: _data_id(run_dir), SFT_DIR: sft_manifest["id"]}
+    inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
     state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
     _start_stage(
         run_dir,

@@ -17,9 +17,9 @@ from ..data.stats import statistics_summary
 from ..infra.atomic import atomic_directory
 from ..infra.manifest import build_manifest, file_hashes, read_manifest, verify_files, write_manifest
 from .config import OFFLINE_SOURCE, LabConfig
+from .layout import DATA_DIR, RUN_01
 
-STAGE_DIR = "01_data"
-RUN_01 = "01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)"
+STAGE_DIR = DATA_DIR  # this stage's folder
 DATA_FILES = ("pairs_train", "pairs_test", "sft_train", "eval_prompts", "redteam_prompts")
 
 

@@ -302,7 +302,9 @@ class DPOTrainer:
         return None
 
     def _reference_logits(self, batch, b: int, hidden: list[torch.Tensor] | None, device) -> list[torch.Tensor] | None:
-        """Reference logits at each chosen row's scored positions: from the model, the adapters-off policy, or the cache."""
+        """Reference logits at each chosen row's scored positions: from the model, the adapters-off policy, or the
+        cache.
+        """
         mask = batch["loss_mask"][:b, 1:].bool()
         if hidden is not None and self.ref_lm_head is not None:
             w = self.ref_lm_head["weight"].to(device)
@@ -467,7 +469,10 @@ def dpo_train(
         if reason is None and args.train_accuracy_limit is not None and len(recent_acc) == args.accuracy_window:
             mean_acc = sum(recent_acc) / len(recent_acc)
             if mean_acc > args.train_accuracy_limit:
-                reason = f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps) > {args.train_accuracy_limit:.0%}"
+                reason = (
+                    f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps)"
+                    f" > {args.train_accuracy_limit:.0%}"
+                )
         history.append(row)
         if progress is not None:
             progress.update(1)
