@@ -7,7 +7,7 @@
 Every measurement runs in its own process (``--worker``), variants alternate within a round and reverse
 order between rounds, and all variants see the same seed, model and batches:
 
-* ``ours_live``      — ``dpo_lab.training.dpo.DPOTrainer.train_step`` with a live frozen reference (inference mode);
+* ``ours_live``      — ``dpo_lab.training.dpo.DPOLoop.train_step`` with a live frozen reference (inference mode);
 * ``ours_cached``    — the same step with the reference log-probs precomputed (what notebook 03 does);
 * ``trl``            — TRL ``DPOTrainer``, fp32, ``use_cpu`` on CPU, no gradient checkpointing;
 * ``trl_precompute`` — the same with ``precompute_ref_log_probs=True``;
@@ -171,7 +171,7 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
     import torch
 
     from dpo_lab.fast.scored_logprobs import reference_logprobs
-    from dpo_lab.training.dpo import DPOTrainer
+    from dpo_lab.training.dpo import DPOLoop
     from dpo_lab.training.optim import build_optimizer, build_scheduler
 
     device = torch.device("cpu")
@@ -181,7 +181,7 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
         for b in batches:
             b["ref_chosen_logps"], b["ref_rejected_logps"] = (t.clone() for t in reference_logprobs(reference, b))
         reference = None
-    trainer = DPOTrainer(policy, reference, beta=0.1) if variant != "floor" else None
+    trainer = DPOLoop(policy, reference, beta=0.1) if variant != "floor" else None
     _STEP_PEAK["setup_mb"] = _rss_mb("VmRSS")
     _reset_peak()
     for step, batch in enumerate(batches):

@@ -19,7 +19,7 @@ from dpo_lab.evaluation.stage import discover_models
 from dpo_lab.infra.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
 from dpo_lab.run import pipeline
 from dpo_lab.run.prepare import prepare_data, save_prepared_data
-from dpo_lab.training.dpo import DPOArgs, DPOTrainer, dpo_train
+from dpo_lab.training.dpo import DPOArgs, DPOLoop, dpo_train
 from dpo_lab.training.sft import SFTArgs, TrainingDivergedError, sft_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_step_zero_is_ln2_and_kl_zero_when_reference_is_a_copy(tokenizer, tokeni
 def test_reference_must_not_be_the_policy_object(tokenizer):
     policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
     with pytest.raises(ValueError, match="separate frozen copy"):
-        DPOTrainer(policy, policy, beta=0.1)
+        DPOLoop(policy, policy, beta=0.1)
 
 
 @pytest.mark.parametrize(
@@ -102,15 +102,17 @@ def test_lora_policy_uses_adapters_off_as_reference(tokenizer, tokenized_pairs):
     with torch.no_grad():
         base_logps = torch.cat(dpo_lab.batch_logprobs(base.eval(), batch))
     policy = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], lora_dropout=0.0))
-    trainer = DPOTrainer(policy, None, beta=0.1)
+    trainer = DPOLoop(policy, None, beta=0.1)
     with torch.no_grad():
-        ref = torch.cat(trainer.reference_logps(batch))
+        ref = torch.cat(trainer.reference_side_logps(batch))
     assert torch.allclose(ref, base_logps, atol=1e-5)
     dpo_train(policy, None, tokenizer, tokenized_pairs, tokenized_pairs[:2], _dpo_args(steps=3, lr=5e-2), device="cpu")
     trained = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trained and all("lora_" in n for n in trained)
     with torch.no_grad():
-        assert torch.allclose(torch.cat(trainer.reference_logps(batch)), base_logps, atol=1e-5)  # reference unchanged
+        assert torch.allclose(
+            torch.cat(trainer.reference_side_logps(batch)), base_logps, atol=1e-5
+        )  # reference unchanged
 
 
 # ------------------------------------------------------------------ stages on a run folder
@@ -391,7 +393,7 @@ def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokeni
         device="cpu",
     )
     with monkeypatch.context() as m:
-        interrupt_after(m, DPOTrainer, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
+        interrupt_after(m, DPOLoop, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
         with pytest.raises(Interrupted):
             dpo_train(
                 dpo_lab.tiny_random_model(tokenizer, seed=1),
@@ -404,7 +406,7 @@ def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokeni
                 state_dir=tmp_path,
             )
     assert (tmp_path / "train_state" / "state.pt").exists()
-    steps_run = count_calls(monkeypatch, DPOTrainer, "train_step")
+    steps_run = count_calls(monkeypatch, DPOLoop, "train_step")
     resumed = dpo_train(
         dpo_lab.tiny_random_model(tokenizer, seed=1),
         dpo_lab.tiny_random_model(tokenizer, seed=2),

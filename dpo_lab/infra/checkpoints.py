@@ -212,7 +212,7 @@ def save_periodic_state(
     step: int,
     total_steps: int,
     every: int,
-    acc,
+    accelerator,
     *,
     model,
     optimizer,
@@ -223,7 +223,7 @@ def save_periodic_state(
     """Every `every` steps (not at the last one), the main process saves the state; the others wait for it."""
     if not (state_dir and every and step % every == 0 and step < total_steps):
         return
-    if is_main_process(acc):
+    if is_main_process(accelerator):
         save_training_state(
             state_dir,
             model=model,
@@ -234,5 +234,5 @@ def save_periodic_state(
             rng=rng_state(),
             extra=extra,
         )
-    if acc is not None:
-        acc.wait_for_everyone()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()

@@ -87,16 +87,18 @@ def distributed():
     return Accelerator(cpu=not torch.cuda.is_available())  # on CPUs: DDP over gloo
 
 
-def is_main_process(acc) -> bool:
-    return acc is None or acc.is_main_process
+def is_main_process(accelerator) -> bool:
+    return accelerator is None or accelerator.is_main_process
 
 
-def mean_across_processes(acc, row: dict) -> dict:
+def mean_across_processes(accelerator, row: dict) -> dict:
     """Average a row of float metrics over all processes (each saw different batches)."""
-    if acc is None:
+    if accelerator is None:
         return row
     keys = [k for k, v in row.items() if isinstance(v, float)]
-    values = acc.reduce(torch.tensor([row[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
+    values = accelerator.reduce(
+        torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device), "mean"
+    )
     return {**row, **dict(zip(keys, values.tolist()))}
 
 

@@ -44,9 +44,9 @@ def _start_stage(run_dir: Path, out: Path, state: Path, fingerprint: dict[str, A
         reason = claim_training_state(state, fingerprint)
         if reason:
             print(f"[{out.name}] 不接續之前的訓練、從頭開始：{reason}")
-    acc = distributed()
-    if acc is not None:
-        acc.wait_for_everyone()
+    accelerator = distributed()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
 
 
 def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[str, Any]:
@@ -279,9 +279,9 @@ def run_dpo_stage(
     }
     stage_start = time.perf_counter()
     run_dir = Path(run_dir)
-    acc = distributed()
-    device = acc.device if acc is not None else pick_device(device)
-    world = acc.num_processes if acc is not None else 1
+    accelerator = distributed()
+    device = accelerator.device if accelerator is not None else pick_device(device)
+    world = accelerator.num_processes if accelerator is not None else 1
     prepared = load_prepared_data(run_dir)
     if beta is not None:
         overrides["beta"] = beta
@@ -345,9 +345,9 @@ def run_dpo_stage(
                 max_length=args.max_length,
             )
 
-        cached = fill_cache() if is_main_process(acc) else None  # one process computes, the others read
-        if acc is not None:
-            acc.wait_for_everyone()
+        cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
             cached = cached or fill_cache()
         cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
         for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
@@ -393,12 +393,12 @@ def run_dpo_stage(
 
 def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, state: Path) -> Path:
     """Only the main process writes (all processes hold the same weights); the others wait for it."""
-    acc = distributed()
-    if is_main_process(acc):
+    accelerator = distributed()
+    if is_main_process(accelerator):
         save_model_checkpoint(folder, model.cpu(), tok, manifest, history)
         _remove_state(run_dir, state)
-    if acc is not None:
-        acc.wait_for_everyone()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return folder
 
 

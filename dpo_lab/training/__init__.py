@@ -1,12 +1,12 @@
 """The SFT and DPO loops (notebooks 02 and 03): batching, optimizer and schedule, resume, early stopping."""
 
-from .dpo import DPOArgs, DPOResult, DPOTrainer, dpo_step, dpo_train
+from .dpo import DPOArgs, DPOLoop, DPOResult, dpo_step, dpo_train
 from .sft import SFTArgs, SFTResult, TrainingDivergedError, sft_train
 
 __all__ = [
     "DPOArgs",
     "DPOResult",
-    "DPOTrainer",
+    "DPOLoop",
     "SFTArgs",
     "SFTResult",
     "TrainingDivergedError",

@@ -107,7 +107,7 @@ def dpo_step(
     }
 
 
-class DPOTrainer:
+class DPOLoop:
     """Holds the policy, the frozen reference and beta; computes the loss and runs optimizer steps.
 
     The reference can be a separate frozen model, the policy itself with its LoRA adapters switched
@@ -152,7 +152,7 @@ class DPOTrainer:
     def _uses_adapters_as_reference(self) -> bool:
         return self.reference is None and hasattr(self.unwrapped, "disable_adapter")
 
-    def reference_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_side_logps(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "ref_chosen_logps" in batch:
             return batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         with torch.inference_mode():  # no graph, no version counters: the reference is only ever read
@@ -167,7 +167,7 @@ class DPOTrainer:
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean DPO loss of a collated batch and its metrics (TRL's names)."""
         pc, pr = batch_logprobs(self.policy, batch, average=self.average_logps)
-        rc, rr = self.reference_logps(batch)
+        rc, rr = self.reference_side_logps(batch)
         losses, chosen_rewards, rejected_rewards = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
         return losses.mean(), dpo_metrics(pc, pr, chosen_rewards, rejected_rewards, losses)
 
@@ -267,7 +267,7 @@ class DPOTrainer:
                 mask = batch["loss_mask"][:b, 1:].bool()
                 ref_logits = [live[i, :-1][mask[i]] for i in range(b)]
             else:
-                rc, rr = self.reference_logps(batch)
+                rc, rr = self.reference_side_logps(batch)
                 ref_logits = self._reference_logits(
                     batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device
                 )
@@ -378,14 +378,14 @@ def dpo_train(
 
     ``train_examples`` / ``eval_examples`` are :func:`dpo_lab.tokenize_pair` outputs, optionally carrying
     cached reference log-probs (then `reference` may be None). ``state_dir`` enables resume.
-    ``loss_fn`` / ``step_fn``: see :class:`DPOTrainer` (how a student's ``dpo_loss`` / ``dpo_step`` train the model).
+    ``loss_fn`` / ``step_fn``: see :class:`DPOLoop` (how a student's ``dpo_loss`` / ``dpo_step`` train the model).
 
     Stops early, with the reason recorded, on the course's over-optimisation signs: held-out KL above
     ``kl_limit``, ``accuracy_window``-step train accuracy above ``train_accuracy_limit``, and (when
     ``patience`` > 0) a held-out DPO loss that has not improved for ``patience`` evaluations.
     """
-    acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
-    device = acc.device if acc is not None else pick_device(device)
+    accelerator = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
+    device = accelerator.device if accelerator is not None else pick_device(device)
     policy.to(device)
     if reference is not None:
         reference.to(device)
@@ -393,7 +393,7 @@ def dpo_train(
         plain_causal_lm(
             policy
         ).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
-    trainer = DPOTrainer(
+    loop = DPOLoop(
         policy,
         reference,
         beta=args.beta,
@@ -422,10 +422,10 @@ def dpo_train(
             extra["evals_without_gain"],
         )
     elif eval_batches:
-        initial_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
-    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
-    if acc is not None:
-        trainer.policy, optimizer = acc.prepare(trainer.policy, optimizer)  # gradients are averaged across processes
+        initial_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
+    world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
+    if accelerator is not None:
+        loop.policy, optimizer = accelerator.prepare(loop.policy, optimizer)  # gradients are averaged across processes
     recent_acc: deque = deque(
         (r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window
     )
@@ -440,21 +440,24 @@ def dpo_train(
         shard=(rank, world),
     )
     progress = progress_bar(
-        args.progress and is_main_process(acc), total=args.steps, initial=start_step, desc=f"DPO beta={args.beta:g}"
+        args.progress and is_main_process(accelerator),
+        total=args.steps,
+        initial=start_step,
+        desc=f"DPO beta={args.beta:g}",
     )
     stop_reason = "completed all steps"
     final_eval: dict[str, float] = {}
     for step in range(start_step, args.steps):
         t0 = time.perf_counter()
-        row = trainer.train_step(
+        row = loop.train_step(
             [next(stream) for _ in range(args.grad_accum)], optimizer, scheduler, args.max_grad_norm, step + 1, device
         )
         row = {"step": step + 1, **row, "tokens_per_s": world * row.pop("tokens") / (time.perf_counter() - t0)}
-        row = mean_across_processes(acc, row)
+        row = mean_across_processes(accelerator, row)
         recent_acc.append(row["rewards/accuracies"])
         reason = None
         if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
-            final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
+            final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
             row.update(final_eval)
             if final_eval["eval_loss"] < best_loss:
                 best_loss, evals_without_gain = final_eval["eval_loss"], 0
@@ -489,7 +492,7 @@ def dpo_train(
             step + 1,
             args.steps,
             args.save_every,
-            acc,
+            accelerator,
             model=policy,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -499,8 +502,8 @@ def dpo_train(
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:
-        final_eval = trainer.evaluate(eval_batches, device, eval_ref_hidden)
-    trainer.policy = policy  # unwrap: the caller gets its own model back, trained in place
+        final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
+    loop.policy = policy  # unwrap: the caller gets its own model back, trained in place
     return DPOResult(
         history=history,
         stop_reason=stop_reason,

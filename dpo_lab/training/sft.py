@@ -129,8 +129,8 @@ def sft_train(
     ``state_dir``: where the periodic training state goes; if it already holds one, the run RESUMES
     from it (same batches, same RNG) and ends exactly where an uninterrupted run would.
     """
-    acc = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
-    device = acc.device if acc is not None else pick_device(device)
+    accelerator = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
+    device = accelerator.device if accelerator is not None else pick_device(device)
     model.to(device).train()
     seed_everything(args.seed)
     collate = SFTDataCollator(tokenizer, max_length=args.max_length)
@@ -143,10 +143,10 @@ def sft_train(
     if resumed is not None:
         start_step, history, extra = resumed
         best = extra.get("best", best)
-    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
     net = model  # what forward/backward go through: a DDP wrapper when distributed
-    if acc is not None:
-        net, optimizer = acc.prepare(model, optimizer)
+    if accelerator is not None:
+        net, optimizer = accelerator.prepare(model, optimizer)
     stream = batch_stream(
         train_examples,
         args.batch_size,
@@ -156,7 +156,7 @@ def sft_train(
         start_batch=start_step * args.grad_accum * world,
         shard=(rank, world),
     )
-    progress = _progress(args, start_step) if is_main_process(acc) else None
+    progress = _progress(args, start_step) if is_main_process(accelerator) else None
     for step in range(start_step, args.steps):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -180,7 +180,7 @@ def sft_train(
             "grad_norm": float(grad_norm),
             "tokens_per_s": world * n_tokens / (time.perf_counter() - t0),
         }
-        row = mean_across_processes(acc, row)
+        row = mean_across_processes(accelerator, row)
         if eval_examples and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
             row.update(evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device))
             if row["eval_loss"] < best["loss"]:
@@ -200,7 +200,7 @@ def sft_train(
             step + 1,
             args.steps,
             args.save_every,
-            acc,
+            accelerator,
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
