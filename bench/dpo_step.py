@@ -60,7 +60,7 @@ def _tokenizer(kind: str, cache: Path):
 
             tok = fixture_tokenizer()
         else:
-            from dpo_lab.run.models import corpus_tokenizer
+            from dpo_lab.run.tokenizers import corpus_tokenizer
 
             tok = corpus_tokenizer(seed=0, vocab_size=4096)
         tok.save_pretrained(path)
@@ -101,7 +101,7 @@ def _models(cfg: dict, tokenizer):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from dpo_lab.infra.runtime import disable_dropout
+    from dpo_lab.core.model_modes import disable_dropout
     from dpo_lab.run.models import gpt2_config
 
     config = gpt2_config(

@@ -40,7 +40,8 @@ from .data import (
 from .evaluation import plot_dpo_history, plot_sft_history, win_rate
 from .fast import batch_logprobs, reference_logprobs, sequence_logprobs_lean
 from .run import get_config
-from .run.models import build_decoder, corpus_tokenizer, load_pretrained, tiny_random_model, train_bpe_tokenizer
+from .run.models import build_decoder, load_pretrained, tiny_random_model
+from .run.tokenizers import corpus_tokenizer, train_bpe_tokenizer
 from .training import dpo_step
 
 __all__ = [

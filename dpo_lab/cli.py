@@ -244,7 +244,7 @@ def _cmd_corpus(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .run.models import convert_smollm2
+    from .run.smollm2 import convert_smollm2
 
     print(convert_smollm2(args.out, force=args.force))
     return 0
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .infra.runtime import quiet_hf
+    from .infra.console import quiet_hf
 
     args = build_parser().parse_args(argv)
     quiet_hf()

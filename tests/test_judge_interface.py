@@ -89,7 +89,7 @@ def test_bad_verdicts_and_inputs_are_reported():
 def test_reward_model_judge_scores_with_any_sequence_classification_model(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from dpo_lab.run.models import corpus_tokenizer
+    from dpo_lab.run.tokenizers import corpus_tokenizer
 
     tok = corpus_tokenizer(vocab_size=512)
     torch.manual_seed(0)

@@ -45,12 +45,12 @@ def test_cpu_profile_decoder_saves_and_loads_with_plain_from_pretrained(tmp_path
 def test_smollm2_loads_offline_generates_and_scores(tmp_path_factory, monkeypatch):
     pytest.importorskip("gguf")
     try:
-        dpo_lab.run.models.smollm2_gguf_path()
+        dpo_lab.run.smollm2.smollm2_gguf_path()
     except ModuleNotFoundError as e:
         pytest.fail(f"{e} (CI installs it: see requirements-offline-models.txt)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, tok = dpo_lab.load_pretrained("smollm2-offline")
-    assert (dpo_lab.run.models.smollm2_dir() / "model.safetensors").exists()
+    assert (dpo_lab.run.smollm2.smollm2_dir() / "model.safetensors").exists()
     model.eval()
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)

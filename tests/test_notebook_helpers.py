@@ -217,7 +217,7 @@ def test_new_figures_have_titles_and_labelled_axes(evaluated_run, tmp_path):
 
 
 def test_environment_report_names_device_profile_and_versions():
-    from dpo_lab.infra.runtime import environment_report
+    from dpo_lab.infra.device import environment_report
 
     line = environment_report(dpo_lab.get_config("smoke"))
     for part in ("profile smoke", "device cpu", "fp32", "torch", "transformers", "trl"):
@@ -225,7 +225,7 @@ def test_environment_report_names_device_profile_and_versions():
 
 
 def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
-    from dpo_lab.infra.runtime import PROGRESS_ENV, progress_bar
+    from dpo_lab.infra.console import PROGRESS_ENV, progress_bar
 
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
     bar = progress_bar(True, total=3, disable=True)

@@ -61,7 +61,7 @@ def test_same_gradients_for_every_parameter(tokenizer, pairs):
     grads = []
     for path in ("textbook", "kept softmax", "recomputed softmax"):
         model = dpo_lab.tiny_random_model(tokenizer, seed=1)
-        dpo_lab.infra.runtime.disable_dropout(model)
+        dpo_lab.core.model_modes.disable_dropout(model)
         logps = (
             _textbook(model, batch)
             if path == "textbook"
@@ -112,7 +112,7 @@ def test_lora_models_use_it_with_adapters_on_and_off_and_wrappers_do_not(tokeniz
     for path in ("scored", "textbook"):
         torch.manual_seed(0)  # the same LoRA A and B in both runs
         lora = get_peft_model(
-            dpo_lab.infra.runtime.disable_dropout(dpo_lab.tiny_random_model(tokenizer, seed=1)),
+            dpo_lab.core.model_modes.disable_dropout(dpo_lab.tiny_random_model(tokenizer, seed=1)),
             LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, lora_dropout=0.0),
         )
         for name, p in lora.named_parameters():

@@ -31,7 +31,8 @@ def build_fixture(out_dir: str | Path = FIXTURE_DIR) -> Path:
     from transformers import GPT2LMHeadModel
 
     from ..data.corpus import corpus_texts
-    from ..run.models import gpt2_config, train_bpe_tokenizer
+    from ..run.models import gpt2_config
+    from ..run.tokenizers import train_bpe_tokenizer
 
     out = Path(out_dir)
     tokenizer = train_bpe_tokenizer(corpus_texts(0)[:3000], vocab_size=512)
@@ -64,7 +65,7 @@ def _loaded_models():
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging
 
-    from ..infra.runtime import disable_dropout
+    from ..core.model_modes import disable_dropout
 
     quiet = not logging.is_progress_bar_enabled()
     logging.disable_progress_bar()  # the grader loads these once per run: no "Loading weights" bars in its output

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.atomic import atomic_write_text
-from ..infra.runtime import PROGRESS_ENV
+from ..infra.console import PROGRESS_ENV
 from ..run.layout import EXECUTED_DIR
 
 NOTEBOOKS = (

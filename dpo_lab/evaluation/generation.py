@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from ..infra.runtime import autocast, pick_device, progress_bar
+from ..infra.console import progress_bar
+from ..infra.device import autocast, pick_device
 
 
 @torch.no_grad()

@@ -351,7 +351,7 @@ class RewardModelJudge(ScoreJudge):
     ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from ..infra.runtime import pick_device
+        from ..infra.device import pick_device
 
         self.name = f"reward model {name_or_path}"
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -110,7 +110,7 @@ def heldout_perplexity(
     model, tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, batch_size: int = 16, device=None
 ) -> float:
     """Perplexity of the held-out CHOSEN responses given their prompts (response tokens only, EOS included)."""
-    from ..infra.runtime import pick_device
+    from ..infra.device import pick_device
 
     if not pairs:
         raise ValueError("heldout_perplexity() needs at least one pair")
@@ -189,7 +189,7 @@ def sampled_kl(
     """
     from ..core.collator import PreferenceDataCollator
     from ..fast.scored_logprobs import batch_logprobs
-    from ..infra.runtime import pick_device
+    from ..infra.device import pick_device
     from .generation import generate_ids
 
     device = pick_device(device)
@@ -370,7 +370,7 @@ def implicit_reward_by_split(
     from ..core.collator import PreferenceDataCollator
     from ..core.tokenization import tokenize_pairs
     from ..fast.scored_logprobs import batch_logprobs
-    from ..infra.runtime import pick_device
+    from ..infra.device import pick_device
 
     device = pick_device(device)
     examples = tokenize_pairs(tokenizer, pairs, max_length)
@@ -726,7 +726,7 @@ class Evaluation:
         **params: Any,
     ) -> Evaluation:
         """Check the parameters (:data:`EVAL_DEFAULTS`), load the run and find the finished models."""
-        from ..infra.runtime import seed_everything
+        from ..infra.seeding import seed_everything
         from ..run.pipeline import open_run
 
         unknown = set(params) - set(EVAL_DEFAULTS)

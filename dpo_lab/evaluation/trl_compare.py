@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..core.tokenization import tokenize_pairs
-from ..infra.runtime import pick_device
+from ..infra.device import pick_device
 from ..training.dpo import DPOArgs, dpo_train
 
 METRICS = (

@@ -34,7 +34,7 @@ import torch
 
 from ..core.collator import PreferenceDataCollator
 from ..infra.atomic import atomic_write_bytes, atomic_write_text
-from ..infra.runtime import autocast
+from ..infra.device import autocast
 from .scored_logprobs import sequence_logprobs_lean
 
 CACHE_DIR = "ref_cache"

@@ -4,13 +4,13 @@ The bottom layer: it imports nothing else from the package, and everything may i
 """
 
 from .checkpoints import StaleCheckpointError, verify_checkpoint
-from .runtime import disable_dropout, environment_report, freeze, pick_device, quiet_hf, seed_everything
+from .console import quiet_hf
+from .device import environment_report, pick_device
+from .seeding import seed_everything
 
 __all__ = [
     "StaleCheckpointError",
-    "disable_dropout",
     "environment_report",
-    "freeze",
     "pick_device",
     "quiet_hf",
     "seed_everything",

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from .atomic import atomic_directory, atomic_write_text, remove_leftovers
+from .distributed import is_main_process
 from .manifest import MANIFEST, StaleCheckpointError, read_manifest, sha256_file, stage_id, verify_files
-from .runtime import is_main_process, rng_state, set_rng_state
+from .seeding import rng_state, set_rng_state
 
 HISTORY = "history.jsonl"
 TRAIN_STATE = "train_state"

@@ -16,8 +16,10 @@ from ..core.tokenization import tokenize_pairs, tokenize_sft_example
 from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
 from ..infra.atomic import remove_leftovers
 from ..infra.checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint
+from ..infra.console import quiet_hf
+from ..infra.device import environment_report, pick_device
+from ..infra.distributed import distributed, is_main_process
 from ..infra.manifest import build_manifest, read_manifest
-from ..infra.runtime import distributed, environment_report, is_main_process, pick_device, quiet_hf
 from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train

@@ -39,13 +39,13 @@ class PreparedData:
 
 def get_tokenizer(config: LabConfig):
     """The tokenizer of the profile: trained on the offline corpus, or the Hub model's own."""
-    from .models import corpus_tokenizer, ensure_pad_token
+    from .tokenizers import corpus_tokenizer, ensure_pad_token
 
     if config.model_name in ("scratch", "tiny-random"):
         return corpus_tokenizer(seed=config.data_seed, vocab_size=config.vocab_size)
     from transformers import AutoTokenizer
 
-    from .models import SMOLLM2_ALIAS, convert_smollm2
+    from .smollm2 import SMOLLM2_ALIAS, convert_smollm2
 
     name = str(convert_smollm2()) if config.model_name == SMOLLM2_ALIAS else config.model_name
     return ensure_pad_token(AutoTokenizer.from_pretrained(name))

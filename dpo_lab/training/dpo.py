@@ -24,19 +24,13 @@ import torch
 
 from ..core.collator import PreferenceDataCollator, merge_pair_batches
 from ..core.losses import dpo_loss, dpo_metrics, token_kl
+from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
 from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.runtime import (
-    autocast,
-    disable_dropout,
-    distributed,
-    freeze,
-    is_main_process,
-    mean_across_processes,
-    pick_device,
-    progress_bar,
-    seed_everything,
-)
+from ..infra.console import progress_bar
+from ..infra.device import autocast, pick_device
+from ..infra.distributed import distributed, is_main_process, mean_across_processes
+from ..infra.seeding import seed_everything
 from .batching import batch_stream
 from .optim import build_optimizer, build_scheduler
 from .sft import TrainingDivergedError
@@ -87,7 +81,7 @@ def dpo_step(
     ``reference`` a separate frozen model. Steps: policy log-probs (with gradients) → reference
     log-probs (no gradients) → per-pair DPO losses → mean → backward → clip the gradient norm →
     optimizer step. Returns :func:`dpo_lab.dpo_metrics` plus ``grad_norm``. Dropout should be off on
-    both models (:func:`dpo_lab.infra.runtime.disable_dropout`), or the step-0 loss is not ln 2.
+    both models (:func:`dpo_lab.core.model_modes.disable_dropout`), or the step-0 loss is not ln 2.
     """
     if reference is policy:
         raise ValueError(

@@ -16,15 +16,10 @@ import torch
 
 from ..core.collator import SFTDataCollator
 from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.runtime import (
-    autocast,
-    distributed,
-    is_main_process,
-    mean_across_processes,
-    pick_device,
-    progress_bar,
-    seed_everything,
-)
+from ..infra.console import progress_bar
+from ..infra.device import autocast, pick_device
+from ..infra.distributed import distributed, is_main_process, mean_across_processes
+from ..infra.seeding import seed_everything
 from .batching import batch_stream
 from .optim import build_optimizer, build_scheduler
 
