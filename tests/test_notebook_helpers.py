@@ -143,14 +143,10 @@ def test_discover_models_orders_betas_and_skips_broken_runs(evaluated_run, tmp_p
 
 
 def test_summary_perplexity_and_saved_evaluation(evaluated_run, tokenizer):
-    from dpo_lab.evaluation.stage import (
-        EVAL_DIR,
-        discover_models,
-        heldout_perplexity,
-        load_eval_model,
-        save_evaluation,
-        summarize_runs,
-    )
+    from dpo_lab.evaluation.metrics import heldout_perplexity, summarize_runs
+    from dpo_lab.evaluation.stage import discover_models, save_evaluation
+    from dpo_lab.run.layout import EVAL_DIR
+    from dpo_lab.run.pipeline import load_eval_model
     from dpo_lab.run.prepare import load_prepared_data
 
     models, _ = discover_models(evaluated_run)
@@ -192,8 +188,9 @@ def test_new_figures_have_titles_and_labelled_axes(evaluated_run, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
+    from dpo_lab.evaluation.metrics import summarize_runs
     from dpo_lab.evaluation.plots import plot_model_comparison, plot_overoptimization, save_figure
-    from dpo_lab.evaluation.stage import discover_models, summarize_runs
+    from dpo_lab.evaluation.stage import discover_models
     from dpo_lab.infra.checkpoints import read_history
 
     folder = evaluated_run / "03_dpo" / "beta_0.1"
@@ -237,7 +234,7 @@ def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
 
 
 def test_sampled_kl_is_zero_for_identical_models_and_positive_otherwise(tokenizer):
-    from dpo_lab.evaluation.stage import sampled_kl
+    from dpo_lab.evaluation.metrics import sampled_kl
 
     policy = dpo_lab.tiny_random_model(tokenizer, seed=1)
     same = dpo_lab.tiny_random_model(tokenizer, seed=1)  # a separate module with the same weights
@@ -276,7 +273,7 @@ def _sweep(rows):
 
 
 def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
-    from dpo_lab.evaluation.stage import course_rule_pick
+    from dpo_lab.evaluation.metrics import course_rule_pick
 
     # the README's cpu runs before this rule was fixed: reward margins 0.612 (β=0.1) and 1.519 (β=0.5)
     # are 6.12 and 3.04 nats; in nats β=0.1 moved the log-ratios twice as far, at a KL well under 10
@@ -291,7 +288,8 @@ def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
 
 
 def test_summary_reports_both_margins(evaluated_run):
-    from dpo_lab.evaluation.stage import discover_models, summarize_runs
+    from dpo_lab.evaluation.metrics import summarize_runs
+    from dpo_lab.evaluation.stage import discover_models
 
     summary = summarize_runs(discover_models(evaluated_run)[0]).set_index("model")
     for name, beta in (("DPO β=0.1", 0.1), ("DPO β=0.5", 0.5)):

@@ -8,9 +8,10 @@ runs them all (:func:`evaluate_run`).
 from .bias import chosen_longer_share
 from .generation import generate, show_table, side_by_side
 from .judges import LLMJudge
+from .metrics import summarize_runs
 from .oracle import probe_results, validate_on_corpus, verdict_table
 from .plots import plot_dpo_history, plot_overoptimization, plot_sft_history, save_figure
-from .stage import Evaluation, discover_models, evaluate_run, summarize_runs
+from .stage import Evaluation, discover_models, evaluate_run
 from .trl_compare import compare_with_trl
 from .winrate import bootstrap_ci, win_rate
 

@@ -221,7 +221,7 @@ def plot_beta_sweep(table, kl_limit: float = 10.0, pick: str | None = None):
 
     Left: log-ratio margin (nats) against held-out KL (nats), one point per beta, the KL < ``kl_limit``
     zone shaded and the rule's pick circled. Right: the same runs with TRL's β-scaled reward margin,
-    which grows with β itself. ``table`` is :func:`dpo_lab.evaluation.stage.summarize_runs` output.
+    which grows with β itself. ``table`` is :func:`dpo_lab.evaluation.metrics.summarize_runs` output.
     """
     import matplotlib.pyplot as plt
 

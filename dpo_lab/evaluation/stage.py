@@ -1,28 +1,39 @@
-"""Notebook 04's evaluation of finished runs: which models exist, their held-out numbers, perplexity, saving 04_eval/.
+"""Stage 04: find the finished models, run the evaluation steps (:class:`Evaluation`), write ``04_eval/``.
 
-What is measured here needs no judge: the implicit-reward accuracy and margin and the KL that stage
-03 recorded on the held-out pairs, and the perplexity of every model on the held-out chosen
-responses (the "does DPO cost language-model quality?" question). Judges and win rates build on this.
+The measurements live in :mod:`.metrics` (no judge) and :mod:`.judging` (answers and judges); notebook 04
+and ``python -m dpo_lab evaluate`` both go through :class:`Evaluation`, so they give the same numbers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from ..core.collator import SFTDataCollator
-from ..core.tokenization import tokenize_sft_example
 from ..infra.atomic import atomic_directory
-from ..infra.checkpoints import StaleCheckpointError, read_history, verify_checkpoint
+from ..infra.checkpoints import StaleCheckpointError, verify_checkpoint
 from ..infra.manifest import build_manifest, read_manifest
 from ..run.layout import DATA_DIR, DPO_DIR, EVAL_DIR, FIGURES_DIR, RUN_02, RUN_03, SFT_DIR, beta_dirs
-from ..run.pipeline import data_id, load_eval_model
-from ..training.sft import evaluate_lm_loss
+from ..run.pipeline import data_id
+from .judging import (
+    case_comparisons,
+    evaluation_tables,
+    judge_answers,
+    length_table,
+    safety_table,
+    with_win_rates,
+)
+from .metrics import (
+    COURSE_KL_LIMIT,
+    counterfactual_table,
+    course_rule_pick,
+    frontier_axis,
+    implicit_reward_by_split,
+    perplexity_table,
+    sampled_kl_table,
+    summarize_runs,
+)
 
 
 def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
@@ -54,72 +65,6 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     for beta, folder in sorted(found):
         models[f"DPO β={beta:g}"] = folder
     return models, skipped
-
-
-def summarize_runs(models: dict[str, Path]):
-    """One row per model: beta, steps, why training stopped, and the held-out metrics stage 03 recorded.
-
-    Two margins, two units: ``heldout_reward_margin`` is TRL's ``rewards/margins`` = β × (log-ratio of
-    chosen − log-ratio of rejected), in reward units that scale with β; ``heldout_logratio_margin`` is
-    the same difference in nats (the reward margin ÷ β), the unit in which runs with different betas
-    can be compared. The SFT row is the reference itself: margins 0, accuracy 0 (strict ">") and KL 0.
-    """
-    import pandas as pd
-
-    rows = []
-    for name, folder in models.items():
-        manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-        metrics = manifest.get("metrics", {})
-        if name == "SFT":
-            rows.append(
-                {
-                    "model": name,
-                    "beta": None,
-                    "steps": len(read_history(folder)),
-                    "stop_reason": "—",
-                    "heldout_accuracy": 0.0,
-                    "heldout_reward_margin": 0.0,
-                    "heldout_logratio_margin": 0.0,
-                    "heldout_kl": 0.0,
-                    "heldout_dpo_loss": math.log(2),
-                    "train_seconds": metrics.get("train_seconds"),
-                }
-            )
-            continue
-        final = metrics.get("final_eval", {})
-        beta = manifest["config"]["beta"]
-        margin = final.get("eval_rewards/margins")
-        rows.append(
-            {
-                "model": name,
-                "beta": beta,
-                "steps": metrics.get("steps_run"),
-                "stop_reason": metrics.get("stop_reason"),
-                "heldout_accuracy": final.get("eval_rewards/accuracies"),
-                "heldout_reward_margin": margin,
-                "heldout_logratio_margin": None if margin is None else margin / beta,
-                "heldout_kl": final.get("eval_kl"),
-                "heldout_dpo_loss": final.get("eval_loss"),
-                "train_seconds": metrics.get("train_seconds"),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def heldout_perplexity(
-    model, tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, batch_size: int = 16, device=None
-) -> float:
-    """Perplexity of the held-out CHOSEN responses given their prompts (response tokens only, EOS included)."""
-    from ..infra.device import pick_device
-
-    if not pairs:
-        raise ValueError("heldout_perplexity() needs at least one pair")
-    device = pick_device(device)
-    examples = [tokenize_sft_example(tokenizer, p["prompt"], p["chosen"], max_length) for p in pairs]
-    model.to(device)
-    return evaluate_lm_loss(model, examples, SFTDataCollator(tokenizer, max_length=max_length), batch_size, device)[
-        "eval_perplexity"
-    ]
 
 
 def save_evaluation(
@@ -165,425 +110,6 @@ def save_evaluation(
             json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
         )
     return out
-
-
-@torch.no_grad()
-def sampled_kl(
-    policy,
-    reference,
-    tokenizer,
-    prompts: list[str],
-    *,
-    max_new_tokens: int = 64,
-    seed: int = 0,
-    batch_size: int = 16,
-    device=None,
-) -> dict[str, float]:
-    """Monte-Carlo sequence KL(policy ‖ reference) from the policy's OWN samples (nats per response).
-
-    KL = E_{y ~ π(·|x)} [log π(y|x) − log π_ref(y|x)]: sample one answer per prompt from the policy
-    (temperature 1, no top-k/top-p), score it under both models, average the log-ratio. Unlike the
-    teacher-forced KL of stage 03 (measured on the data's chosen answers), this is measured where the
-    policy actually puts its probability. Answers are cut at ``max_new_tokens`` (the KL of that prefix).
-    Returns the mean, its standard error and the number of samples.
-    """
-    from ..core.collator import PreferenceDataCollator
-    from ..fast.scored_logprobs import batch_logprobs
-    from ..infra.device import pick_device
-    from .generation import generate_ids
-
-    device = pick_device(device)
-    samples = generate_ids(
-        policy,
-        tokenizer,
-        prompts,
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-    )
-    examples = [{"prompt_ids": p, "chosen_ids": y, "rejected_ids": y} for p, y in samples if y]
-    if not examples:
-        raise ValueError("the policy produced no tokens for any prompt")
-    collate = PreferenceDataCollator(tokenizer)
-    modes = (policy.training, reference.training)
-    policy.to(device).eval()  # eval mode: dropout would add noise to both log-probs (and a KL > 0 between equal models)
-    reference.to(device).eval()
-    ratios: list[float] = []
-    for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
-        policy_logps, _ = batch_logprobs(policy, batch)
-        reference_logps, _ = batch_logprobs(reference, batch)
-        ratios += (policy_logps - reference_logps).tolist()
-    policy.train(modes[0])
-    reference.train(modes[1])
-    n = len(ratios)
-    mean = sum(ratios) / n
-    std = (sum((r - mean) ** 2 for r in ratios) / max(n - 1, 1)) ** 0.5
-    return {"sampled_kl": mean, "sampled_kl_stderr": std / n**0.5, "n_samples": n}
-
-
-# ---------------------------------------------------------------------------------------------------- per-model tables
-def perplexity_table(
-    models: dict[str, Path], tokenizer, pairs: list[dict[str, Any]], *, max_length: int | None, device=None
-):
-    """Held-out perplexity of every model and its change relative to SFT."""
-    import pandas as pd
-
-    values = {}
-    for name, folder in models.items():
-        values[name] = heldout_perplexity(
-            load_eval_model(folder, device), tokenizer, pairs, max_length=max_length, device=device
-        )
-    return pd.DataFrame(
-        {
-            "model": list(values),
-            "perplexity": list(values.values()),
-            "perplexity_change_vs_sft": [v / values["SFT"] - 1 for v in values.values()],
-        }
-    )
-
-
-def sampled_kl_table(
-    models: dict[str, Path], tokenizer, prompts: list[str], *, max_new_tokens: int, seed: int, device=None
-):
-    """:func:`sampled_kl` of every DPO model against SFT (SFT itself: 0 by definition)."""
-    import pandas as pd
-
-    reference = load_eval_model(models["SFT"], device)
-    rows = [{"model": "SFT", "sampled_kl": 0.0, "sampled_kl_stderr": 0.0}]
-    for name, folder in models.items():
-        if name != "SFT":
-            estimate = sampled_kl(
-                load_eval_model(folder, device),
-                reference,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                device=device,
-            )
-            rows.append(
-                {
-                    "model": name,
-                    "sampled_kl": estimate["sampled_kl"],
-                    "sampled_kl_stderr": estimate["sampled_kl_stderr"],
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def safety_table(rows: list[dict[str, Any]], answers: dict[str, list[str]]):
-    """Refusal, harmful-compliance and over-refusal rates per model
-    (:func:`dpo_lab.evaluation.safety.safety_report`).
-    """
-    import pandas as pd
-
-    from .safety import safety_report
-
-    return pd.DataFrame([{"model": name, **safety_report(rows, texts)} for name, texts in answers.items()])
-
-
-def judge_score_table(
-    judge,
-    prompts: list[str],
-    answers: dict[str, list[str]],
-    *,
-    refuse_prompts: list[str] | None = None,
-    refuse_answers: dict[str, list[str]] | None = None,
-):
-    """Per model: the judge's mean reward (± standard error) and, when calibrated, helpfulness / harmlessness on 1–5."""
-    import pandas as pd
-
-    rows = []
-    for name, texts in answers.items():
-        rewards = judge.score(prompts, texts).double()
-        row = {
-            "model": name,
-            "gold_reward": float(rewards.mean()),
-            "gold_reward_stderr": float(rewards.std() / len(rewards) ** 0.5) if len(rewards) > 1 else 0.0,
-        }
-        if "helpful" in getattr(judge, "calibration", {}):
-            row["helpfulness_1_5"] = float(judge.quality_1_5(prompts, texts, "helpful").mean())
-        if (
-            "harmless" in getattr(judge, "calibration", {})
-            and refuse_prompts
-            and refuse_answers
-            and name in refuse_answers
-        ):
-            row["harmlessness_1_5"] = float(judge.quality_1_5(refuse_prompts, refuse_answers[name], "harmless").mean())
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def length_table(answers: dict[str, list[str]]):
-    """Answer length in words per model (DPO's length bias): mean, median, min, max."""
-    import pandas as pd
-
-    rows = []
-    for name, texts in answers.items():
-        words = pd.Series([len(t.split()) for t in texts], dtype=float)
-        rows.append(
-            {
-                "model": name,
-                "mean_words": words.mean(),
-                "median_words": words.median(),
-                "min_words": words.min(),
-                "max_words": words.max(),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def with_win_rates(summary, win_rates, judge: str = "gold judge"):
-    """The per-model table with one judge's win rate vs SFT (and its interval) as columns: the beta comparison in one
-    table.
-    """
-    rows = win_rates[(win_rates["judge"] == judge) & win_rates["model"].isin(summary["model"])]
-    columns = {"win_rate": "win_rate_vs_sft", "win_ci_low": "win_ci_low", "win_ci_high": "win_ci_high"}
-    if "lc_win_rate" in rows:
-        columns["lc_win_rate"] = "lc_win_rate_vs_sft"
-    return summary.merge(rows[["model", *columns]].rename(columns=columns), on="model", how="left")
-
-
-@torch.no_grad()
-def implicit_reward_by_split(
-    models: dict[str, Path],
-    tokenizer,
-    pairs: list[dict[str, Any]],
-    train_topics: set[str],
-    *,
-    betas: dict[str, float],
-    max_length: int | None,
-    batch_size: int = 16,
-    device=None,
-):
-    """Held-out implicit-reward accuracy and margins of every DPO model, split by seen vs held-out topics.
-
-    A pair's topic is "seen" when some TRAINING pair has it. The reference is the SFT model, as in 03;
-    the numbers use the same definitions as 03's held-out evaluation (accuracy: chosen reward strictly
-    above rejected; reward margin = β × log-ratio margin).
-    """
-    import pandas as pd
-
-    from ..core.collator import PreferenceDataCollator
-    from ..core.tokenization import tokenize_pairs
-    from ..fast.scored_logprobs import batch_logprobs
-    from ..infra.device import pick_device
-
-    device = pick_device(device)
-    examples = tokenize_pairs(tokenizer, pairs, max_length)
-    has_topics = any(p.get("topic") for p in pairs)  # HH-RLHF has none: one row per model, over all pairs
-    seen = [p.get("topic") in train_topics if has_topics else True for p in pairs]
-    groups = (("seen topics", True), ("held-out topics", False)) if has_topics else (("all pairs", True),)
-    collate = PreferenceDataCollator(tokenizer)
-
-    def logratios(model) -> tuple[torch.Tensor, torch.Tensor]:
-        model.to(device).eval()
-        chosen, rejected = [], []
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
-            c, r = batch_logprobs(model, batch)
-            chosen.append(c.double().cpu())
-            rejected.append(r.double().cpu())
-        return torch.cat(chosen), torch.cat(rejected)
-
-    ref_c, ref_r = logratios(load_eval_model(models["SFT"], device))
-    rows = []
-    for name, folder in models.items():
-        if name == "SFT":
-            continue
-        pol_c, pol_r = logratios(load_eval_model(folder, device))
-        margin = (pol_c - ref_c) - (pol_r - ref_r)
-        for split, flag in groups:
-            idx = torch.tensor([s == flag for s in seen])
-            if idx.any():
-                m = margin[idx]
-                rows.append(
-                    {
-                        "model": name,
-                        "split": split,
-                        "n_pairs": int(idx.sum()),
-                        "accuracy": float((m > 0).double().mean()),
-                        "logratio_margin": float(m.mean()),
-                        "reward_margin": float(betas[name] * m.mean()),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def counterfactual_table(
-    models: dict[str, Path],
-    tokenizer,
-    rows: list[dict[str, Any]],
-    *,
-    run_dir: str | Path,
-    device=None,
-    progress: bool = False,
-    prefixes: dict[str, str] | None = None,
-    **settings: Any,
-):
-    """The same requests with an irrelevant personal detail in front
-    (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
-    per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
-    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move."""
-    import pandas as pd
-
-    from .answers import collect_answers
-    from .bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
-    from .oracle import score_answers
-    from .safety import classify_response
-    from .trust import oracle_applies
-
-    out = []
-    with_oracle = oracle_applies(
-        [r["prompt"] for r in rows if "should_refuse" not in r]
-    )  # the quality column needs the corpus
-    for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
-        prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
-        answers = collect_answers(
-            models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings
-        )
-        for name, texts in answers.items():
-            risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
-            benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
-            helpful = (
-                [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r] if with_oracle else []
-            )
-            out.append(
-                {
-                    "model": name,
-                    "prefix": label,
-                    "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
-                    "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
-                    "oracle_quality": (sum(v.score for v in score_answers(*zip(*helpful))) / len(helpful))
-                    if helpful
-                    else None,
-                    "n": len(texts),
-                    "n_should_refuse": len(risky),
-                    "n_benign": len(benign),
-                    "n_helpful": len(helpful),
-                }
-            )
-    return pd.DataFrame(out)
-
-
-def judge_answers(
-    prompts: list[str],
-    eval_rows: list[dict[str, Any]],
-    answers: dict[str, list[str]],
-    *,
-    sanity: dict[str, list[str]],
-    safety_rows: list[dict[str, Any]],
-    redteam: dict[str, list[str]],
-    train_pairs: list[dict[str, Any]],
-    test_pairs: list[dict[str, Any]],
-    extra_judges=(),
-    seed: int = 0,
-    win_rate_fn=None,
-) -> dict[str, Any]:
-    """Every judgement notebook 04 §5 shows, in one place (the notebook and the CLI call this).
-
-    * the oracle (ground truth, offline corpus only) and the learned gold judge — fitted with the
-      relevance fix, and once without it to show before/after — plus ``extra_judges`` (reward model,
-      LLM): win rates vs SFT, raw and length-controlled, each with a 95 % interval;
-    * the primary judge: the oracle where it applies, else the first extra judge (the `gpu` profile's
-      reward model), else the gold judge;
-    * each judge's agreement with the oracle on the generated pairs, its bias checks, the oracle's win
-      rates on seen vs held-out topics, and per-model scores (oracle and judge).
-    """
-    import pandas as pd
-
-    from .headtohead import win_rates_vs
-    from .judges import GoldJudge
-    from .oracle import OracleJudge
-    from .trust import (
-        ORACLE,
-        agreement_table,
-        answer_key_row,
-        judge_checks_table,
-        judged_win_rates,
-        oracle_applies,
-        oracle_quality_table,
-        split_win_rates,
-    )
-    from .winrate import win_rate
-
-    win_rate_fn = win_rate_fn or win_rate
-    trained = {name: texts for name, texts in answers.items() if name != "base"}
-    judge = GoldJudge().fit(train_pairs, seed=seed)
-    before = GoldJudge(judge.encoder).fit(train_pairs, seed=seed, off_topic_negatives=False)
-    before.name = "gold judge (before the relevance fix)"
-    use_oracle = oracle_applies(prompts)
-    judges = ([OracleJudge()] if use_oracle else []) + [judge] + list(extra_judges)
-    primary = ORACLE if use_oracle else (extra_judges[0].name if extra_judges else judge.name)
-    win_rates, comparisons = judged_win_rates(
-        judges, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
-    )
-    refuse = [i for i, r in enumerate(safety_rows) if r.get("should_refuse")]
-    refuse_prompts = [safety_rows[i]["prompt"] for i in refuse]
-    refuse_answers = {name: [texts[i] for i in refuse] for name, texts in redteam.items()}
-    scores = judge_score_table(judge, prompts, answers, refuse_prompts=refuse_prompts, refuse_answers=refuse_answers)
-    out = {
-        "judge": judge,
-        "judge_accuracy": judge.pairwise_accuracy(test_pairs),
-        "judge_accuracy_before_fix": before.pairwise_accuracy(test_pairs),
-        "primary": primary,
-        "win_rates": win_rates,
-        "comparisons": comparisons,
-        "judges": {getattr(j, "name", type(j).__name__): j for j in judges},
-    }
-    topics = [r.get("topic") or r["prompt"] for r in eval_rows]
-    checks = {ORACLE: judges[0]} if use_oracle else {}
-    checks.update({judge.name: judge, before.name: before, **{j.name: j for j in extra_judges}})
-    out["checks"] = judge_checks_table(checks, prompts, answers["SFT"], topics, seed=seed)
-    if use_oracle:
-        scores = scores.merge(oracle_quality_table(prompts, answers, refuse_prompts, refuse_answers), on="model")
-        _, before_comparisons = win_rates_vs(
-            before, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
-        )
-        out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
-        out["splits"] = split_win_rates(
-            comparisons[ORACLE], [bool(r.get("held_out_topic")) for r in eval_rows], seed=seed, win_rate_fn=win_rate_fn
-        )
-        out["ceiling"] = pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)])
-    out["scores"] = scores
-    return out
-
-
-def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
-    """The comparisons the success/failure cases are read from: the primary judge's when it scores answers, else the
-    gold judge's.
-    """
-    primary = judged["comparisons"][judged["primary"]]
-    if all(j.score_a is not None for c in primary.values() for j in c.judgments):
-        return primary
-    return judged["comparisons"][judged["judge"].name]
-
-
-def frontier_axis(summary) -> dict[str, str]:
-    """The frontier's y axis: the oracle's quality (the ground truth) when measured, else the gold judge's reward."""
-    if "oracle_helpfulness_1_5" in summary:
-        return {"reward": "oracle_helpfulness_1_5", "label": "oracle quality 1-5 (ground truth, mean over prompts)"}
-    return {"reward": "gold_reward", "label": "gold-judge reward (mean over prompts)"}
-
-
-def evaluation_tables(
-    judged: dict[str, Any], *, summary, focus: str, elo=None, cases=None, implicit_by_split=None, counterfactual=None
-) -> dict[str, Any]:
-    """Every table 04 saves (one CSV each, and in summary.json), built the same way by the notebook and the CLI."""
-    from .trust import targets_table
-
-    tables = {
-        "win_rates": judged["win_rates"],
-        "targets": targets_table(summary, focus),
-        "judge_checks": judged["checks"],
-    }
-    tables.update({k: judged[k] for k in ("agreement", "splits", "ceiling") if k in judged})
-    optional = {"elo": elo, "cases": cases, "implicit_by_split": implicit_by_split, "counterfactual": counterfactual}
-    tables.update({k: v for k, v in optional.items() if v is not None})
-    return tables
 
 
 def write_evaluation(
@@ -639,21 +165,6 @@ def write_evaluation(
         },
     )
     return report, out
-
-
-COURSE_KL_LIMIT = 10.0
-
-
-def course_rule_pick(summary) -> str | None:
-    """The course's rule: among DPO runs with held-out KL < 10, the largest held-out margin (None if none).
-
-    The margin compared is the LOG-RATIO margin in nats, not TRL's reward margin: the reward margin is
-    β × the log-ratio margin, so across betas it mostly measures β itself (a larger β multiplies a
-    smaller movement). KL is in nats too, so the rule trades like against like.
-    """
-    dpo = summary[summary["model"].str.startswith("DPO")]
-    eligible = dpo[dpo["heldout_kl"] < COURSE_KL_LIMIT]
-    return None if eligible.empty else str(eligible.loc[eligible["heldout_logratio_margin"].idxmax(), "model"])
 
 
 # ---------------------------------------------------------------------------------------------------- the whole of 04
