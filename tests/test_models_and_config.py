@@ -122,3 +122,15 @@ def test_load_pretrained_local_folder_sets_pad_and_offline_hub_miss_is_explained
         dpo_lab.load_pretrained("no-such-owner/no-such-model")
     with pytest.raises(ValueError, match="built, not loaded"):
         dpo_lab.load_pretrained("scratch")
+
+
+def test_the_dpo_loops_stopping_rules_and_log_prob_averaging_are_config_fields():
+    """kl_limit, train_accuracy_limit and average_logps reach the DPO loop from a notebook's overrides or `--set`."""
+    from dpo_lab.run.pipeline import dpo_args
+
+    default = dpo_args(get_config("smoke"), progress=False)
+    assert (default.kl_limit, default.train_accuracy_limit, default.average_logps) == (20.0, 0.95, False)
+    changed = dpo_args(get_config("smoke", kl_limit=5, train_accuracy_limit=None, average_logps=True), progress=False)
+    assert (changed.kl_limit, changed.train_accuracy_limit, changed.average_logps) == (5.0, None, True)
+    with pytest.raises(ValueError, match="kl_limit must be a number or null"):
+        get_config("smoke", kl_limit="high")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..data.sources import OFFLINE_SOURCE
@@ -48,6 +48,9 @@ class LabConfig:
     eval_pairs: int = 128  # held-out pairs (and SFT examples) used by those evaluations
     save_every: int = 50  # steps between resumable training states
     early_stopping_patience: int = 0  # DPO: evaluations without a lower held-out loss before stopping (0 = off)
+    kl_limit: float | None = 20.0  # DPO stops when the held-out KL exceeds this (over-optimisation); None = never
+    train_accuracy_limit: float | None = 0.95  # DPO stops when the moving train accuracy exceeds this; None = never
+    average_logps: bool = False  # True: length-normalised log-probs (divides each log-ratio by the length)
     lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
     lora_r: int = 16
     seed: int = 42
@@ -58,7 +61,6 @@ class LabConfig:
     n_layer: int = 4
     n_embd: int = 256
     n_head: int = 4
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -173,9 +175,9 @@ _KINDS = {
     "bool": "true or false",
     "str": "a string",
     "int | None": "an integer or null",
+    "float | None": "a number or null",
     "tuple[str, ...]": "a list of strings",
     "tuple[float, float]": "a list of two numbers",
-    "dict[str, Any]": "an object",
 }
 
 
@@ -191,7 +193,7 @@ def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if kind == "tuple[str, ...]" and isinstance(value, str):
             value = (value,)
-        if kind == "float" and number:
+        if kind in ("float", "float | None") and number:
             value = float(value)
         elif (
             kind in ("int", "int | None")
@@ -215,9 +217,9 @@ def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
             "bool": isinstance(value, bool),
             "str": isinstance(value, str),
             "int | None": value is None or (isinstance(value, int) and not isinstance(value, bool)),
+            "float | None": value is None or isinstance(value, float),
             "tuple[str, ...]": isinstance(value, tuple),
             "tuple[float, float]": isinstance(value, tuple),
-            "dict[str, Any]": isinstance(value, dict),
         }.get(kind, True)
         if not ok:
             raise ValueError(f"config field {name} must be {_KINDS.get(kind, kind)}, got {value!r}")

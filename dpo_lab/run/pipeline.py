@@ -87,6 +87,9 @@ def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
         seed=config.seed,
         max_length=config.max_length,
         patience=config.early_stopping_patience,
+        kl_limit=config.kl_limit,
+        train_accuracy_limit=config.train_accuracy_limit,
+        average_logps=config.average_logps,
         progress=progress,
     )
 

@@ -157,6 +157,7 @@ def load_prepared_data(run_dir: str | Path) -> PreparedData:
     manifest = read_manifest(folder, produced_by=RUN_01)
     verify_files(folder, manifest, produced_by=RUN_01)  # an edited, truncated or half-copied file is named here
     cfg = manifest["config"]
+    cfg.pop("extras", None)  # a field that was never read (always {}), in folders written before it was removed
     config = get_config(cfg.pop("profile"), **cfg)
     splits = {name: _read_jsonl(folder / f"{name}.jsonl") for name in DATA_FILES}
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")

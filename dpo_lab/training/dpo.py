@@ -125,8 +125,6 @@ class DPOLoop:
         beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
         it needs a live reference model. The learning-rate schedule still steps after it.
         """
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
         if reference is not None and reference is policy:
             raise ValueError(
                 "the reference must be a separate frozen copy, not the policy module itself (the loss would stay ln 2)"
