@@ -309,3 +309,21 @@ def test_a_hang_in_c_code_costs_only_its_exercise_within_the_limit(tmp_path):
         hung.seconds,
         clean.seconds,
     )
+
+
+def test_delegation_is_watched_wherever_the_package_binds_a_reference(monkeypatch):
+    """The grader finds each exercise's reference by identity in every loaded dpo_lab module: a re-export or a
+    moved module is watched too (the old hand-written list missed `dpo_lab.dpo_step` and went stale on a move)."""
+    import sys
+    import types
+
+    from dpo_lab.course import sandbox
+
+    sites = {(module.__name__, attr): exercise for module, attr, exercise in sandbox._reference_sites()}
+    assert sites[("dpo_lab", "dpo_step")] == sites[("dpo_lab.training.dpo", "dpo_step")] == "dpo_step"
+    assert sites[("dpo_lab", "sequence_logprobs_lean")] == "sequence_logprobs"  # an equivalent counts as delegating
+    assert set(sites.values()) == set(rubric.REFERENCES) - {"PreferenceDataCollator"}  # the collator: via __call__
+    moved = types.ModuleType("dpo_lab.somewhere_new")
+    moved.loss = rubric.REFERENCES["dpo_loss"]
+    monkeypatch.setitem(sys.modules, moved.__name__, moved)
+    assert ("dpo_lab.somewhere_new", "loss") in {(m.__name__, a) for m, a, _ in sandbox._reference_sites()}
