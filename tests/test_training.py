@@ -383,40 +383,27 @@ def test_killed_during_checkpoint_save_leaves_previous_checkpoint_loadable(tmp_p
 def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokenized_pairs, monkeypatch):
     args = _dpo_args(steps=8, save_every=3, eval_every=4)
     data, held = tokenized_pairs, tokenized_pairs[:4]
-    full = dpo_train(
-        dpo_lab.tiny_random_model(tokenizer, seed=1),
-        dpo_lab.tiny_random_model(tokenizer, seed=2),
-        tokenizer,
-        data,
-        held,
-        args,
-        device="cpu",
-    )
+
+    def train(**kw):  # the same fresh policy and reference every time
+        return dpo_train(
+            dpo_lab.tiny_random_model(tokenizer, seed=1),
+            dpo_lab.tiny_random_model(tokenizer, seed=2),
+            tokenizer,
+            data,
+            held,
+            args,
+            device="cpu",
+            **kw,
+        )
+
+    full = train()
     with monkeypatch.context() as m:
         interrupt_after(m, DPOLoop, "train_step", 7)  # dies during step 8; the state of step 6 is on disk
         with pytest.raises(Interrupted):
-            dpo_train(
-                dpo_lab.tiny_random_model(tokenizer, seed=1),
-                dpo_lab.tiny_random_model(tokenizer, seed=2),
-                tokenizer,
-                data,
-                held,
-                args,
-                device="cpu",
-                state_dir=tmp_path,
-            )
+            train(state_dir=tmp_path)
     assert (tmp_path / "train_state" / "state.pt").exists()
     steps_run = count_calls(monkeypatch, DPOLoop, "train_step")
-    resumed = dpo_train(
-        dpo_lab.tiny_random_model(tokenizer, seed=1),
-        dpo_lab.tiny_random_model(tokenizer, seed=2),
-        tokenizer,
-        data,
-        held,
-        args,
-        device="cpu",
-        state_dir=tmp_path,
-    )
+    resumed = train(state_dir=tmp_path)
     assert steps_run["n"] == 2  # steps 7 and 8 only: it really resumed from the step-6 state
     assert [r["step"] for r in resumed.history] == list(range(1, 9))
     for a, b in zip(full.history, resumed.history):

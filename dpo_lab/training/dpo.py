@@ -32,44 +32,31 @@ from ..infra.device import autocast, pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
 from ..infra.seeding import seed_everything
 from .batching import batch_stream
+from .loop_args import LoopArgs
 from .optim import build_optimizer, build_scheduler
 from .sft import TrainingDivergedError
 
 
-@dataclass
-class DPOArgs:
+@dataclass(kw_only=True)
+class DPOArgs(LoopArgs):
+    """The DPO loop's settings: :class:`LoopArgs` plus beta, log-prob averaging and the stopping rules."""
+
     beta: float
-    lr: float
-    steps: int
-    batch_size: int
-    grad_accum: int = 1
-    warmup_steps: int = 0
-    schedule: str = "cosine"
     betas: tuple[float, float] = (0.9, 0.95)  # the course text's AdamW betas
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
     eval_every: int = 25
-    save_every: int = 0
-    seed: int = 0
+    average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
     shuffle: bool = True
-    bucket: bool = True
-    max_length: int | None = None
     # early stopping and the course's over-optimisation rules
     patience: int = 0  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
     kl_limit: float | None = 20.0  # held-out KL above this = over-optimisation
     train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
     accuracy_window: int = 20
-    progress: bool = True
     compile: bool = False  # CUDA only: torch.compile the policy's transformer body (unverified here: no GPU)
 
     def __post_init__(self):
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta} (beta = 0 removes the preference signal)")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("steps, batch_size and grad_accum must all be >= 1")
+        super().__post_init__()
 
 
 def dpo_step(

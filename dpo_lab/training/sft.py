@@ -21,6 +21,7 @@ from ..infra.device import autocast, pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
 from ..infra.seeding import seed_everything
 from .batching import batch_stream
+from .loop_args import LoopArgs
 from .optim import build_optimizer, build_scheduler
 
 
@@ -28,29 +29,9 @@ class TrainingDivergedError(FloatingPointError):
     """A loss or gradient became NaN/inf; the message says where, when, and what to try."""
 
 
-@dataclass
-class SFTArgs:
-    steps: int
-    lr: float
-    batch_size: int
-    grad_accum: int = 1
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int = 50
-    save_every: int = 0  # periodic training state for resume (0 = only at the end)
-    seed: int = 0
-    max_length: int | None = None
-    bucket: bool = True
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+@dataclass(kw_only=True)
+class SFTArgs(LoopArgs):
+    """The SFT loop's settings: exactly :class:`LoopArgs` (SFT needs nothing more)."""
 
 
 @dataclass
