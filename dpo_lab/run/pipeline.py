@@ -56,41 +56,33 @@ def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[
     return {"stage": stage, "inputs": inputs, "train_args": train_args, **more}
 
 
+def _shared_loop_args(config: LabConfig, progress: bool) -> dict[str, Any]:
+    """The :class:`LoopArgs` fields both stages take from the same config fields."""
+    names = ("grad_accum", "warmup_steps", "schedule", "eval_every", "save_every", "seed", "max_length")
+    return {name: getattr(config, name) for name in names} | {"progress": progress}
+
+
 def sft_args(config: LabConfig, progress: bool = True) -> SFTArgs:
     return SFTArgs(
         steps=config.sft_steps,
         lr=config.sft_lr,
         batch_size=config.sft_batch_size,
-        grad_accum=config.grad_accum,
-        warmup_steps=config.warmup_steps,
-        schedule=config.schedule,
-        eval_every=config.eval_every,
-        save_every=config.save_every,
-        seed=config.seed,
-        max_length=config.max_length,
-        progress=progress,
+        **_shared_loop_args(config, progress),
     )
 
 
 def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
     return DPOArgs(
         beta=config.beta,
-        lr=config.dpo_lr,
         steps=config.dpo_steps,
+        lr=config.dpo_lr,
         batch_size=config.dpo_batch_size,
-        grad_accum=config.grad_accum,
-        warmup_steps=config.warmup_steps,
-        schedule=config.schedule,
         betas=config.dpo_adam_betas,
-        eval_every=config.eval_every,
-        save_every=config.save_every,
-        seed=config.seed,
-        max_length=config.max_length,
         patience=config.early_stopping_patience,
         kl_limit=config.kl_limit,
         train_accuracy_limit=config.train_accuracy_limit,
         average_logps=config.average_logps,
-        progress=progress,
+        **_shared_loop_args(config, progress),
     )
 
 
