@@ -134,3 +134,19 @@ def test_the_dpo_loops_stopping_rules_and_log_prob_averaging_are_config_fields()
     assert (changed.kl_limit, changed.train_accuracy_limit, changed.average_logps) == (5.0, None, True)
     with pytest.raises(ValueError, match="kl_limit must be a number or null"):
         get_config("smoke", kl_limit="high")
+
+
+def test_auto_profile_can_be_steered_from_the_environment_without_editing_a_notebook(monkeypatch):
+    from dpo_lab.run.config import PROFILE_ENV, resolve_profile
+
+    monkeypatch.setenv(PROFILE_ENV, "smoke")
+    assert resolve_profile("auto") == "smoke" and dpo_lab.get_config().profile == "smoke"
+    assert resolve_profile("cpu") == "cpu"  # a profile written in the notebook wins
+    monkeypatch.setenv(PROFILE_ENV, "tiny")
+    with pytest.raises(ValueError, match="DPO_LAB_PROFILE='tiny'"):
+        resolve_profile("auto")
+    monkeypatch.setenv(PROFILE_ENV, "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_profile("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_profile("auto") == "gpu"

@@ -222,15 +222,61 @@ def test_environment_report_names_device_profile_and_versions():
 
 
 def test_progress_bars_can_be_switched_off_by_the_environment(monkeypatch):
-    from dpo_lab.infra.console import PROGRESS_ENV, progress_bar
+    from dpo_lab.infra.console import PROGRESS_ENV, PROGRESS_FILE_ENV, track
 
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
-    bar = progress_bar(True, total=3, disable=True)
-    assert bar is not None
-    bar.close()
-    assert progress_bar(False, total=3) is None
+    shown = track(True, total=3, desc="x")
+    assert shown is not None and shown.bar is not None
+    shown.close()
+    assert track(False, total=3, desc="x") is None
     monkeypatch.setenv(PROGRESS_ENV, "0")
-    assert progress_bar(True, total=3) is None
+    assert track(True, total=3, desc="x").bar is None
+
+
+def test_a_loop_announces_its_expected_duration_from_measured_steps_and_evaluations(monkeypatch, capsys):
+    """After WARMUP_STEPS timed steps: elapsed + per-step time x steps left + evaluations left x their time."""
+    from dpo_lab.infra import console
+
+    monkeypatch.setenv(console.PROGRESS_ENV, "0")
+    monkeypatch.delenv(console.PROGRESS_FILE_ENV, raising=False)
+    clock = iter(range(0, 1000, 2))  # every perf_counter() call moves 2 s: steps take 2 s each
+    monkeypatch.setattr(console.time, "perf_counter", lambda: float(next(clock)))
+    p = console.Progress(20, desc="SFT", eval_every=5, eval_seconds=3.0)  # start at t=0
+    for _ in range(console.Progress.WARMUP_STEPS):
+        p.step(loss=1.0)
+        assert p.estimate_seconds is None
+    p.step(loss=1.0)  # first step ends at t=2, the 4th at t=8: 2 s per step
+    # 8 s so far + 16 steps x 2 s + evaluations at steps 5, 10, 15, 20 x 3 s
+    assert p.estimate_seconds == 8 + 16 * 2 + 4 * 3
+    out = capsys.readouterr().out
+    assert "預估全程約 52 秒" in out and "每步 2.00 s × 剩下 16 步 + 4 次 held-out 評估 × 3.0 s" in out
+    p.step(loss=1.0)
+    assert capsys.readouterr().out == ""  # said once
+
+
+def test_progress_written_by_one_process_is_shown_by_the_runner(monkeypatch, tmp_path):
+    """The kernel side appends JSON lines; follow_progress prints them as log lines (not a TTY) with held-out values."""
+    import io
+
+    from dpo_lab.infra import console
+
+    path = tmp_path / "p.jsonl"
+    out = io.StringIO()
+    monkeypatch.setenv(console.PROGRESS_ENV, "0")
+    monkeypatch.setenv(console.PROGRESS_FILE_ENV, str(path))
+    with console.follow_progress(path, stream=out):
+        p = console.Progress(4, desc="DPO beta=0.1", announce=False)
+        p.step(loss=0.69)
+        p.step(loss=0.68, eval_loss=0.67)
+        p.step(loss=0.66)
+        p.step(loss=0.65, eval_loss=0.64)
+        p.close()
+    lines = out.getvalue().splitlines()
+    assert any("[DPO beta=0.1] 2/4 (50%) · loss 0.68 · eval_loss 0.67" in line for line in lines), lines
+    assert any("[DPO beta=0.1] 4/4 (100%) · loss 0.65 · eval_loss 0.64" in line for line in lines), lines
+    assert sum("4/4" in line for line in lines) == 1, lines  # the "done" record does not repeat the last step
+    assert not path.exists()
 
 
 def test_sampled_kl_is_zero_for_identical_models_and_positive_otherwise(tokenizer):

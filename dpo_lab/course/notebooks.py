@@ -11,6 +11,7 @@ beta in the name, so every beta's executed notebook is kept — with the wall ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.atomic import atomic_write_text
-from ..infra.console import PROGRESS_ENV
+from ..infra.console import PROGRESS_ENV, PROGRESS_FILE_ENV, follow_progress
 from ..run.layout import EXECUTED_DIR
 
 NOTEBOOKS = (
@@ -128,21 +129,40 @@ def _execute(
     output = out_dir / executed_name(name, params)
     print(f"[{name}] running (profile={profile}, run_dir={run_dir}) -> {output}", flush=True)
     t0 = time.perf_counter()
-    pm.execute_notebook(
-        str(root / name),
-        str(output),
-        parameters=params,
-        cwd=str(root),
-        progress_bar=progress,
-        kernel_name=kernel_name,
-        report_mode=False,
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-    )  # no kernel start-up notices in the terminal
+    with _training_progress(out_dir / ".progress.jsonl", progress):
+        pm.execute_notebook(
+            str(root / name),
+            str(output),
+            parameters=params,
+            cwd=str(root),
+            progress_bar=progress,
+            kernel_name=kernel_name,
+            report_mode=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )  # no kernel start-up notices in the terminal
     seconds = time.perf_counter() - t0
     print(f"[{name}] done in {seconds:.1f} s", flush=True)
     result = {"notebook": name, "output": str(output), "seconds": round(seconds, 1), "parameters": params}
     _record_timing(out_dir, result)
     return result
+
+
+@contextlib.contextmanager
+def _training_progress(path: Path, enabled: bool):
+    """The kernel's loops write their steps to ``path`` (it inherits the variable); this terminal shows them."""
+    if not enabled:
+        yield
+        return
+    previous = os.environ.get(PROGRESS_FILE_ENV)
+    os.environ[PROGRESS_FILE_ENV] = str(path)
+    try:
+        with follow_progress(path):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_FILE_ENV, None)
+        else:
+            os.environ[PROGRESS_FILE_ENV] = previous
 
 
 def _notebook_params(

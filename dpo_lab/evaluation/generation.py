@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..infra.console import progress_bar
+from ..infra.console import track
 from ..infra.device import autocast, pick_device
 
 
@@ -49,7 +49,7 @@ def generate_ids(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     batches = range(0, len(prompts), batch_size)
-    bar = progress_bar(progress, total=len(batches), desc="generate")
+    bar = track(progress, total=len(batches), desc="generate", announce=False)
     results: list[tuple[list[int], list[int]]] = []
     for i, start in enumerate(batches):
         rows = [list(tokenizer(p, add_special_tokens=True)["input_ids"]) for p in prompts[start : start + batch_size]]
@@ -78,7 +78,7 @@ def generate_ids(
                 new = new[: new.index(eos) + 1]  # what follows the first EOS is padding
             results.append((prompt_ids, new))
         if bar is not None:
-            bar.update(1)
+            bar.step()
     if bar is not None:
         bar.close()
     model.train(was_training)

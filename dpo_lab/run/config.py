@@ -1,7 +1,7 @@
 """Profiles and the lab configuration: one place for every knob a notebook can override.
 
 A profile is a named set of defaults (`gpu`, `cpu`, `smoke`); `auto` picks `gpu` when CUDA is
-available and `cpu` otherwise. Every field of :class:`LabConfig` can be overridden by keyword, so a
+available and `cpu` otherwise (or what the environment variable ``DPO_LAB_PROFILE`` names). Every field of :class:`LabConfig` can be overridden by keyword, so a
 notebook's `parameters` cell or the CLI changes exactly one value without touching the others.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +137,21 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+PROFILE_ENV = "DPO_LAB_PROFILE"  # what `auto` means when set: `DPO_LAB_PROFILE=smoke jupyter lab` for a dry run
+
+
 def resolve_profile(profile: str = "auto") -> str:
-    """Map `auto` to `gpu` when CUDA is available, else `cpu`; validate explicit names."""
+    """Map `auto` to $DPO_LAB_PROFILE when set, else `gpu` when CUDA is available, else `cpu`; validate names.
+
+    The variable steers every notebook left at ``profile = "auto"`` without editing a cell (an instructor's
+    quick dry run in class); a profile written explicitly in a notebook is never overridden.
+    """
     if profile == "auto":
+        chosen = os.environ.get(PROFILE_ENV, "").strip()
+        if chosen:
+            if chosen not in PROFILES:
+                raise ValueError(f"{PROFILE_ENV}={chosen!r}: choose one of {', '.join(PROFILES)}")
+            return chosen
         import torch
 
         return "gpu" if torch.cuda.is_available() else "cpu"

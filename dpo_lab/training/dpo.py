@@ -27,7 +27,7 @@ from ..core.losses import dpo_loss, dpo_metrics, token_kl
 from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
 from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.console import progress_bar
+from ..infra.console import track
 from ..infra.device import autocast, pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
 from ..infra.seeding import seed_everything
@@ -329,6 +329,9 @@ def _diagnose(step: int, loss: torch.Tensor, metrics: dict[str, float]) -> None:
     )
 
 
+_HELD_OUT_SHOWN = {"eval_loss": "eval_loss", "eval_rewards/accuracies": "eval_acc", "eval_kl": "eval_kl"}  # on the bar
+
+
 @dataclass
 class DPOResult:
     history: list[dict[str, Any]]
@@ -400,8 +403,11 @@ def dpo_train(
             extra["best_loss"],
             extra["evals_without_gain"],
         )
-    elif eval_batches:
+    eval_seconds = None  # one held-out evaluation, timed: the announced duration includes those still to come
+    if resumed is None and eval_batches:
+        t0 = time.perf_counter()
         initial_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
+        eval_seconds = time.perf_counter() - t0
     world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
     if accelerator is not None:
         loop.policy, optimizer = accelerator.prepare(loop.policy, optimizer)  # gradients are averaged across processes
@@ -418,11 +424,13 @@ def dpo_train(
         start_batch=start_step * args.grad_accum * world,
         shard=(rank, world),
     )
-    progress = progress_bar(
+    progress = track(
         args.progress and is_main_process(accelerator),
         total=args.steps,
         initial=start_step,
         desc=f"DPO beta={args.beta:g}",
+        eval_every=args.eval_every if eval_batches else None,
+        eval_seconds=eval_seconds,
     )
     stop_reason = "completed all steps"
     final_eval: dict[str, float] = {}
@@ -457,12 +465,9 @@ def dpo_train(
                 )
         history.append(row)
         if progress is not None:
-            progress.update(1)
-            progress.set_postfix(
-                loss=f"{row['loss']:.4f}",
-                margin=f"{row['rewards/margins']:.3f}",
-                acc=f"{row['rewards/accuracies']:.2f}",
-            )
+            shown = {"loss": row["loss"], "margin": row["rewards/margins"], "acc": row["rewards/accuracies"]}
+            shown.update({short: row[key] for key, short in _HELD_OUT_SHOWN.items() if key in row})
+            progress.step(**shown)
         if reason is not None:
             stop_reason = reason
             break

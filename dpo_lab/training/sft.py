@@ -16,7 +16,7 @@ import torch
 
 from ..core.collator import SFTDataCollator
 from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.console import progress_bar
+from ..infra.console import track
 from ..infra.device import autocast, pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
 from ..infra.seeding import seed_everything
@@ -40,6 +40,7 @@ class SFTResult:
     best_step: int | None
     best_eval_loss: float | None
     args: dict[str, Any] = field(default_factory=dict)
+    initial_eval: dict[str, float] = field(default_factory=dict)  # held-out loss before the first step
 
 
 def check_finite(step: int, **values: torch.Tensor | float) -> None:
@@ -132,7 +133,19 @@ def sft_train(
         start_batch=start_step * args.grad_accum * world,
         shard=(rank, world),
     )
-    progress = _progress(args, start_step) if is_main_process(accelerator) else None
+    initial_eval, eval_seconds = {}, None  # one held-out evaluation, timed: the estimate counts those to come
+    if resumed is None and eval_examples:
+        t0 = time.perf_counter()
+        initial_eval = evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device)
+        eval_seconds = time.perf_counter() - t0
+    progress = track(
+        args.progress and is_main_process(accelerator),
+        total=args.steps,
+        initial=start_step,
+        desc="SFT",
+        eval_every=args.eval_every if eval_examples else None,
+        eval_seconds=eval_seconds,
+    )
     for step in range(start_step, args.steps):
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -167,10 +180,7 @@ def sft_train(
                 }
         history.append(row)
         if progress is not None:
-            progress.update(1)
-            progress.set_postfix(
-                loss=f"{row['loss']:.3f}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {})
-            )
+            progress.step(loss=row["loss"], **({"eval_loss": row["eval_loss"]} if "eval_loss" in row else {}))
         save_periodic_state(
             state_dir,
             step + 1,
@@ -192,8 +202,5 @@ def sft_train(
         best_step=best["step"],
         best_eval_loss=None if best["step"] is None else best["loss"],
         args={**asdict(args), "world_size": world},
+        initial_eval=initial_eval,
     )
-
-
-def _progress(args, start_step: int):
-    return progress_bar(args.progress, total=args.steps, initial=start_step, desc="SFT")
