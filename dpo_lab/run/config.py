@@ -1,8 +1,9 @@
 """Profiles and the lab configuration: one place for every knob a notebook can override.
 
 A profile is a named set of defaults (`gpu`, `cpu`, `smoke`); `auto` picks `gpu` when CUDA is
-available and `cpu` otherwise (or what the environment variable ``DPO_LAB_PROFILE`` names). Every field of :class:`LabConfig` can be overridden by keyword, so a
-notebook's `parameters` cell or the CLI changes exactly one value without touching the others.
+available and `cpu` otherwise (or what the environment variable ``DPO_LAB_PROFILE`` names). Every
+field of :class:`LabConfig` can be overridden by keyword, so a notebook's `parameters` cell or the CLI
+changes exactly one value without touching the others.
 """
 
 from __future__ import annotations
