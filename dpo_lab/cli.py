@@ -1,5 +1,6 @@
 """Command line: ``python -m dpo_lab <command> …`` runs the same functions the notebooks call.
 
+python -m dpo_lab doctor                                          # is this machine ready? how long will the lab take?
 python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
 python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
 python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
@@ -250,11 +251,24 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_doctor(args) -> int:
+    from .course.doctor import report
+
+    return 1 if report(None if args.profile == "auto" else args.profile, measure=not args.no_timing) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "doctor", help="check this machine for the lab (Python, torch, GPU, packages, assets, Hub, disk, expected time)"
+    )
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="the profile to check and time")
+    p.add_argument("--no-timing", action="store_true", help="skip the measured steps of the expected wall time")
+    p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser(
         "run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/"
