@@ -7,7 +7,9 @@ layout, every beta kept, 04 comparing both, executed notebooks free of errors an
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import json
 import re
 
@@ -213,13 +215,15 @@ def _problems(path):
 def smoke_lab(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lab") / "smoke"
     first = run_lab("smoke", run_dir, progress=False)
-    again = run_lab("smoke", run_dir, only=["03", "04"], beta=0.5, progress=False)
-    return run_dir, first, again
+    terminal = io.StringIO()  # the second run shows progress, as `python -m dpo_lab run` does on a terminal
+    with contextlib.redirect_stderr(terminal):
+        again = run_lab("smoke", run_dir, only=["03", "04"], beta=0.5, progress=True)
+    return run_dir, first, again, terminal.getvalue()
 
 
 @pytest.mark.slow
 def test_smoke_lab_runs_all_four_then_another_beta(smoke_lab):
-    run_dir, first, again = smoke_lab
+    run_dir, first, again, _ = smoke_lab
     assert [r["notebook"] for r in first] == list(NOTEBOOKS)
     assert [r["notebook"] for r in again] == [NOTEBOOKS[2], NOTEBOOKS[3]]
     for stage in ("01_data", "02_sft", "03_dpo/beta_0.1", "03_dpo/beta_0.5", "04_eval"):
@@ -241,8 +245,18 @@ def test_smoke_lab_runs_all_four_then_another_beta(smoke_lab):
 
 
 @pytest.mark.slow
+def test_the_lab_command_shows_the_kernels_training_progress_on_its_terminal(smoke_lab):
+    """The kernel's DPO loop reports to a file the runner tails: step/total, loss, held-out values, time."""
+    run_dir, _, _, terminal = smoke_lab
+    lines = [line for line in terminal.splitlines() if "[DPO beta=0.5]" in line]
+    assert any("4/4 (100%)" in line and "eval_loss" in line and "已用" in line for line in lines), terminal[-2000:]
+    assert any("[generate]" in line for line in terminal.splitlines()), "04's generation progress is not shown"
+    assert not (run_dir / "notebooks" / ".progress.jsonl").exists()
+
+
+@pytest.mark.slow
 def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
-    run_dir, _, _ = smoke_lab
+    run_dir, _, _, _ = smoke_lab
     summary = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert summary["betas"] == [0.1, 0.5]
     assert summary["models"] == ["SFT", "DPO β=0.1", "DPO β=0.5"]
@@ -399,7 +413,7 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     """`python -m dpo_lab evaluate` and notebook 04 call the same functions: on the same run they give the same
     numbers.
     """
-    run_dir, _, _ = smoke_lab
+    run_dir, _, _, _ = smoke_lab
     from dpo_lab.evaluation.stage import evaluate_run
 
     notebook = json.loads((run_dir / "04_eval" / "summary.json").read_text())
