@@ -255,6 +255,26 @@ def test_a_loop_announces_its_expected_duration_from_measured_steps_and_evaluati
     assert capsys.readouterr().out == ""  # said once
 
 
+def test_a_long_loop_is_timed_for_a_while_and_evaluations_in_that_window_are_not_counted_as_steps(monkeypatch):
+    """Steps of 2 s, and 3 s more on the steps that evaluate: the estimate must find 2 s per step, not more."""
+    from dpo_lab.infra import console
+
+    monkeypatch.setenv(console.PROGRESS_ENV, "0")
+    monkeypatch.delenv(console.PROGRESS_FILE_ENV, raising=False)
+    ends = [0.0]  # Progress starts at t = 0; step k ends 2 s later, 5 s later when k is a multiple of 5
+    for k in range(1, 40):
+        ends.append(ends[-1] + 2 + (3 if k % 5 == 0 else 0))
+    clock = iter(ends)
+    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
+    p = console.Progress(1000, desc="DPO", eval_every=5, eval_seconds=3.0)
+    for step in range(1, 8):
+        assert p.estimate_seconds is None, step  # too early: under 15 s since the first step ended
+        p.step(loss=0.5)
+    # announced at step 7 (t = 17; 15 s after step 1): 6 timed steps took 15 s, 3 of them in the step-5 evaluation
+    left_evals = len(range(10, 1001, 5))
+    assert p.estimate_seconds == 17 + 993 * 2.0 + left_evals * 3.0
+
+
 def test_progress_written_by_one_process_is_shown_by_the_runner(monkeypatch, tmp_path):
     """The kernel side appends JSON lines; follow_progress prints them as log lines (not a TTY) with held-out values."""
     import io

@@ -53,7 +53,8 @@ class Progress:
     took (measured by the caller), so the announced estimate includes the evaluations still to come.
     """
 
-    WARMUP_STEPS = 3  # steps timed before announcing an estimate (the first one, with its warm-up, is not)
+    WARMUP_STEPS = 3  # at least this many timed steps before an estimate (the first one, with its warm-up, is not)
+    WINDOW_SECONDS = 15.0  # ... and this long, or a tenth of the loop: batches differ in length, a few mislead
 
     def __init__(
         self,
@@ -97,7 +98,8 @@ class Progress:
         held_out = any(k.startswith("eval") for k in metrics)
         self._write({"event": "step", "metrics": shown}, force=held_out or self.step_count == self.total)
         if self.announce and self.estimate_seconds is None and self.step_count < self.total:
-            if self._measured >= self.WARMUP_STEPS or (self._measured >= 1 and now - self._first_done > 5.0):
+            long_enough = now - self._first_done >= self.WINDOW_SECONDS or self._measured >= self.total / 10
+            if self._measured >= self.WARMUP_STEPS and long_enough:
                 self._announce(now)
 
     def close(self) -> None:
@@ -113,7 +115,9 @@ class Progress:
         return sum(1 for s in steps if s % self.eval_every == 0 or s == self.total)
 
     def _announce(self, now: float) -> None:
-        per_step = (now - self._first_done) / self._measured
+        first_step = self.step_count - self._measured  # the step whose end started the clock
+        evals_timed = self._evals_between(first_step) - self._evals_between(self.step_count) if self.eval_seconds else 0
+        per_step = max(0.0, now - self._first_done - evals_timed * (self.eval_seconds or 0.0)) / self._measured
         left = self.total - self.step_count
         evals = self._evals_between(self.step_count) if self.eval_seconds else 0
         remaining = per_step * left + evals * (self.eval_seconds or 0.0)
