@@ -83,7 +83,8 @@ def test_expected_wall_time_is_the_measured_step_times_times_the_profiles_steps(
     assert stages["03 DPO"] == pytest.approx(200 * 0.4 + 8 * 4 * 8 * 0.1)
     assert stages["04 evaluation"] == pytest.approx(100 * 128 * 0.01)  # 1600 answers, 16 per batch
     measured = doctor.measure_step_seconds(get_config("smoke"))
-    assert set(measured) == set(steps) and all(v > 0 for v in measured.values())
+    assert set(measured) == set(steps) | {"tokens"} and all(v > 0 for v in measured.values())
+    assert 8 <= measured["tokens"] <= get_config("smoke").max_length  # measured on the offline corpus
 
 
 def test_doctor_exits_non_zero_with_a_line_for_each_problem(monkeypatch, capsys):

