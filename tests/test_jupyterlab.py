@@ -238,24 +238,28 @@ def _screenshot(lab, page, label: str) -> Path:
 
 def _click_ab_buttons(lab, page, run_dir: Path, clicks: list[str], label: str) -> list[str]:
     """Click the blind A/B buttons; return problems with the saved labels and the re-run count cell."""
-    for choice in clicks:
+    folder = run_dir / HUMAN_AB_DIR
+    for n, choice in enumerate(clicks, start=1):
         page.get_by_role("button", name=CHOICES[choice]).click()
-        page.wait_for_timeout(400)
+        page.wait_for_function(  # the panel's counter moves once the kernel has saved the click
+            "([text]) => document.body.innerText.includes(text)", arg=[f"已標註 {n} /"], timeout=30_000
+        )
     page.locator(".jp-OutputArea-output", has=page.get_by_role("button", name=CHOICES["tie"])).screenshot(
         path=str(lab["shots"] / f"{label}-04-ab-buttons.png")
     )
-    files = sorted((run_dir / HUMAN_AB_DIR).glob("*.json"))
+    files = sorted(folder.glob("*.json"))
     if len(files) != 1:
-        return [f"{len(files)} label files in {run_dir / HUMAN_AB_DIR}, expected 1"]
+        return [f"{len(files)} label files in {folder}, expected 1"]
     saved = [row["choice"] for row in json.loads(files[0].read_text(encoding="utf-8"))["labels"]]
     problems = [] if saved == clicks else [f"saved labels {saved}, clicked {clicks}"]
     count_cell = page.locator(".jp-CodeCell", has_text="ev.add_human_labels")
+    before = count_cell.locator(".jp-InputArea-prompt").inner_text()
     count_cell.locator(".jp-InputArea-prompt").click()  # select the cell (command mode), as a student would
     _menu(page, "Run", "Run Selected Cell")
-    page.wait_for_function(
-        "(cell) => /\\[\\d+\\]/.test(cell.querySelector('.jp-InputArea-prompt').innerText)"
-        " && cell.innerText.includes('human')",
-        arg=count_cell.element_handle(),
+    page.wait_for_function(  # a new execution count: the cell ran again (not the output of Run All)
+        "([cell, before]) => { const p = cell.querySelector('.jp-InputArea-prompt').innerText.trim();"
+        " return /^\\[\\d+\\]:$/.test(p) && p !== before.trim(); }",
+        arg=[count_cell.element_handle(), before],
         timeout=60_000,
     )
     page.wait_for_timeout(500)
