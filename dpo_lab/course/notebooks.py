@@ -101,16 +101,9 @@ def run_lab(
     out_dir = run_dir / EXECUTED_DIR  # every notebook's parameters were checked above, before anything runs
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    previous = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = "0"  # the kernels inherit it: no frozen progress widgets in the executed copies
-    try:
+    with _environ(PROGRESS_ENV, "0"):  # the kernels inherit it: no frozen progress widgets in the executed copies
         for name, params in plan:
             results.append(_execute(pm, root, name, params, out_dir, run_dir, profile, progress, kernel_name))
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = previous
     return results
 
 
@@ -148,21 +141,27 @@ def _execute(
 
 
 @contextlib.contextmanager
+def _environ(name: str, value: str):
+    """``os.environ[name] = value`` for the body (kernels started inside inherit it), then as it was."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
 def _training_progress(path: Path, enabled: bool):
     """The kernel's loops write their steps to ``path`` (it inherits the variable); this terminal shows them."""
     if not enabled:
         yield
         return
-    previous = os.environ.get(PROGRESS_FILE_ENV)
-    os.environ[PROGRESS_FILE_ENV] = str(path)
-    try:
-        with follow_progress(path):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_FILE_ENV, None)
-        else:
-            os.environ[PROGRESS_FILE_ENV] = previous
+    with _environ(PROGRESS_FILE_ENV, str(path)), follow_progress(path):
+        yield
 
 
 def _notebook_params(
