@@ -331,8 +331,12 @@ def _sweep(rows):
     import pandas as pd
 
     table = pd.DataFrame(
-        [{"model": "SFT", "beta": None, "heldout_reward_margin": 0.0, "heldout_kl": 0.0}]
-        + [{"model": f"DPO β={b:g}", "beta": b, "heldout_reward_margin": m, "heldout_kl": kl} for b, m, kl in rows]
+        [{"model": "SFT", "beta": None, "loss_type": None, "round": 0, "heldout_reward_margin": 0.0, "heldout_kl": 0.0}]
+        + [
+            {"model": f"DPO β={b:g}", "beta": b, "loss_type": "sigmoid", "round": 1}
+            | {"heldout_reward_margin": m, "heldout_kl": kl}
+            for b, m, kl in rows
+        ]
     )
     table["heldout_logratio_margin"] = table["heldout_reward_margin"] / table["beta"].fillna(1.0)
     return table
@@ -351,6 +355,11 @@ def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
     # the KL limit excludes a run whatever its margin; nothing under the limit -> None
     assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)])) == "DPO β=0.5"
     assert course_rule_pick(_sweep([(0.05, 0.9, 12.0)])) is None
+    # a loss variant or a second round is not part of the beta sweep, however large its margin
+    table.loc[len(table)] = {"model": "IPO β=0.1", "beta": 0.1, "loss_type": "ipo", "round": 1}
+    table.loc[len(table)] = {"model": "DPO β=0.1 · round 2", "beta": 0.1, "loss_type": "sigmoid", "round": 2}
+    table.loc[table.index[-2:], ["heldout_reward_margin", "heldout_logratio_margin", "heldout_kl"]] = [5.0, 50.0, 1.0]
+    assert course_rule_pick(table) == "DPO β=0.1"
 
 
 def test_summary_reports_both_margins(evaluated_run):

@@ -102,6 +102,77 @@ def dpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "conservative", "robust")
+"""The loss variants :func:`preference_loss` knows, under TRL's ``loss_type`` names where TRL has one."""
+SMOOTHED_LOSSES = ("conservative", "robust")  # the two that take ``label_smoothing`` (the assumed flip rate)
+
+
+def check_loss_type(loss_type: str, label_smoothing: float = 0.0) -> None:
+    """A clear error for an unknown variant or a label-smoothing value it cannot take."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if loss_type in SMOOTHED_LOSSES:
+        if not 0.0 < label_smoothing < 0.5:
+            raise ValueError(
+                f"loss_type={loss_type!r} needs 0 < label_smoothing < 0.5 (the share of flipped labels it assumes),"
+                f" got {label_smoothing}"
+            )
+    elif label_smoothing != 0.0:
+        raise ValueError(f"label_smoothing is used by {SMOOTHED_LOSSES} only; loss_type={loss_type!r} ignores it")
+
+
+def preference_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""DPO and its common variants on the same log-ratio margin :math:`h = (\log\frac{\pi}{\pi_{ref}})_w - (\log\frac{\pi}{\pi_{ref}})_l`.
+
+    Same arguments and return value as :func:`dpo_loss`; ``loss_type`` picks the per-pair loss:
+
+    * ``sigmoid`` — DPO: :math:`-\log\sigma(\beta h)`. Never zero: it keeps pushing the margin up.
+    * ``ipo`` — IPO (Azar et al., 2023): :math:`(h - \frac{1}{2\beta})^2`, a squared loss that aims the
+      margin at a finite target instead of infinity, so it cannot over-fit deterministic preferences.
+      Defined (as in TRL) on LENGTH-AVERAGED log-probs: pass per-token means (``average=True``).
+    * ``hinge`` — SLiC-style: :math:`\max(0, 1 - \beta h)`; zero once the margin reaches :math:`1/\beta`.
+    * ``conservative`` — cDPO (Mitchell, 2023): assume each label is flipped with probability
+      :math:`\varepsilon` = ``label_smoothing`` and train on the expected loss
+      :math:`-(1-\varepsilon)\log\sigma(\beta h) - \varepsilon\log\sigma(-\beta h)`; its optimum is a
+      finite margin, so a wrong label cannot drive the policy arbitrarily far.
+    * ``robust`` — rDPO (Chowdhury et al., 2024), TRL's label-noise loss: the unbiased correction
+      :math:`\frac{-(1-\varepsilon)\log\sigma(\beta h) + \varepsilon\log\sigma(-\beta h)}{1-2\varepsilon}`.
+
+    >>> reference = torch.tensor([-12.0]), torch.tensor([-15.0])
+    >>> policy = torch.tensor([-11.0]), torch.tensor([-16.0])  # margin h = 2 nats
+    >>> [round(preference_loss(*policy, *reference, 0.5, kind)[0].item(), 4) for kind in ("sigmoid", "ipo", "hinge")]
+    [0.3133, 1.0, 0.0]
+    >>> round(preference_loss(*policy, *reference, 0.5, "conservative", label_smoothing=0.1)[0].item(), 4)
+    0.4133
+    """
+    check_loss_type(loss_type, label_smoothing)
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    margin = chosen_logratios - rejected_logratios
+    eps = label_smoothing
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * margin)
+    elif loss_type == "ipo":
+        losses = (margin - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * margin)
+    elif loss_type == "conservative":
+        losses = -(1 - eps) * F.logsigmoid(beta * margin) - eps * F.logsigmoid(-beta * margin)
+    else:  # robust
+        losses = (-(1 - eps) * F.logsigmoid(beta * margin) + eps * F.logsigmoid(-beta * margin)) / (1 - 2 * eps)
+    return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
 def dpo_metrics(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,

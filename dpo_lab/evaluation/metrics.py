@@ -37,6 +37,8 @@ def summarize_runs(models: dict[str, Path]):
                 {
                     "model": name,
                     "beta": None,
+                    "loss_type": None,
+                    "round": 0,
                     "steps": len(read_history(folder)),
                     "stop_reason": "—",
                     "heldout_accuracy": 0.0,
@@ -55,6 +57,8 @@ def summarize_runs(models: dict[str, Path]):
             {
                 "model": name,
                 "beta": beta,
+                "loss_type": manifest["config"].get("loss_type", "sigmoid"),  # older manifests: DPO's loss
+                "round": 2 if metrics.get("round") == 2 else 1,
                 "steps": metrics.get("steps_run"),
                 "stop_reason": metrics.get("stop_reason"),
                 "heldout_accuracy": final.get("eval_rewards/accuracies"),
@@ -323,6 +327,13 @@ def frontier_axis(summary) -> dict[str, str]:
 COURSE_KL_LIMIT = 10.0
 
 
+def beta_sweep_rows(summary):
+    """The rows the beta sweep and the course rule compare: the first-round runs of DPO's own (sigmoid) loss.
+    A variant's loss and a second round's starting point differ, so their margins are not the same quantity."""
+    is_sweep = summary["model"].ne("SFT") & summary["loss_type"].eq("sigmoid") & summary["round"].eq(1)
+    return summary[is_sweep]
+
+
 def course_rule_pick(summary) -> str | None:
     """The course's rule: among DPO runs with held-out KL < 10, the largest held-out margin (None if none).
 
@@ -330,6 +341,6 @@ def course_rule_pick(summary) -> str | None:
     β × the log-ratio margin, so across betas it mostly measures β itself (a larger β multiplies a
     smaller movement). KL is in nats too, so the rule trades like against like.
     """
-    dpo = summary[summary["model"].str.startswith("DPO")]
+    dpo = beta_sweep_rows(summary)
     eligible = dpo[dpo["heldout_kl"] < COURSE_KL_LIMIT]
     return None if eligible.empty else str(eligible.loc[eligible["heldout_logratio_margin"].idxmax(), "model"])

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .metrics import beta_sweep_rows
+
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     rows = [r for r in history if key in r]
@@ -225,7 +227,7 @@ def plot_beta_sweep(table, kl_limit: float = 10.0, pick: str | None = None):
     """
     import matplotlib.pyplot as plt
 
-    dpo = table[table["model"] != "SFT"].dropna(subset=["heldout_kl", "heldout_reward_margin"]).sort_values("beta")
+    dpo = beta_sweep_rows(table).dropna(subset=["heldout_kl", "heldout_reward_margin"]).sort_values("beta")
     fig, (ax_nats, ax_reward) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     panels = (
         (ax_nats, "heldout_logratio_margin", "Log-ratio margin vs KL (the course rule)", "log-ratio margin, nats"),

@@ -14,7 +14,18 @@ from typing import Any, Callable
 from ..infra.atomic import atomic_directory
 from ..infra.checkpoints import StaleCheckpointError, verify_checkpoint
 from ..infra.manifest import build_manifest, read_manifest
-from ..run.layout import DATA_DIR, DPO_DIR, EVAL_DIR, FIGURES_DIR, RUN_02, RUN_03, SFT_DIR, beta_dirs
+from ..run.layout import (
+    DATA_DIR,
+    DPO_DIR,
+    EVAL_DIR,
+    FIGURES_DIR,
+    ROUND2_PREFIX,
+    RUN_02,
+    RUN_03,
+    SFT_DIR,
+    beta_dirs,
+    parse_dpo_run_name,
+)
 from ..run.pipeline import data_id
 from .judging import (
     case_comparisons,
@@ -26,6 +37,7 @@ from .judging import (
 )
 from .metrics import (
     COURSE_KL_LIMIT,
+    beta_sweep_rows,
     counterfactual_table,
     course_rule_pick,
     frontier_axis,
@@ -36,12 +48,26 @@ from .metrics import (
 )
 
 
-def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
-    """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}`` (betas in increasing order), and the folders
-    skipped, with why.
+LOSS_LABELS = {"sigmoid": "DPO", "ipo": "IPO", "hinge": "hinge", "conservative": "cDPO", "robust": "rDPO"}
 
-    A DPO folder counts only if it is complete and was trained from the CURRENT 02_sft and 01_data;
-    an incomplete or stale one is listed in the second value, never silently compared.
+
+def model_label(run: dict[str, Any]) -> str:
+    """How 04 names a DPO run (:func:`dpo_lab.run.layout.parse_dpo_run_name`): ``DPO β=0.1``, ``IPO β=0.1``,
+    ``cDPO ε=0.1 β=0.1``, ``DPO β=0.1 · round 2``."""
+    label = LOSS_LABELS[run["loss_type"]]
+    if run["label_smoothing"]:
+        label += f" ε={run['label_smoothing']:g}"
+    label += f" β={run['beta']:g}"
+    return label + (" · round 2" if run["round"] == 2 else "")
+
+
+def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}``, and the folders skipped, with why.
+
+    Order: the DPO (sigmoid) runs by increasing beta, then the loss variants, then the second rounds.
+    A DPO folder counts only if it is complete and was trained from the CURRENT 02_sft and 01_data
+    (a second round: from its first round as it is now); an incomplete or stale one is listed in the
+    second value, never silently compared.
     """
     run_dir = Path(run_dir)
     sft = verify_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)})
@@ -50,20 +76,23 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     found = []
     for folder in beta_dirs(run_dir):
         try:
-            beta = float(folder.name.removeprefix("beta_"))
-        except ValueError:
-            skipped.append(f"{folder.name}: not a beta folder name")
+            run = parse_dpo_run_name(folder.name)
+        except ValueError as e:
+            skipped.append(f"{folder.name}: {e}")
             continue
         try:
-            verify_checkpoint(
-                folder, produced_by=RUN_03, expected_inputs={DATA_DIR: data_id(run_dir), SFT_DIR: sft["id"]}
-            )
+            expected = {DATA_DIR: data_id(run_dir), SFT_DIR: sft["id"]}
+            if run["round"] == 2:
+                first = folder.parent / folder.name.removeprefix(ROUND2_PREFIX)
+                expected = {DATA_DIR: expected[DATA_DIR], first.name: read_manifest(first, produced_by=RUN_03)["id"]}
+            verify_checkpoint(folder, produced_by=RUN_03, expected_inputs=expected)
         except (FileNotFoundError, StaleCheckpointError) as e:
             skipped.append(f"{folder.name}: {e}")
             continue
-        found.append((beta, folder))
-    for beta, folder in sorted(found):
-        models[f"DPO β={beta:g}"] = folder
+        order = (run["round"], run["loss_type"] != "sigmoid", run["loss_type"], run["label_smoothing"], run["beta"])
+        found.append((order, model_label(run), folder))
+    for _, label, folder in sorted(found):
+        models[label] = folder
     return models, skipped
 
 
@@ -348,7 +377,7 @@ class Evaluation:
 
         s = self.summary
         self.pick = course_rule_pick(s)
-        for _, row in s[s["model"] != "SFT"].iterrows():
+        for _, row in beta_sweep_rows(s).iterrows():
             excluded = "" if row["heldout_kl"] < COURSE_KL_LIMIT else " ← KL ≥ 10: excluded"
             self.log(
                 f"{row['model']}: log-ratio margin {row['heldout_logratio_margin']:.2f} nats · reward margin"
@@ -363,14 +392,14 @@ class Evaluation:
                 f" {row['heldout_logratio_margin']:.2f} nats, KL {row['heldout_kl']:.2f},"
                 f" accuracy {row['heldout_accuracy']:.3f}"
             )
-            eligible = s[s["model"].str.startswith("DPO") & (s["heldout_kl"] < COURSE_KL_LIMIT)]
+            eligible = beta_sweep_rows(s)[lambda d: d["heldout_kl"] < COURSE_KL_LIMIT]
             by_reward = eligible.loc[eligible["heldout_reward_margin"].idxmax(), "model"]
             if by_reward != self.pick:
                 self.log(
                     f"the β-scaled reward margin would have picked {by_reward} instead:"
                     " comparing reward units across betas misleads"
                 )
-        if len(self.models) == 2:
+        if len(beta_sweep_rows(s)) == 1:
             self.log("only one beta so far: re-run 03 with another beta (e.g. -p beta 0.5) to see the trade-off")
         else:
             self.figures["beta_sweep"] = plot_beta_sweep(s, kl_limit=COURSE_KL_LIMIT, pick=self.pick)

@@ -53,6 +53,8 @@ class LabConfig:
     kl_limit: float | None = 20.0  # DPO stops when the held-out KL exceeds this (over-optimisation); None = never
     train_accuracy_limit: float | None = 0.95  # DPO stops when the moving train accuracy exceeds this; None = never
     average_logps: bool = False  # True: length-normalised log-probs (divides each log-ratio by the length)
+    loss_type: str = "sigmoid"  # DPO ("sigmoid") or a variant: "ipo", "hinge", "conservative", "robust" (TRL's names)
+    label_smoothing: float = 0.0  # conservative / robust: the share of flipped labels they assume (0 < ε < 0.5)
     lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
     lora_r: int = 16
     seed: int = 42
@@ -242,8 +244,11 @@ def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(cfg: LabConfig) -> None:
+    from ..core.losses import check_loss_type
+
     if cfg.beta <= 0:
         raise ValueError(f"beta must be > 0 (got {cfg.beta}); beta = 0 removes the DPO signal entirely")
+    check_loss_type(cfg.loss_type, cfg.label_smoothing)
     for name in (
         "sft_steps",
         "dpo_steps",

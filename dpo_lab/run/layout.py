@@ -5,7 +5,9 @@
     runs/<run>/01_data/            stage 01: validated pairs, tokenizer, statistics, manifest
     runs/<run>/02_sft/             stage 02: the SFT model (DPO's reference and starting policy)
     runs/<run>/02_sft/ref_cache/   reference log-probs, keyed by what they depend on
-    runs/<run>/03_dpo/beta_<b>/    stage 03: one folder per beta, never touching the others
+    runs/<run>/03_dpo/beta_<b>/    stage 03: one folder per beta, never touching the others (the DPO loss)
+    runs/<run>/03_dpo/<loss>_beta_<b>/  the same for a loss variant: ipo_beta_0.1, conservative-ls0.1_beta_0.1
+    runs/<run>/03_dpo/round2_<run>/     an on-policy second round trained from that run (its pairs inside)
     runs/<run>/04_eval/            stage 04: tables, figures, report.md
     runs/<run>/.state/<stage>/     resumable training state while a stage runs
     runs/<run>/cache/answers/      generated answers, keyed by checkpoint id and decoding settings
@@ -27,6 +29,7 @@ ANSWERS_DIR = "cache/answers"
 FIGURES_DIR = "figures"
 HUMAN_AB_DIR = "human_ab"
 EXECUTED_DIR = "notebooks"
+ROUND2_PREFIX = "round2_"  # 03_dpo/round2_<run>/: the on-policy round trained from 03_dpo/<run>/
 
 # "produced by" in manifests and error messages: what to run when a stage's output is missing or stale
 RUN_01 = "01-Setup_and_Data.ipynb (or `python -m dpo_lab data`)"
@@ -34,14 +37,49 @@ RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
 RUN_03 = "03-DPO_Training.ipynb (or `python -m dpo_lab dpo --beta B`)"
 
 
+def dpo_run_name(beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> str:
+    """The folder name of one DPO run: ``beta_0.1`` for the DPO loss (as before), ``ipo_beta_0.1``,
+    ``conservative-ls0.1_beta_0.1`` for a variant (``:g`` formatting, so 0.10 and 0.1 are one folder)."""
+    prefix = "" if loss_type == "sigmoid" else loss_type + (f"-ls{label_smoothing:g}" if label_smoothing else "") + "_"
+    return f"{prefix}beta_{beta:g}"
+
+
+def parse_dpo_run_name(name: str) -> dict:
+    """``{"round": 1|2, "loss_type", "label_smoothing", "beta"}`` from a folder name, or ValueError."""
+    round_ = 1
+    if name.startswith(ROUND2_PREFIX):
+        round_, name = 2, name.removeprefix(ROUND2_PREFIX)
+    loss_part, sep, beta = name.rpartition("beta_")
+    if not sep or (loss_part and not loss_part.endswith("_")):
+        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)")
+    loss_type, _, smoothing = loss_part.rstrip("_").partition("-ls")
+    try:
+        out = {
+            "round": round_,
+            "loss_type": loss_type or "sigmoid",
+            "label_smoothing": float(smoothing) if smoothing else 0.0,
+            "beta": float(beta),
+        }
+    except ValueError:
+        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)") from None
+    if dpo_run_name(out["beta"], out["loss_type"], out["label_smoothing"]) != name:
+        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)")
+    return out
+
+
+def dpo_run_dir(run_dir: str | Path, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> Path:
+    return Path(run_dir) / DPO_DIR / dpo_run_name(beta, loss_type, label_smoothing)
+
+
 def beta_dir(run_dir: str | Path, beta: float) -> Path:
-    """``03_dpo/beta_<b>/``: ``beta_0.1``, ``beta_0.5`` (``:g`` formatting, so 0.10 and 0.1 are one folder)."""
-    return Path(run_dir) / DPO_DIR / f"beta_{beta:g}"
+    """``03_dpo/beta_<b>/``: the DPO (sigmoid-loss) run at one beta."""
+    return dpo_run_dir(run_dir, beta)
 
 
 def beta_dirs(run_dir: str | Path) -> list[Path]:
-    """Every ``03_dpo/beta_*`` folder, finished or not (``evaluation.discover_models`` says which count)."""
-    return sorted((Path(run_dir) / DPO_DIR).glob("beta_*"))
+    """Every DPO run folder (``*beta_*``: each loss, each beta, each round), finished or not
+    (``evaluation.discover_models`` says which count)."""
+    return sorted(p for p in (Path(run_dir) / DPO_DIR).glob("*beta_*") if p.is_dir())
 
 
 def state_dir(run_dir: str | Path, stage: str) -> Path:

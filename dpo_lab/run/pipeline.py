@@ -24,7 +24,7 @@ from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
-from .layout import DATA_DIR, DPO_DIR, RUN_01, RUN_02, SFT_DIR, beta_dir, state_dir
+from .layout import DATA_DIR, DPO_DIR, RUN_01, RUN_02, SFT_DIR, dpo_run_dir, state_dir
 from .prepare import PreparedData, load_prepared_data
 
 
@@ -81,7 +81,9 @@ def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
         patience=config.early_stopping_patience,
         kl_limit=config.kl_limit,
         train_accuracy_limit=config.train_accuracy_limit,
-        average_logps=config.average_logps,
+        average_logps=config.average_logps or config.loss_type == "ipo",  # IPO is defined on per-token means
+        loss_type=config.loss_type,
+        label_smoothing=config.label_smoothing,
         **_shared_loop_args(config, progress),
     )
 
@@ -257,7 +259,8 @@ def run_dpo_stage(
     dpo_step=None,
     **overrides: Any,
 ) -> tuple[Path, DPOResult]:
-    """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/``. Other betas' folders are never touched.
+    """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/`` (a loss variant: ``03_dpo/<loss>_beta_<b>/``,
+    see ``config.loss_type``). Other runs' folders are never touched.
 
     With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
     run); a re-run with another beta then never loads or runs the reference model.
@@ -283,14 +286,22 @@ def run_dpo_stage(
     if beta is not None:
         overrides["beta"] = beta
     config = with_overrides(config or prepared.config, **overrides)
+    if config.loss_type != "sigmoid" and "student" in sources.values():
+        print(
+            f"loss_type={config.loss_type}：這個變體用套件的 preference_loss 訓練；"
+            "你的 dpo_loss / dpo_step 實作的是 sigmoid（DPO）loss，這次不使用。"
+        )
+        sources = {name: f"reference (loss_type={config.loss_type})" for name in sources}
+        dpo_loss = dpo_step = None
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
     sft_folder = run_dir / SFT_DIR
     inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
-    state = state_dir(run_dir, f"{DPO_DIR}/beta_{config.beta:g}")
+    out_dir = dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
+    state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
     _start_stage(
         run_dir,
-        beta_dir(run_dir, config.beta),
+        out_dir,
         state,
         _fingerprint(
             DPO_DIR, inputs, args, lora=[config.lora, config.lora_r], reference_cache=use_cache, implementations=sources
@@ -384,7 +395,7 @@ def run_dpo_stage(
     }
     manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
     manifest["train_args"] = result.args
-    out = _save_on_main(beta_dir(run_dir, config.beta), policy, tok, manifest, result.history, run_dir, state)
+    out = _save_on_main(out_dir, policy, tok, manifest, result.history, run_dir, state)
     return out, result
 
 

@@ -14,6 +14,7 @@ early stopping with the reason written down, and a diagnosis when something beco
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from ..core.collator import PreferenceDataCollator, merge_pair_batches
-from ..core.losses import dpo_loss, dpo_metrics, token_kl
+from ..core.losses import check_loss_type, dpo_loss, dpo_metrics, preference_loss, token_kl
 from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
 from ..infra.checkpoints import resume_training, save_periodic_state
@@ -45,6 +46,8 @@ class DPOArgs(LoopArgs):
     betas: tuple[float, float] = (0.9, 0.95)  # the course text's AdamW betas
     eval_every: int = 25
     average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
+    loss_type: str = "sigmoid"  # see dpo_lab.core.losses.preference_loss
+    label_smoothing: float = 0.0
     shuffle: bool = True
     # early stopping and the course's over-optimisation rules
     patience: int = 0  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
@@ -56,6 +59,9 @@ class DPOArgs(LoopArgs):
     def __post_init__(self):
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta} (beta = 0 removes the preference signal)")
+        check_loss_type(self.loss_type, self.label_smoothing)
+        if self.loss_type == "ipo" and not self.average_logps:
+            raise ValueError("loss_type='ipo' is defined on length-averaged log-probs (as in TRL): set average_logps=True")
         super().__post_init__()
 
 
@@ -375,6 +381,13 @@ def dpo_train(
         plain_causal_lm(
             policy
         ).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
+    if args.loss_type != "sigmoid":
+        if loss_fn is not dpo_loss or step_fn is not None:
+            raise ValueError(
+                f"loss_type={args.loss_type!r} trains with the package's preference_loss; your dpo_loss / dpo_step"
+                " implement the sigmoid loss only (use loss_type='sigmoid' to train with them)"
+            )
+        loss_fn = functools.partial(preference_loss, loss_type=args.loss_type, label_smoothing=args.label_smoothing)
     loop = DPOLoop(
         policy,
         reference,
@@ -428,7 +441,7 @@ def dpo_train(
         args.progress and is_main_process(accelerator),
         total=args.steps,
         initial=start_step,
-        desc=f"DPO beta={args.beta:g}",
+        desc=f"DPO beta={args.beta:g}" + ("" if args.loss_type == "sigmoid" else f" {args.loss_type}"),
         eval_every=args.eval_every if eval_batches else None,
         eval_seconds=eval_seconds,
     )
