@@ -152,10 +152,10 @@ def _swap_halves(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([rejected, chosen])
 
 
-@pytest.mark.parametrize(
-    "loss_type, smoothing", [("ipo", 0.0), ("hinge", 0.0), ("robust", 0.1), ("conservative", 0.1)]
-)
-def test_loss_variants_match_trl(tmp_path, tokenizer, pairs, tokenized_pairs, policy_and_reference, loss_type, smoothing):
+@pytest.mark.parametrize("loss_type, smoothing", [("ipo", 0.0), ("hinge", 0.0), ("robust", 0.1), ("conservative", 0.1)])
+def test_loss_variants_match_trl(
+    tmp_path, tokenizer, pairs, tokenized_pairs, policy_and_reference, loss_type, smoothing
+):
     """Each variant of :func:`dpo_lab.core.losses.preference_loss` equals TRL 1.16's ``loss_type`` of that name.
 
     TRL 1.16 has no conservative (cDPO) loss type any more; cDPO is by definition the expected DPO loss

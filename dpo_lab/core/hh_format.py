@@ -26,6 +26,6 @@ HH_CHAT_TEMPLATE = (
 
 
 def with_hh_chat_template(tokenizer):
-    """`tokenizer` with :data:`HH_CHAT_TEMPLATE` set (replacing any template it came with: the lab trains on HH turns)."""
+    """`tokenizer` with :data:`HH_CHAT_TEMPLATE` set; any other template is replaced (the lab trains on HH turns)."""
     tokenizer.chat_template = HH_CHAT_TEMPLATE
     return tokenizer

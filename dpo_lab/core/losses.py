@@ -130,7 +130,8 @@ def preference_loss(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""DPO and its common variants on the same log-ratio margin :math:`h = (\log\frac{\pi}{\pi_{ref}})_w - (\log\frac{\pi}{\pi_{ref}})_l`.
+    r"""DPO and its common variants, all functions of the same log-ratio margin
+    :math:`h = (\log\frac{\pi}{\pi_{ref}})_w - (\log\frac{\pi}{\pi_{ref}})_l`.
 
     Same arguments and return value as :func:`dpo_loss`; ``loss_type`` picks the per-pair loss:
 

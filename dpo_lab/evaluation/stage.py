@@ -47,7 +47,6 @@ from .metrics import (
     summarize_runs,
 )
 
-
 LOSS_LABELS = {"sigmoid": "DPO", "ipo": "IPO", "hinge": "hinge", "conservative": "cDPO", "robust": "rDPO"}
 
 

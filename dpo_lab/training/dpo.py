@@ -61,7 +61,7 @@ class DPOArgs(LoopArgs):
             raise ValueError(f"beta must be > 0, got {self.beta} (beta = 0 removes the preference signal)")
         check_loss_type(self.loss_type, self.label_smoothing)
         if self.loss_type == "ipo" and not self.average_logps:
-            raise ValueError("loss_type='ipo' is defined on length-averaged log-probs (as in TRL): set average_logps=True")
+            raise ValueError("loss_type='ipo' is defined on length-averaged log-probs (as TRL): set average_logps=True")
         super().__post_init__()
 
 
