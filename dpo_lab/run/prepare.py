@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.hh_format import with_hh_chat_template
 from ..data.sources import SkipReport, count_prompt_tokens, load_preference_data, split_by_prompt
 from ..data.stats import statistics_summary
 from ..infra.atomic import atomic_directory
@@ -42,13 +43,13 @@ def get_tokenizer(config: LabConfig):
     from .tokenizers import corpus_tokenizer, ensure_pad_token
 
     if config.model_name in ("scratch", "tiny-random"):
-        return corpus_tokenizer(seed=config.data_seed, vocab_size=config.vocab_size)
+        return with_hh_chat_template(corpus_tokenizer(seed=config.data_seed, vocab_size=config.vocab_size))
     from transformers import AutoTokenizer
 
     from .smollm2 import SMOLLM2_ALIAS, convert_smollm2
 
     name = str(convert_smollm2()) if config.model_name == SMOLLM2_ALIAS else config.model_name
-    return ensure_pad_token(AutoTokenizer.from_pretrained(name))
+    return with_hh_chat_template(ensure_pad_token(AutoTokenizer.from_pretrained(name)))
 
 
 def _offline_extras(config: LabConfig, tokenizer) -> dict[str, list[dict[str, Any]]]:
