@@ -212,6 +212,10 @@ def implicit_reward_by_split(
     A pair's topic is "seen" when some TRAINING pair has it. The reference is the SFT model, as in 03;
     the numbers use the same definitions as 03's held-out evaluation (accuracy: chosen reward strictly
     above rejected; reward margin = β × log-ratio margin).
+
+    ``true_accuracy`` (offline corpus): the same ranking scored against the responses' TRUE quality
+    instead of the (partly flipped) chosen/rejected labels, on the ``n_true_pairs`` pairs whose two
+    qualities differ — whether a model learned the quality or the label noise.
     """
     import pandas as pd
 
@@ -224,6 +228,9 @@ def implicit_reward_by_split(
     examples = tokenize_pairs(tokenizer, pairs, max_length)
     has_topics = any(p.get("topic") for p in pairs)  # HH-RLHF has none: one row per model, over all pairs
     seen = [p.get("topic") in train_topics if has_topics else True for p in pairs]
+    known = [p.get("chosen_quality") is not None and p.get("rejected_quality") is not None for p in pairs]
+    truth = torch.tensor([bool(k and p["chosen_quality"] > p["rejected_quality"]) for k, p in zip(known, pairs)])
+    decided = torch.tensor([bool(k and p["chosen_quality"] != p["rejected_quality"]) for k, p in zip(known, pairs)])
     groups = (("seen topics", True), ("held-out topics", False)) if has_topics else (("all pairs", True),)
     collate = PreferenceDataCollator(tokenizer)
 
@@ -248,6 +255,7 @@ def implicit_reward_by_split(
             idx = torch.tensor([s == flag for s in seen])
             if idx.any():
                 m = margin[idx]
+                graded = idx & decided
                 rows.append(
                     {
                         "model": name,
@@ -256,9 +264,44 @@ def implicit_reward_by_split(
                         "accuracy": float((m > 0).double().mean()),
                         "logratio_margin": float(m.mean()),
                         "reward_margin": float(betas[name] * m.mean()),
+                        "n_true_pairs": int(graded.sum()),
+                        "true_accuracy": float(((margin[graded] > 0) == truth[graded]).double().mean())
+                        if graded.any()
+                        else None,
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def methods_table(summary, implicit_by_split, vs_round1=None):
+    """One row per DPO run — loss, ε, β, round — with what decides between methods: win rate and oracle quality
+    (if measured), accuracy against the TRUE quality, sampled KL from SFT and answer length."""
+    import pandas as pd
+
+    rows = summary[summary["model"] != "SFT"].copy()
+    if implicit_by_split is not None and "true_accuracy" in implicit_by_split:
+        graded = implicit_by_split.dropna(subset=["true_accuracy"])
+        weighted = (graded["true_accuracy"] * graded["n_true_pairs"]).groupby(graded["model"]).sum()
+        true_acc = (weighted / graded.groupby("model")["n_true_pairs"].sum()).rename("true_accuracy")
+        rows = rows.merge(true_acc, left_on="model", right_index=True, how="left")
+    if vs_round1:
+        rows["win_rate_vs_round1"] = rows["model"].map(vs_round1)
+    columns = [
+        "model",
+        "loss_type",
+        "beta",
+        "round",
+        "win_rate_vs_sft",
+        "win_ci_low",
+        "win_ci_high",
+        "win_rate_vs_round1",
+        "oracle_helpfulness_1_5",
+        "heldout_accuracy",
+        "true_accuracy",
+        "sampled_kl",
+        "mean_words",
+    ]
+    return pd.DataFrame(rows[[c for c in columns if c in rows]]).reset_index(drop=True)
 
 
 def counterfactual_table(

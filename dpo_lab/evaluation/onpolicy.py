@@ -118,6 +118,7 @@ def generate_onpolicy_pairs(
     temperature: float = 1.0,
     max_new_tokens: int = 128,
     reward_model: str | None = None,
+    judge=None,
     device=None,
     progress: bool = True,
     log=print,
@@ -126,6 +127,7 @@ def generate_onpolicy_pairs(
 
     Returns ``(pairs, report, path)``; the pairs are also written (atomically) to
     ``runs/<run>/onpolicy_pairs/<first>.jsonl`` with the report beside them, so they can be read and reused.
+    ``judge``: any :class:`~dpo_lab.evaluation.judges.ScoreJudge` instead of :func:`labeller`'s choice.
     """
     from ..infra.console import quiet_hf
     from ..run.pipeline import load_eval_model
@@ -155,7 +157,7 @@ def generate_onpolicy_pairs(
         )
         for k in range(answers_per_prompt)
     ]
-    judge = labeller(config, device=device, reward_model=reward_model)
+    judge = judge or labeller(config, device=device, reward_model=reward_model)
     pairs, report = label_pairs(rows, answers, judge, source=f"onpolicy:{first}")
     report.update(first_round=first, temperature=temperature, max_new_tokens=max_new_tokens)
     out = run_dir / ONPOLICY_DIR / f"{first}.jsonl"

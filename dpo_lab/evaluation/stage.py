@@ -42,6 +42,7 @@ from .metrics import (
     course_rule_pick,
     frontier_axis,
     implicit_reward_by_split,
+    methods_table,
     perplexity_table,
     sampled_kl_table,
     summarize_runs,
@@ -248,6 +249,7 @@ class Evaluation:
     judged: dict[str, Any] | None = None
     elo: Any = None
     cases: Any = None
+    methods: Any = None
     human_row: dict[str, Any] | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -529,6 +531,29 @@ class Evaluation:
         self.figures["elo"] = plot_elo(self.elo)
         return self.elo
 
+    def compare_methods(self):
+        """Every DPO run side by side — DPO at each beta, its variants, second rounds — on the numbers that decide
+        between methods; a second round also plays its first round head to head (primary judge)."""
+        from .headtohead import win_rate_row
+        from .judges import compare
+
+        primary = self.judged["primary"]
+        by_folder = {Path(folder).name: name for name, folder in self.models.items()}
+        vs_round1 = {}
+        for name, folder in self.models.items():
+            first = by_folder.get(Path(folder).name.removeprefix(ROUND2_PREFIX))
+            if Path(folder).name.startswith(ROUND2_PREFIX) and first:
+                result = compare(
+                    self.judged["judges"][primary],
+                    self.judge_prompts,
+                    self.answers[name],
+                    self.answers[first],
+                    seed=self.config.seed,
+                )
+                vs_round1[name] = win_rate_row(name, result, seed=self.config.seed).get("win_rate")
+        self.methods = methods_table(self.summary, self.implicit_by_split, vs_round1)
+        return self.methods
+
     def plot_frontier(self):
         from .plots import plot_reward_kl_frontier
 
@@ -607,6 +632,7 @@ class Evaluation:
             cases=self.cases,
             implicit_by_split=self.implicit_by_split,
             counterfactual=self.counterfactual,
+            methods=self.methods,
         )
         if self.human_row is not None:
             tables["win_rates"] = pd.concat([tables["win_rates"], pd.DataFrame([self.human_row])], ignore_index=True)
@@ -624,6 +650,7 @@ class Evaluation:
                 side_by_side(self.redteam_prompts, self.redteam).assign(kind="redteam"),
             ]
         )
+        self.update_model_cards()
         return write_evaluation(
             self.run_dir,
             self.config,
@@ -640,6 +667,24 @@ class Evaluation:
             notes=[f"skipped: {s}" for s in self.skipped] + self.notes,
         )
 
+    def update_model_cards(self) -> None:
+        """Rewrite each DPO checkpoint's model card (README.md) with the win rates measured here."""
+        from ..run.model_card import write_model_card
+
+        primary = self.judged["primary"] if self.judged else None
+        rows = self.summary.set_index("model")
+        for name, folder in self.models.items():
+            if name == "SFT" or primary is None:
+                continue
+            rates = {}
+            if "win_rate_vs_sft" in rows and rows.loc[name, "win_rate_vs_sft"] == rows.loc[name, "win_rate_vs_sft"]:
+                rates[f"SFT（{primary}）"] = float(rows.loc[name, "win_rate_vs_sft"])
+            if self.methods is not None and "win_rate_vs_round1" in self.methods:
+                vs = self.methods.set_index("model")["win_rate_vs_round1"].get(name)
+                if vs == vs and vs is not None:
+                    rates[f"第一輪（{primary}）"] = float(vs)
+            write_model_card(folder, read_manifest(folder, produced_by=RUN_03), rates or None)
+
     def run_all(self, *, reward_model: str | None = "auto", llm_judge=None, win_rate_fn=None) -> Evaluation:
         """Every step, in notebook 04's order (without the human A/B test, which needs a person)."""
         self.heldout_metrics()
@@ -653,6 +698,7 @@ class Evaluation:
         self.answer_lengths()
         self.judge(win_rate_fn=win_rate_fn, reward_model=reward_model, llm_judge=llm_judge)
         self.elo_ratings()
+        self.compare_methods()
         self.plot_frontier()
         self.success_and_failure_cases()
         return self
