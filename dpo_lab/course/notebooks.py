@@ -20,7 +20,7 @@ from typing import Any
 
 from ..infra.atomic import atomic_write_text
 from ..infra.console import PROGRESS_ENV, PROGRESS_FILE_ENV, follow_progress
-from ..run.layout import EXECUTED_DIR
+from ..run.layout import EXECUTED_DIR, dpo_run_name
 
 NOTEBOOKS = (
     "01-Setup_and_Data.ipynb",
@@ -64,9 +64,13 @@ def _select(only: list[str] | None) -> list[str]:
 
 
 def executed_name(name: str, parameters: dict[str, Any]) -> str:
-    """03's executed copy is named after its beta, so re-running another beta never overwrites the first."""
+    """03's executed copy is named after its run folder (``beta_0.5``, ``ipo_beta_0.1`` …), so re-running another
+    beta or loss never overwrites the first."""
     if name.startswith("03-") and parameters.get("beta") is not None:
-        return name.replace(".ipynb", f".beta_{parameters['beta']:g}.ipynb")
+        run = dpo_run_name(
+            parameters["beta"], parameters.get("loss_type") or "sigmoid", parameters.get("label_smoothing") or 0.0
+        )
+        return name.replace(".ipynb", f".{run}.ipynb")
     return name
 
 

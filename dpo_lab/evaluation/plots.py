@@ -326,6 +326,49 @@ def plot_elo(table):
     return fig
 
 
+def plot_loss_variants(beta: float = 0.1, label_smoothing: float = 0.1, span: float | None = None):
+    """Each loss variant of :func:`dpo_lab.core.losses.preference_loss` against the log-ratio margin h, and its slope.
+
+    The slope (−dL/dh) is how hard a pair still pushes: DPO's never reaches 0 (it keeps widening every
+    margin), hinge's stops at 1/β, conservative DPO's reaches 0 at the finite margin ln((1−ε)/ε)/β —
+    what limits the damage a flipped label can do — and robust DPO's stays above DPO's. IPO is left
+    out: it is a parabola in a PER-TOKEN margin (length-averaged log-probs), another axis altogether.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..core.losses import preference_loss
+
+    span = span or 4.0 / beta
+    h = torch.linspace(-span, span, 401, requires_grad=True)
+    zero = torch.zeros_like(h)
+    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, eps in (
+        ("sigmoid", 0.0),
+        ("hinge", 0.0),
+        ("conservative", label_smoothing),
+        ("robust", label_smoothing),
+    ):
+        loss = preference_loss(h, zero, zero, zero, beta, kind, label_smoothing=eps)[0]
+        (grad,) = torch.autograd.grad(loss.sum(), h)
+        label = kind + (f" (ε={eps:g})" if eps else "")
+        ax_loss.plot(h.detach(), loss.detach(), label=label)
+        ax_grad.plot(h.detach(), -grad, label=label)
+    ax_loss.set(title=f"Loss per pair (β = {beta:g})", xlabel="log-ratio margin h (nats)", ylabel="loss")
+    ax_grad.set(
+        title="How hard the pair still pushes: −dL/dh",
+        xlabel="log-ratio margin h (nats)",
+        ylabel="−dL/dh",
+    )
+    ax_grad.axhline(0, color="grey", lw=0.8)
+    for ax in (ax_loss, ax_grad):
+        ax.axvline(0, color="grey", lw=0.8, ls=":")
+        ax.legend(fontsize=8)
+    fig.suptitle("DPO and its variants as functions of the same margin")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, path) -> Path:
     """Save a figure as PNG atomically (a half-written image never replaces a good one)."""
     import io

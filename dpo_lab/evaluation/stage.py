@@ -35,6 +35,7 @@ from .judging import (
     safety_table,
     with_win_rates,
 )
+from .methods import method_notes, shipping_checks
 from .metrics import (
     COURSE_KL_LIMIT,
     beta_sweep_rows,
@@ -552,7 +553,13 @@ class Evaluation:
                 )
                 vs_round1[name] = win_rate_row(name, result, seed=self.config.seed).get("win_rate")
         self.methods = methods_table(self.summary, self.implicit_by_split, vs_round1)
+        for note in method_notes(self.methods, self.models):
+            self.log(note)
         return self.methods
+
+    def shipping_checks(self):
+        """The focus model's numbers against what must hold before it is deployed (:func:`.methods.shipping_checks`)."""
+        return shipping_checks(self.summary, self.focus, self.cases)
 
     def plot_frontier(self):
         from .plots import plot_reward_kl_frontier
