@@ -39,38 +39,33 @@ def method_notes(methods, models: dict[str, Any]) -> list[str]:
     notes = []
     for name, run in runs.items():
         if run["round"] == 1 and run["loss_type"] != "sigmoid":
-            dpo = next(
-                (n for n, r in runs.items() if r == {**run, "loss_type": "sigmoid", "label_smoothing": 0.0}), None
-            )
+            same_beta = {**run, "loss_type": "sigmoid", "label_smoothing": 0.0}
+            dpo = next((n for n, r in runs.items() if r == same_beta), None)
             if dpo is None:
-                notes.append(f"{name}: no DPO run at β={run['beta']:g} to compare it with (run 03 with that beta)")
+                notes.append(f"{name}：沒有同樣 β={run['beta']:g} 的 DPO run 可以比較（用這個 beta 跑一次 03）")
                 continue
             a, b = rows.loc[name], rows.loc[dpo]
             notes.append(
-                f"{name} vs {dpo}: true-quality accuracy {_f(a.get('true_accuracy'))} vs {_f(b.get('true_accuracy'))}"
-                f" · win rate vs SFT {_pct(a.get('win_rate_vs_sft'))} vs {_pct(b.get('win_rate_vs_sft'))}"
-                f" (95 % interval {_pct(a.get('win_ci_low'))}–{_pct(a.get('win_ci_high'))} vs"
-                f" {_pct(b.get('win_ci_low'))}–{_pct(b.get('win_ci_high'))})"
-                f" · sampled KL {_f(a.get('sampled_kl'), 2)} vs {_f(b.get('sampled_kl'), 2)}"
+                f"{name} 對 {dpo}：true_accuracy（對照真實品質）{_f(a.get('true_accuracy'))} 對"
+                f" {_f(b.get('true_accuracy'))} · 對 SFT 的 win rate {_pct(a.get('win_rate_vs_sft'))} 對"
+                f" {_pct(b.get('win_rate_vs_sft'))}（95 % 區間 {_pct(a.get('win_ci_low'))}–{_pct(a.get('win_ci_high'))}"
+                f" 對 {_pct(b.get('win_ci_low'))}–{_pct(b.get('win_ci_high'))}）"
+                f" · sampled KL {_f(a.get('sampled_kl'), 2)} 對 {_f(b.get('sampled_kl'), 2)}"
             )
         if run["round"] == 2:
             first = by_folder.get(Path(models[name]).name.removeprefix(ROUND2_PREFIX))
             a = rows.loc[name]
+            f_row = rows.loc[first] if first in rows.index else {}
             notes.append(
-                f"{name}: wins {_pct(a.get('win_rate_vs_round1'))} against its first round ({first}) and"
-                f" {_pct(a.get('win_rate_vs_sft'))} against SFT"
-                f" (first round: {_pct(rows.loc[first].get('win_rate_vs_sft')) if first in rows.index else '—'})"
-                f" · sampled KL from SFT {_f(a.get('sampled_kl'), 2)}"
-                f" (first round {_f(rows.loc[first].get('sampled_kl'), 2) if first in rows.index else '—'})"
-                f" · mean words {_f(a.get('mean_words'), 1)}"
-                f" (first round {_f(rows.loc[first].get('mean_words'), 1) if first in rows.index else '—'})"
+                f"{name}：對第一輪（{first}）的 win rate {_pct(a.get('win_rate_vs_round1'))}，"
+                f"對 SFT {_pct(a.get('win_rate_vs_sft'))}（第一輪對 SFT {_pct(f_row.get('win_rate_vs_sft'))}）"
+                f" · 離 SFT 的 sampled KL {_f(a.get('sampled_kl'), 2)}（第一輪 {_f(f_row.get('sampled_kl'), 2)}）"
+                f" · 平均詞數 {_f(a.get('mean_words'), 1)}（第一輪 {_f(f_row.get('mean_words'), 1)}）"
             )
     if not any(r["loss_type"] != "sigmoid" for r in runs.values()):
-        notes.append("no loss variant yet: run 03 with loss_type='conservative', label_smoothing=0.1 (section 9 of 03)")
+        notes.append("還沒有 loss 變體：用 loss_type='conservative'、label_smoothing=0.1 跑 03（03 的第 9 節）")
     if not any(r["round"] == 2 for r in runs.values()):
-        notes.append(
-            "no second round yet: run 03 with run_round2=True, or `python -m dpo_lab round2` (section 10 of 03)"
-        )
+        notes.append("還沒有第二輪：用 run_round2=True 跑 03，或 `python -m dpo_lab round2`（03 的第 10 節）")
     return notes
 
 
