@@ -33,6 +33,10 @@ _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(LabConfig) if f.name not
 
 
 def _parse_value(text: str):
+    """JSON (``0.5``, ``true``, ``null``, ``"x"``), Python's ``True`` / ``False`` / ``None``, else the text itself."""
+    python = {"True": True, "False": False, "None": None}
+    if text in python:
+        return python[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -143,6 +147,8 @@ def _cmd_round2(args) -> int:
     out, result, report = run_round2(
         args.run_dir, first, n_prompts=args.n_prompts, steps=args.steps, progress=not args.quiet
     )
+    if out is None:
+        return 1
     print(f"[03 round 2] -> {out}: {report['pairs']} on-policy pairs; {result.stop_reason}")
     return 0
 
@@ -319,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--only", nargs="+", default=None, metavar="NN", help="run only these notebooks, e.g. --only 03 04")
     p.add_argument(
+        "-p",
         "--param",
         action="append",
         default=[],

@@ -188,6 +188,11 @@ def test_cli_param_parsing():
 
     assert parse_notebook_param("03:learning_rate=1e-5") == ("03", "learning_rate", 1e-5)
     assert parse_notebook_param("dataset=C:/data/x.jsonl") == ("*", "dataset", "C:/data/x.jsonl")
+    # Python spellings are Python values: the string "False" would be truthy in the notebook
+    assert parse_notebook_param("03:run_round2=True") == ("03", "run_round2", True)
+    assert parse_notebook_param("03:run_round2=False") == ("03", "run_round2", False)
+    assert parse_notebook_param("03:steps=None") == ("03", "steps", None)
+    assert parse_notebook_param("03:loss_type=conservative") == ("03", "loss_type", "conservative")
     with pytest.raises(SystemExit):
         parse_notebook_param("03:=1")
 
@@ -217,7 +222,9 @@ def smoke_lab(tmp_path_factory):
     first = run_lab("smoke", run_dir, progress=False)
     terminal = io.StringIO()  # the second run shows progress, as `python -m dpo_lab run` does on a terminal
     with contextlib.redirect_stderr(terminal):
-        again = run_lab("smoke", run_dir, only=["03", "04"], beta=0.5, progress=True)
+        again = run_lab(
+            "smoke", run_dir, only=["03", "04"], beta=0.5, progress=True, parameters={"03": {"run_round2": True}}
+        )
     return run_dir, first, again, terminal.getvalue()
 
 
@@ -286,6 +293,18 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
         )
         assert r["lc_ci_low"] <= r["lc_win_rate"] <= r["lc_ci_high"]
     assert summary["primary_judge"] == "oracle"
+    # the methods table: one row per DPO run, accuracy against the TRUE quality next to the labels' accuracy
+    assert [r["model"] for r in summary["methods"]] == ["DPO β=0.1", "DPO β=0.5"]
+    for r in summary["methods"]:
+        assert r["loss_type"] == "sigmoid" and r["round"] == 1 and 0 <= r["true_accuracy"] <= 1
+    # 03 at beta 0.5 ran the optional on-policy round: pairs sampled and labelled by the oracle (the tiny random
+    # model's answers all score alike, so every pair is a tie: counted and said, no second round trained)
+    onpolicy = json.loads((run_dir / "onpolicy_pairs" / "beta_0.5.report.json").read_text())
+    assert onpolicy["judge"] == "oracle" and onpolicy["prompts"] == 8
+    assert onpolicy["pairs"] + onpolicy["ties_dropped"] + onpolicy["empty_dropped"] == 8
+    executed_03 = (run_dir / "notebooks" / "03-DPO_Training.beta_0.5.ipynb").read_text(encoding="utf-8")
+    assert "on-policy 偏好對：8 個訓練 prompt" in executed_03
+    assert (run_dir / "03_dpo" / "round2_beta_0.5").exists() == (onpolicy["pairs"] > 0)
     for row in summary["rows"][1:]:  # the beta table carries each DPO model's ORACLE win rate vs SFT
         assert row["win_ci_low"] <= row["win_rate_vs_sft"] <= row["win_ci_high"]
         assert row["win_rate_vs_sft"] == rates[("oracle", row["model"])]["win_rate"]
@@ -432,6 +451,7 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
         "ceiling",
         "implicit_by_split",
         "counterfactual",
+        "methods",
         "gold_judge",
         "gold_judge_before_fix",
     ):

@@ -185,7 +185,8 @@ def run_round2(
 ):
     """Generate on-policy pairs from ``03_dpo/<first>`` and train one more DPO round on them from that policy.
 
-    Returns ``(folder, DPOResult, report)``. The round uses the first round's config (beta, loss, lr) with
+    Returns ``(folder, DPOResult, report)``, or ``(None, None, report)`` when every pair was a tie (nothing to
+    learn: said in the log, not an error). The round uses the first round's config (beta, loss, lr) with
     ``steps`` (default: :data:`ROUND2_DEFAULTS` for the profile) and writes ``03_dpo/round2_<first>/``.
     """
     from ..run.config import get_config
@@ -196,7 +197,11 @@ def run_round2(
         run_dir, first, n_prompts=n_prompts, device=device, progress=progress, log=log, **generation
     )
     if not pairs:
-        raise ValueError(f"{path}: every pair was a tie or empty; nothing to train round 2 on")
+        log(
+            f"{path}：每一對都是平手或空白，沒有可以學的偏好，不訓練第二輪"
+            "（模型對同一個 prompt 總是寫出同樣品質的回答：試試更高的 temperature 或更多 prompt）"
+        )
+        return None, None, report
     recorded = dict(verify_checkpoint(run_dir / DPO_DIR / first, produced_by=RUN_03)["config"])
     recorded["run_dir"] = str(run_dir)  # the folder as it is now (it may have been moved since round 1)
     first_config = get_config(recorded.pop("profile"), **recorded)

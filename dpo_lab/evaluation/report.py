@@ -196,6 +196,39 @@ def build_report(
             },
         ),
     ]
+    methods = tables.get("methods")
+    if methods is not None and len(methods):
+        lines += [
+            "",
+            "## 方法比較（每個 DPO run：loss、β、第幾輪）",
+            "",
+            "true_accuracy：implicit reward 的排序對照語料已知的**真實品質**（不是有雜訊的標籤）；"
+            "對第一輪的 win rate 只有第二輪有。",
+            "",
+            _table(
+                methods,
+                {
+                    "model": "模型",
+                    "loss_type": "loss",
+                    "beta": "β",
+                    "round": "輪",
+                    "win_rate_vs_sft": "對 SFT win rate",
+                    "win_rate_vs_round1": "對第一輪 win rate",
+                    "oracle_helpfulness_1_5": "helpfulness 1–5（oracle）",
+                    "heldout_accuracy": "accuracy（標籤）",
+                    "true_accuracy": "true_accuracy",
+                    "sampled_kl": "KL（取樣）",
+                    "mean_words": "平均詞數",
+                },
+                {
+                    "beta": "{:g}",
+                    "round": "{:.0f}",
+                    "win_rate_vs_sft": "{:.1%}",
+                    "win_rate_vs_round1": "{:.1%}",
+                    "mean_words": "{:.1f}",
+                },
+            ),
+        ]
     if elo is not None and len(elo):
         lines += [
             "",
