@@ -5,6 +5,7 @@ Everything runs on the smoke profile; the server is ``transformers serve`` on 12
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -67,6 +68,22 @@ def test_every_checkpoint_saves_the_chat_template_and_a_model_card(trained_run):
     write_model_card(dpo, manifest, {"SFT（oracle）": 0.625})
     assert "| SFT（oracle） | 62.5% |" in (dpo / "README.md").read_text(encoding="utf-8")
     verify_checkpoint(dpo, produced_by="03")  # still complete and unmodified
+
+
+def test_a_checkpoint_saved_without_a_chat_template_gets_one_as_a_new_file(tmp_path):
+    from transformers import AutoTokenizer
+
+    from dpo_lab.evaluation.serving import add_missing_chat_template
+
+    tok = copy.deepcopy(dpo_lab.corpus_tokenizer(seed=0, vocab_size=4096))  # a copy: the factory may cache
+    tok.chat_template = None
+    tok.save_pretrained(tmp_path)  # as the lab saved checkpoints before chat templates
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    notes = []
+    assert add_missing_chat_template(tmp_path, log=notes.append) is True and notes
+    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == HH_CHAT_TEMPLATE
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before} == before  # nothing rewritten
+    assert add_missing_chat_template(tmp_path, log=notes.append) is False and len(notes) == 1
 
 
 # ------------------------------------------------------------------------------------------ serving

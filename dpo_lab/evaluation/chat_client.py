@@ -7,6 +7,7 @@ of the lab's checkpoints (:mod:`dpo_lab.evaluation.serving`).
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -27,8 +28,12 @@ class ChatClient:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:  # the server's own explanation, not just "500"
+            detail = e.read().decode("utf-8", errors="replace")[:300]
+            raise RuntimeError(f"{self.url}: HTTP {e.code} {e.reason}: {detail}") from None
         try:
             return payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):

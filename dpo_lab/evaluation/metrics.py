@@ -273,17 +273,28 @@ def implicit_reward_by_split(
     return pd.DataFrame(rows)
 
 
+def _pooled(table, column: str, weight: str):
+    """A per-split column pooled over the splits, weighted by each split's pair count: one value per model."""
+    graded = table.dropna(subset=[column])
+    return (graded[column] * graded[weight]).groupby(graded["model"]).sum() / graded.groupby("model")[weight].sum()
+
+
 def methods_table(summary, implicit_by_split, vs_round1=None):
-    """One row per DPO run — loss, ε, β, round — with what decides between methods: win rate and oracle quality
-    (if measured), accuracy against the TRUE quality, sampled KL from SFT and answer length."""
+    """One row per DPO run — loss, β, round — with what decides between methods: win rate and oracle quality
+    (if measured), accuracy against the labels and against the TRUE quality, sampled KL from SFT, answer length.
+
+    Both accuracies come from :func:`implicit_reward_by_split`, where every model's implicit reward is taken
+    against the SFT model. (03's held-out accuracy is against the run's own reference: for a second round that
+    is its first round, so it measures the second step only and cannot be set beside the others.)
+    """
     import pandas as pd
 
     rows = summary[summary["model"] != "SFT"].copy()
-    if implicit_by_split is not None and "true_accuracy" in implicit_by_split:
-        graded = implicit_by_split.dropna(subset=["true_accuracy"])
-        weighted = (graded["true_accuracy"] * graded["n_true_pairs"]).groupby(graded["model"]).sum()
-        true_acc = (weighted / graded.groupby("model")["n_true_pairs"].sum()).rename("true_accuracy")
-        rows = rows.merge(true_acc, left_on="model", right_index=True, how="left")
+    if implicit_by_split is not None and len(implicit_by_split):
+        pooled = {"accuracy_vs_labels": _pooled(implicit_by_split, "accuracy", "n_pairs")}
+        if "true_accuracy" in implicit_by_split:
+            pooled["true_accuracy"] = _pooled(implicit_by_split, "true_accuracy", "n_true_pairs")
+        rows = rows.merge(pd.DataFrame(pooled), left_on="model", right_index=True, how="left")
     if vs_round1:
         rows["win_rate_vs_round1"] = rows["model"].map(vs_round1)
     columns = [
@@ -296,7 +307,7 @@ def methods_table(summary, implicit_by_split, vs_round1=None):
         "win_ci_high",
         "win_rate_vs_round1",
         "oracle_helpfulness_1_5",
-        "heldout_accuracy",
+        "accuracy_vs_labels",
         "true_accuracy",
         "sampled_kl",
         "mean_words",

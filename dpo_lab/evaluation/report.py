@@ -202,8 +202,8 @@ def build_report(
             "",
             "## 方法比較（每個 DPO run：loss、β、第幾輪）",
             "",
-            "true_accuracy：implicit reward 的排序對照語料已知的**真實品質**（不是有雜訊的標籤）；"
-            "對第一輪的 win rate 只有第二輪有。",
+            "兩個 accuracy 都以 SFT 為 reference 計算 implicit reward（第二輪也是）：accuracy（標籤）對照資料的標籤，"
+            "true_accuracy 對照語料已知的**真實品質**（不是有雜訊的標籤）；對第一輪的 win rate 只有第二輪有。",
             "",
             _table(
                 methods,
@@ -215,7 +215,7 @@ def build_report(
                     "win_rate_vs_sft": "對 SFT win rate",
                     "win_rate_vs_round1": "對第一輪 win rate",
                     "oracle_helpfulness_1_5": "helpfulness 1–5（oracle）",
-                    "heldout_accuracy": "accuracy（標籤）",
+                    "accuracy_vs_labels": "accuracy（標籤）",
                     "true_accuracy": "true_accuracy",
                     "sampled_kl": "KL（取樣）",
                     "mean_words": "平均詞數",

@@ -44,7 +44,27 @@ def model_folder(run_dir: str | Path, *, model: str | None = None, beta: float |
         found = sorted(p.name for p in (run_dir / DPO_DIR).glob("*beta_*")) if (run_dir / DPO_DIR).is_dir() else []
         raise FileNotFoundError(f"{folder} does not exist; DPO runs in {run_dir / DPO_DIR}: {found or 'none'}")
     verify_checkpoint(folder, produced_by=produced_by)
+    add_missing_chat_template(folder)
     return folder
+
+
+def add_missing_chat_template(folder: str | Path, log=print) -> bool:
+    """Give a checkpoint saved before the lab stored chat templates the HH template, as ``chat_template.jinja``.
+
+    Only a NEW file is written (atomically); the files the manifest hashes are untouched, so the checkpoint
+    stays verified. Returns True when the file was added.
+    """
+    from transformers import AutoTokenizer
+
+    from ..core.hh_format import HH_CHAT_TEMPLATE
+    from ..infra.atomic import atomic_write_text
+
+    folder = Path(folder)
+    if AutoTokenizer.from_pretrained(folder).chat_template:
+        return False
+    atomic_write_text(folder / "chat_template.jinja", HH_CHAT_TEMPLATE)
+    log(f"{folder}：這個 checkpoint 存檔時還沒有 chat template，已加上 HH 格式的 chat_template.jinja（其他檔案不變）")
+    return True
 
 
 def chat_pipeline(folder: str | Path, device=None):
