@@ -218,6 +218,7 @@ def test_round2_trains_from_the_first_round_on_its_own_labelled_samples(trained_
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     first = json.loads((run_dir / "03_dpo" / "beta_0.1" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["metrics"]["round"] == 2 and manifest["inputs"]["beta_0.1"] == first["id"]
+    assert len(manifest["inputs"]["train_pairs"]) == 16  # the pairs' content: other pairs, another run
     assert manifest["metrics"]["onpolicy"]["pairs"] == report["pairs"] and result.initial_eval["eval_kl"] == 0.0
     models, _ = discover_models(run_dir)
     assert list(models) == ["SFT", "DPO β=0.1", "DPO β=0.1 · round 2"]

@@ -5,6 +5,8 @@ CLI call.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -319,6 +321,8 @@ def run_dpo_stage(
         inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
         out_dir = run_dir / DPO_DIR / f"{ROUND2_PREFIX}{sft_folder.name}"
         use_cache = False
+    if train_pairs is not None:  # pairs made after 01 (on-policy): their content is an input like any stage's
+        inputs["train_pairs"] = hashlib.sha256(json.dumps(train_pairs, sort_keys=True).encode("utf-8")).hexdigest()[:16]
     state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
     _start_stage(
         run_dir,
