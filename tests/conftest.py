@@ -86,6 +86,7 @@ class StubChat(BaseHTTPRequestHandler):
         if self.fail_after is not None and len(type(self).requests) > self.fail_after:
             self.send_response(500)
             self.end_headers()
+            self.wfile.write(b'{"error": "the stub server is down"}')
             return
         user = body["messages"][-1]["content"]
         first = user.split("[Answer A]")[1].split("[Answer B]")[0]

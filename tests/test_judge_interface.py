@@ -147,7 +147,9 @@ def test_llm_judge_server_dying_midway_keeps_partial_results(stub_server):
     StubChat.fail_after = 5
     result = compare(LLMJudge(stub_server, "stub-model", timeout=10), PROMPTS, GOOD, BAD, seed=0)
     assert len(result.judgments) == 5 and result.outcomes == ["A"] * 5
-    assert "HTTPError" in result.errors[0] and "stopped after 3" in result.errors[-1]
+    # the error names the status AND carries the server's own explanation (ChatClient reads the error body)
+    assert "HTTP 500" in result.errors[0] and "the stub server is down" in result.errors[0]
+    assert "stopped after 3" in result.errors[-1]
 
 
 def test_human_ab_widget_is_blind_saves_every_click_and_resumes(tmp_path):
