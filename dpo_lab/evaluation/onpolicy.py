@@ -28,7 +28,7 @@ from .generation import generate
 
 ONPOLICY_DIR = "onpolicy_pairs"  # runs/<run>/onpolicy_pairs/<first-round run>.jsonl (+ .report.json)
 ROUND2_DEFAULTS = {
-    # cpu: 400 prompts → about 2 × 400 sampled answers (~1-2 min), 100 steps of 8 pairs (~1 min)
+    # cpu: 400 prompts → 2 × 400 sampled answers, then at most 100 steps of 8 pairs (measured: 80 s in all)
     "cpu": {"n_prompts": 400, "steps": 100},
     "smoke": {"n_prompts": 8, "steps": 2},
     "gpu": {"n_prompts": 2000, "steps": 250},
