@@ -297,6 +297,11 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert [r["model"] for r in summary["methods"]] == ["DPO β=0.1", "DPO β=0.5"]
     for r in summary["methods"]:
         assert r["loss_type"] == "sigmoid" and r["round"] == 1 and 0 <= r["true_accuracy"] <= 1
+    # 04 wrote each DPO run's win rate, with its interval, into the run's model card (README.md)
+    for beta in (0.1, 0.5):
+        card = (run_dir / "03_dpo" / f"beta_{beta:g}" / "README.md").read_text(encoding="utf-8")
+        oracle = rates[("oracle", f"DPO β={beta:g}")]
+        assert f"| SFT（oracle） | {oracle['win_rate']:.1%}（95 % 區間 {oracle['win_ci_low']:.1%}–" in card
     # 03 at beta 0.5 ran the optional on-policy round: pairs sampled and labelled by the oracle (the tiny random
     # model's answers all score alike, so every pair is a tie: counted and said, no second round trained)
     onpolicy = json.loads((run_dir / "onpolicy_pairs" / "beta_0.5.report.json").read_text())

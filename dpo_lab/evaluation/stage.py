@@ -685,7 +685,10 @@ class Evaluation:
                 continue
             rates = {}
             if "win_rate_vs_sft" in rows and rows.loc[name, "win_rate_vs_sft"] == rows.loc[name, "win_rate_vs_sft"]:
-                rates[f"SFT（{primary}）"] = float(rows.loc[name, "win_rate_vs_sft"])
+                row = rows.loc[name]
+                rates[f"SFT（{primary}）"] = (
+                    f"{row['win_rate_vs_sft']:.1%}（95 % 區間 {row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}）"
+                )
             if self.methods is not None and "win_rate_vs_round1" in self.methods:
                 vs = self.methods.set_index("model")["win_rate_vs_round1"].get(name)
                 if vs == vs and vs is not None:

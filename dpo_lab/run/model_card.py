@@ -33,8 +33,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str, float] | None = None) -> str:
-    """The card's text for the checkpoint described by ``manifest`` (its ``02_sft`` or ``03_dpo/<run>`` folder)."""
+def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str, Any] | None = None) -> str:
+    """The card's text for the checkpoint described by ``manifest`` (its ``02_sft`` or ``03_dpo/<run>`` folder).
+
+    ``win_rates``: opponent → a share (0.575) or a ready string ("57.5 %（52.5–62.3 %）")."""
     folder = Path(folder)
     run_dir = folder.parent if folder.name == SFT_DIR else folder.parent.parent
     config, metrics = manifest["config"], manifest.get("metrics", {})
@@ -114,7 +116,10 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
         ]
     if win_rates:
         lines += ["", "## 勝率（notebook 04，評審見 04_eval/report.md）", "", "| 對手 | 勝率 |", "|---|---|"]
-        lines += [f"| {opponent} | {rate:.1%} |" for opponent, rate in win_rates.items()]
+        lines += [
+            f"| {opponent} | {rate if isinstance(rate, str) else f'{rate:.1%}'} |"
+            for opponent, rate in win_rates.items()
+        ]
     elif is_dpo:
         lines += ["", "勝率：執行 notebook 04（或 `python -m dpo_lab evaluate`）後會寫進這一節。"]
     lines += [
@@ -138,12 +143,14 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
         "## 預期用途與限制",
         "",
         "- 教學用：觀察 DPO 如何改變一個小模型的行為。**不可**用於真實對話、建議或任何安全相關決策。",
-        "- 模型很小、資料很窄：離線語料以外的問題，回答多半不正確。",
+        "- 模型很小、資料很窄：離線語料以外的問題，回答多半不正確。"
+        if dataset == "offline"
+        else "- GPT-2 級的小模型：事實常出錯、會編造；HH-RLHF 的偏好也帶著標註者的偏誤。",
         "- 安全拒答只在 lab 的 red-team prompts 上量過，換一種問法就可能失效；上線前務必看 04 的安全數字與失敗案例。",
     ]
     return "\n".join(header + lines) + "\n"
 
 
-def write_model_card(folder: str | Path, manifest: dict[str, Any], win_rates: dict[str, float] | None = None) -> Path:
+def write_model_card(folder: str | Path, manifest: dict[str, Any], win_rates: dict[str, Any] | None = None) -> Path:
     """Write (or rewrite) ``<folder>/README.md`` atomically."""
     return atomic_write_text(Path(folder) / CARD, model_card(manifest, folder, win_rates))
