@@ -23,8 +23,8 @@ def pairs_of(batch):
     return range(batch["input_ids"].shape[0] // 2)
 
 
-@pytest.fixture()
-def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
+def make_trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference, **config):
+    """TRL's DPOTrainer on ``pairs`` as one batch, fp32 on the CPU; ``config`` adds DPOConfig fields (loss_type …)."""
     policy, reference = policy_and_reference
     args = trl.DPOConfig(
         output_dir=str(tmp_path),
@@ -37,11 +37,17 @@ def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
         report_to="none",
         train_sampling_strategy="sequential",
         logging_steps=1,
+        **config,
     )
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
     return trl.DPOTrainer(
         model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
     )
+
+
+@pytest.fixture()
+def trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference):
+    return make_trl_trainer(tmp_path, tokenizer, pairs, policy_and_reference)
 
 
 def test_tokenize_pair_matches_trl_token_split(trl_trainer, tokenized_pairs):
@@ -166,23 +172,13 @@ def test_loss_variants_match_trl(
     from dpo_lab.core.losses import preference_loss
 
     policy, reference = policy_and_reference
-    trl_type = "sigmoid" if loss_type == "conservative" else loss_type
-    args = trl.DPOConfig(
-        output_dir=str(tmp_path),
-        beta=BETA,
-        loss_type=[trl_type],
+    trainer = make_trl_trainer(
+        tmp_path,
+        tokenizer,
+        pairs,
+        policy_and_reference,
+        loss_type=["sigmoid" if loss_type == "conservative" else loss_type],
         label_smoothing=smoothing if loss_type == "robust" else 0.0,
-        per_device_train_batch_size=len(pairs),
-        max_length=1024,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        logging_steps=1,
-    )
-    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-    trainer = trl.DPOTrainer(
-        model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
     )
     batch = dpo_lab.PreferenceDataCollator(tokenizer)(tokenized_pairs)
     trl_batch = {
