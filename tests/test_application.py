@@ -222,6 +222,9 @@ def test_round2_trains_from_the_first_round_on_its_own_labelled_samples(trained_
     assert manifest["metrics"]["onpolicy"]["pairs"] == report["pairs"] and result.initial_eval["eval_kl"] == 0.0
     models, _ = discover_models(run_dir)
     assert list(models) == ["SFT", "DPO β=0.1", "DPO β=0.1 · round 2"]
+    from dpo_lab.evaluation.methods import first_rounds
+
+    assert first_rounds(models) == {"DPO β=0.1 · round 2": "DPO β=0.1"}  # 04 plays these two head to head
     # a new first round makes the second round stale: it is skipped, not compared
     shutil.copytree(run_dir / "03_dpo" / "beta_0.1", tmp_path / "keep")
     (run_dir / "03_dpo" / "beta_0.1" / "manifest.json").write_text(

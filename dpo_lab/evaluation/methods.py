@@ -26,16 +26,30 @@ def _f(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def first_rounds(models: dict[str, Any]) -> dict[str, str]:
+    """``{second round's name: its first round's name}`` for every second round whose first round is compared too."""
+    from pathlib import Path
+
+    from ..run.layout import ROUND2_PREFIX
+
+    by_folder = {Path(folder).name: name for name, folder in models.items()}
+    return {
+        name: by_folder[Path(folder).name.removeprefix(ROUND2_PREFIX)]
+        for name, folder in models.items()
+        if Path(folder).name.startswith(ROUND2_PREFIX) and Path(folder).name.removeprefix(ROUND2_PREFIX) in by_folder
+    }
+
+
 def method_notes(methods, models: dict[str, Any]) -> list[str]:
     """One sentence per comparison the table allows: each variant against DPO at the same beta, each second round
     against its first round and SFT. Says which runs are missing when there is nothing to compare."""
     from pathlib import Path
 
-    from ..run.layout import ROUND2_PREFIX, parse_dpo_run_name
+    from ..run.layout import parse_dpo_run_name
 
     rows = methods.set_index("model")
     runs = {name: parse_dpo_run_name(Path(folder).name) for name, folder in models.items() if name != "SFT"}
-    by_folder = {Path(folder).name: name for name, folder in models.items()}
+    firsts = first_rounds(models)
     notes = []
     for name, run in runs.items():
         if run["round"] == 1 and run["loss_type"] != "sigmoid":
@@ -53,7 +67,7 @@ def method_notes(methods, models: dict[str, Any]) -> list[str]:
                 f" · sampled KL {_f(a.get('sampled_kl'), 2)} 對 {_f(b.get('sampled_kl'), 2)}"
             )
         if run["round"] == 2:
-            first = by_folder.get(Path(models[name]).name.removeprefix(ROUND2_PREFIX))
+            first = firsts.get(name)
             a = rows.loc[name]
             f_row = rows.loc[first] if first in rows.index else {}
             notes.append(

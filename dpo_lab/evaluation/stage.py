@@ -35,7 +35,7 @@ from .judging import (
     safety_table,
     with_win_rates,
 )
-from .methods import method_notes, shipping_checks
+from .methods import first_rounds, method_notes, shipping_checks
 from .metrics import (
     COURSE_KL_LIMIT,
     beta_sweep_rows,
@@ -401,7 +401,7 @@ class Evaluation:
                     f"the β-scaled reward margin would have picked {by_reward} instead:"
                     " comparing reward units across betas misleads"
                 )
-        if len(beta_sweep_rows(s)) == 1:
+        if len(beta_sweep_rows(s)) <= 1:
             self.log("only one beta so far: re-run 03 with another beta (e.g. -p beta 0.5) to see the trade-off")
         else:
             self.figures["beta_sweep"] = plot_beta_sweep(s, kl_limit=COURSE_KL_LIMIT, pick=self.pick)
@@ -539,19 +539,16 @@ class Evaluation:
         from .judges import compare
 
         primary = self.judged["primary"]
-        by_folder = {Path(folder).name: name for name, folder in self.models.items()}
         vs_round1 = {}
-        for name, folder in self.models.items():
-            first = by_folder.get(Path(folder).name.removeprefix(ROUND2_PREFIX))
-            if Path(folder).name.startswith(ROUND2_PREFIX) and first:
-                result = compare(
-                    self.judged["judges"][primary],
-                    self.judge_prompts,
-                    self.answers[name],
-                    self.answers[first],
-                    seed=self.config.seed,
-                )
-                vs_round1[name] = win_rate_row(name, result, seed=self.config.seed).get("win_rate")
+        for name, first in first_rounds(self.models).items():
+            result = compare(
+                self.judged["judges"][primary],
+                self.judge_prompts,
+                self.answers[name],
+                self.answers[first],
+                seed=self.config.seed,
+            )
+            vs_round1[name] = win_rate_row(name, result, seed=self.config.seed).get("win_rate")
         self.methods = methods_table(self.summary, self.implicit_by_split, vs_round1)
         for note in method_notes(self.methods, self.models):
             self.log(note)
