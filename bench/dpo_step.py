@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dpo_lab.infra.peak_memory import reset_peak, rss_mb
+
 CONFIGS = {
     # name: model shape, sequence layout and batch; "tokenizer" says which offline tokenizer feeds it
     "vocab512": dict(
@@ -114,20 +116,6 @@ def _models(cfg: dict, tokenizer):
     return models
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
-
-
-def _reset_peak() -> None:
-    """Make VmHWM (peak RSS) restart from the current RSS (Linux >= 4.0), so the step's own peak can be read."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 # --------------------------------------------------------------------------------------------- one variant, one process
 
 
@@ -158,7 +146,7 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
         "variant": variant,
         "seconds": timed,
         "tokens": tokens[warmup:],
-        "peak_rss_mb": _rss_mb("VmHWM"),
+        "peak_rss_mb": rss_mb("VmHWM"),
         "step_peak_rss_mb": _STEP_PEAK.get("mb"),
         "setup_rss_mb": _STEP_PEAK.get("setup_mb"),
     }
@@ -182,8 +170,8 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
             b["ref_chosen_logps"], b["ref_rejected_logps"] = (t.clone() for t in reference_logprobs(reference, b))
         reference = None
     trainer = DPOLoop(policy, reference, beta=0.1) if variant != "floor" else None
-    _STEP_PEAK["setup_mb"] = _rss_mb("VmRSS")
-    _reset_peak()
+    _STEP_PEAK["setup_mb"] = rss_mb("VmRSS")
+    reset_peak()
     for step, batch in enumerate(batches):
         t0 = time.perf_counter()
         if trainer is not None:
@@ -197,7 +185,7 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
             optimizer.step()
             scheduler.step()
         times.append(time.perf_counter() - t0)
-    _STEP_PEAK["mb"] = _rss_mb("VmHWM")
+    _STEP_PEAK["mb"] = rss_mb("VmHWM")
 
 
 def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool) -> list[float]:
@@ -210,8 +198,8 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
 
     class StepTimer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            _STEP_PEAK["setup_mb"] = _rss_mb("VmRSS")
-            _reset_peak()
+            _STEP_PEAK["setup_mb"] = rss_mb("VmRSS")
+            reset_peak()
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.t0 = time.perf_counter()
@@ -236,7 +224,7 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
             precompute_ref_log_probs=precompute,
         )
         trainer.train()
-    _STEP_PEAK["mb"] = _rss_mb("VmHWM")
+    _STEP_PEAK["mb"] = rss_mb("VmHWM")
     return times
 
 

@@ -24,6 +24,7 @@ import torch
 from ..data.sources import OFFLINE_SOURCE
 from ..evaluation.stage import EVAL_DEFAULTS
 from ..infra.console import duration
+from ..infra.precision import choose_precision
 from ..run.config import PROFILE_ENV, LabConfig, get_config, resolve_profile
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements.txt"  # the repository's pinned versions
@@ -91,6 +92,8 @@ def torch_checks(profile: str, cuda: bool | None = None) -> list[Check]:
     if not cuda:
         fix = "" if profile != "gpu" else "gpu profile 需要 CUDA：安裝 CUDA 版 torch（docs/gpu.md）或改用 cpu profile"
         checks.append(Check("CUDA", "沒有可用的 GPU", None if profile != "gpu" else False, fix))
+        cpu = choose_precision("cpu")
+        checks.append(Check("訓練精度", f"{cpu.label}：{cpu.reason}", True))
         return checks
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
@@ -105,6 +108,8 @@ def torch_checks(profile: str, cuda: bool | None = None) -> list[Check]:
         ok = vram >= MIN_VRAM_GIB
         fix = "" if ok else "少於課程的 16 GB：用 LoRA（lora=True）或較小的 batch（docs/gpu.md）"
         checks.append(Check("CUDA", value, ok, fix))
+        chosen = choose_precision(f"cuda:{i}", capability=(props.major, props.minor))
+        checks.append(Check("訓練精度", f"GPU {i}：{chosen.label}：{chosen.reason}", True))
     return checks
 
 

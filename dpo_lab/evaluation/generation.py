@@ -30,6 +30,7 @@ def generate_ids(
     batch_size: int = 16,
     device=None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> list[tuple[list[int], list[int]]]:
     """``(prompt_ids, new_ids)`` per prompt: the tokens the model produced, up to and INCLUDING its first EOS.
 
@@ -64,7 +65,7 @@ def generate_ids(
         if do_sample:
             torch.manual_seed(seed + i)
             sampling.update(temperature=temperature, top_p=top_p, top_k=0)
-        with autocast(device):
+        with autocast(device, precision):
             out = model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from ..core.tokenization import tokenize_pairs
 from ..infra.device import pick_device
+from ..infra.precision import Precision, choose_precision
 from ..training.dpo import DPOArgs, dpo_train
 
 METRICS = (
@@ -93,6 +94,7 @@ def parity_trl_trainer(
     max_length: int | None,
     cuda: bool,
     callbacks=(),
+    precision: Precision | None = None,
     **extra,
 ):
     """A TRL ``DPOTrainer`` configured like the lab's loop (the settings in this module's docstring),
@@ -119,7 +121,7 @@ def parity_trl_trainer(
         max_grad_norm=1.0,
         logging_steps=1,
         use_cpu=not cuda,
-        bf16=cuda,
+        **(precision or choose_precision("cuda" if cuda else "cpu")).trl_flags(),  # bf16 / fp16 as our loops
         gradient_checkpointing=False,
         report_to="none",
         train_sampling_strategy="sequential",

@@ -34,7 +34,7 @@ import torch
 
 from ..core.collator import PreferenceDataCollator
 from ..infra.atomic import atomic_write_bytes, atomic_write_text
-from ..infra.device import autocast
+from ..infra.precision import choose_precision
 from .scored_logprobs import sequence_logprobs_lean
 
 CACHE_DIR = "ref_cache"
@@ -140,17 +140,18 @@ def save_cache_file(sft_dir: str | Path, cache: dict[str, Any]) -> Path:
 
 @torch.inference_mode()
 def _compute(
-    reference, tokenizer, examples, *, batch_size, average, device, max_length, want_hidden
+    reference, tokenizer, examples, *, batch_size, average, device, max_length, want_hidden, precision="auto"
 ) -> tuple[list, list, bool]:
     """Reference (chosen, rejected) log-probs per example, and hidden states for the KL when asked."""
     reference.eval()
     collate = PreferenceDataCollator(tokenizer, max_length=max_length)
     head = reference.get_output_embeddings()
+    chosen = choose_precision(device, precision)
     logps, hidden, hidden_ok = [], [], want_hidden
     for start in range(0, len(examples), batch_size):
         part = examples[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate(part).items()}
-        with autocast(device):
+        with chosen.autocast():
             out = reference(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
@@ -164,7 +165,7 @@ def _compute(
             states = out.hidden_states[-1][:, :-1]
             rows = [states[i][mask[i]].float() for i in range(len(part))]
             rebuilt = head(rows[0].to(head.weight.dtype)).float()  # hidden @ W.T must give the logits back
-            tol = 1e-3 if out.logits.dtype == torch.float32 else 3e-2  # bf16 logits (CUDA autocast) are coarser
+            tol = chosen.logits_atol  # 16-bit autocast logits are coarser than fp32's
             if not torch.allclose(rebuilt, out.logits[0, :-1][mask[0]].float(), atol=tol, rtol=tol):
                 hidden_ok, hidden = False, []
             else:
@@ -184,6 +185,7 @@ def ensure_reference_logps(
     device,
     average: bool = False,
     max_length: int | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Cached reference values for `train` and `held_out`, computing (and saving) only what is missing.
 
@@ -199,7 +201,7 @@ def ensure_reference_logps(
     reference = None
     if missing_train or missing_eval:
         reference = make_reference()
-        common = dict(batch_size=batch_size, average=average, device=device, max_length=max_length)
+        common = dict(batch_size=batch_size, average=average, device=device, max_length=max_length, precision=precision)
         if missing_train:
             logps, _, _ = _compute(reference, tokenizer, [ex for _, ex in missing_train], want_hidden=False, **common)
             cache["logps"].update({h: v for (h, _), v in zip(missing_train, logps)})

@@ -1,16 +1,15 @@
-"""Where the loops run and in what precision: CUDA when present (bf16 autocast), otherwise the CPU in fp32.
+"""Where the loops run: CUDA when present, otherwise the CPU. In what precision: :mod:`dpo_lab.infra.precision`.
 
-Device-agnostic by construction. bf16 autocast is never used on the CPU: on AVX2-only CPUs it is ~50x
-slower and shifts the log-probs.
+Device-agnostic by construction. 16-bit autocast is never chosen on the CPU: on AVX2-only CPUs bf16 is
+~50x slower and shifts the log-probs.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from .manifest import library_versions
+from .precision import choose_precision
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -19,11 +18,12 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device | str):
-    """bf16 autocast on CUDA (weights stay fp32: the optimizer state keeps full precision); nothing elsewhere."""
-    if torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device | str, precision: str = "auto"):
+    """The autocast context of :func:`dpo_lab.infra.precision.choose_precision` (nothing for fp32).
+
+    Weights stay fp32 under autocast: the optimizer state keeps full precision.
+    """
+    return choose_precision(device, precision).autocast()
 
 
 def environment_report(config=None, device=None) -> str:
@@ -32,10 +32,11 @@ def environment_report(config=None, device=None) -> str:
     """
 
     device = pick_device(device)
+    precision = choose_precision(device, getattr(config, "precision", "auto"))
     if device.type == "cuda":
-        where = f"cuda ({torch.cuda.get_device_name(device)}), dtype bf16 autocast + fp32 weights"
+        where = f"cuda ({torch.cuda.get_device_name(device)}), dtype {precision.label}"
     else:
-        where = f"{device.type} ({torch.get_num_threads()} threads), dtype fp32"
+        where = f"{device.type} ({torch.get_num_threads()} threads), dtype {precision.label}"
     v = library_versions()
     versions = " ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "trl", "datasets", "dpo_lab") if v.get(k))
     profile = f"profile {config.profile} · " if config is not None else ""

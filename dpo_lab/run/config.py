@@ -57,6 +57,10 @@ class LabConfig:
     label_smoothing: float = 0.0  # conservative / robust: the share of flipped labels they assume (0 < ε < 0.5)
     lora: bool = False  # train LoRA adapters; the reference is the base with adapters disabled
     lora_r: int = 16
+    load_in_4bit: bool = False  # DPO policy base in 4-bit NF4 (bitsandbytes; needs lora=True): the 7B path
+    lora_save: str = "merged"  # LoRA runs save "merged" weights (a plain model) or the "adapter" alone
+    precision: str = "auto"  # fp32 / bf16 / fp16; auto: bf16 on GPUs with capability >= 8.0, fp16 below, CPU fp32
+    gradient_checkpointing: bool = False  # both loops: recompute activations in backward (less memory, ~30% slower)
     seed: int = 42
     data_seed: int = 0  # the offline corpus' seed: kept apart so training seeds share one data set
     run_dir: str = "runs/default"
@@ -263,6 +267,14 @@ def _validate(cfg: LabConfig) -> None:
     for name in ("sft_lr", "dpo_lr"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be > 0 (got {getattr(cfg, name)})")
+    from ..infra.precision import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {cfg.precision!r})")
+    if cfg.load_in_4bit and not cfg.lora:
+        raise ValueError("load_in_4bit=true trains LoRA adapters on a frozen 4-bit base: also set lora=true")
+    if cfg.lora_save not in ("merged", "adapter"):
+        raise ValueError(f"lora_save must be 'merged' or 'adapter' (got {cfg.lora_save!r})")
     if cfg.max_prompt_length >= cfg.max_length:
         raise ValueError(
             f"max_prompt_length ({cfg.max_prompt_length}) must be smaller than max_length ({cfg.max_length}),"

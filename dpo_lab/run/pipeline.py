@@ -28,6 +28,7 @@ from ..infra.console import quiet_hf
 from ..infra.device import environment_report, pick_device
 from ..infra.distributed import distributed, is_main_process
 from ..infra.manifest import build_manifest, read_manifest
+from ..infra.precision import choose_precision
 from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
@@ -67,7 +68,17 @@ def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[
 
 def _shared_loop_args(config: LabConfig, progress: bool) -> dict[str, Any]:
     """The :class:`LoopArgs` fields both stages take from the same config fields."""
-    names = ("grad_accum", "warmup_steps", "schedule", "eval_every", "save_every", "seed", "max_length")
+    names = (
+        "grad_accum",
+        "warmup_steps",
+        "schedule",
+        "eval_every",
+        "save_every",
+        "seed",
+        "max_length",
+        "precision",
+        "gradient_checkpointing",
+    )
     return {name: getattr(config, name) for name in names} | {"progress": progress}
 
 
@@ -363,7 +374,7 @@ def run_dpo_stage(
             sft_manifest["id"],
             average=args.average_logps,
             max_length=args.max_length,
-            precision="bf16-autocast" if device.type == "cuda" else "fp32",
+            precision=choose_precision(device, config.precision).cache_tag,
         )
 
         def fill_cache():
@@ -378,6 +389,7 @@ def run_dpo_stage(
                 device=device,
                 average=args.average_logps,
                 max_length=args.max_length,
+                precision=config.precision,
             )
 
         cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read

@@ -29,13 +29,20 @@ from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
 from ..infra.checkpoints import resume_training, save_periodic_state
 from ..infra.console import track
-from ..infra.device import autocast, pick_device
+from ..infra.device import pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
+from ..infra.precision import Precision, choose_precision
 from ..infra.seeding import seed_everything
 from .batching import batch_stream
 from .loop_args import LoopArgs
-from .optim import build_optimizer, build_scheduler
-from .sft import TrainingDivergedError
+from .optim import (
+    TrainingDivergedError,
+    build_optimizer,
+    build_scheduler,
+    disable_gradient_checkpointing,
+    enable_gradient_checkpointing,
+    optimizer_step,
+)
 
 
 @dataclass(kw_only=True)
@@ -112,11 +119,13 @@ class DPOLoop:
         ref_lm_head: dict | None = None,
         loss_fn=dpo_loss,
         step_fn=None,
+        precision: Precision | None = None,
     ):
-        """``loss_fn``: the DPO loss used for training and held-out evaluation (a student's ``dpo_loss``).
-        ``step_fn``: when given, every optimizer step IS ``step_fn(policy, reference, batch, optimizer,
-        beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
-        it needs a live reference model. The learning-rate schedule still steps after it.
+        """``precision``: the autocast and gradient scaling of every forward/step (None: chosen from the device).
+        ``loss_fn``: the DPO loss used for training and held-out evaluation (a student's ``dpo_loss``).
+                ``step_fn``: when given, every optimizer step IS ``step_fn(policy, reference, batch, optimizer,
+                beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
+                it needs a live reference model. The learning-rate schedule still steps after it.
         """
         if reference is not None and reference is policy:
             raise ValueError(
@@ -130,8 +139,13 @@ class DPOLoop:
         self.ref_lm_head = ref_lm_head  # from the cache: reference logits = hidden @ W.T (+ b) for the KL
         self.loss_fn = loss_fn
         self.step_fn = step_fn
+        self.precision = precision
+        self.scaler = precision.grad_scaler() if precision is not None else None
         if step_fn is not None and self.reference is None:
             raise ValueError("a dpo_step function needs a live reference model (not cached log-probs or LoRA adapters)")
+
+    def _autocast(self, device):
+        return (self.precision or choose_precision(device)).autocast()
 
     # ---------------------------------------------------------------- reference side
     def _uses_adapters_as_reference(self) -> bool:
@@ -172,41 +186,51 @@ class DPOLoop:
         """
         if self.step_fn is not None:
             return self._train_step_with(micro_batches, optimizer, scheduler, max_grad_norm, step, device)
+        if self.scaler is None:
+            self.precision = self.precision or choose_precision(device)
+            self.scaler = self.precision.grad_scaler()
         self.policy.train()
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         n_tokens = 0
         for micro in micro_batches:
             batch = {k: v.to(device) for k, v in micro.items()}
-            with autocast(device):
+            with self.precision.autocast():
                 loss, metrics = self.compute_loss(batch)
             _diagnose(step, loss, metrics)
-            (loss / len(micro_batches)).backward()
+            self.scaler.scale(loss / len(micro_batches)).backward()  # fp16: scaled so small gradients survive
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
             n_tokens += int(batch["attention_mask"].sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], max_grad_norm
-        )
-        _check_grad_norm(step, grad_norm)
         lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
-        optimizer.step()
+        grad_norm, stepped = optimizer_step(
+            optimizer, [p for p in self.policy.parameters() if p.requires_grad], max_grad_norm, self.scaler
+        )
+        if stepped:  # fp16: an overflowing step was skipped and the scale lowered, as designed
+            _check_grad_norm(step, grad_norm)
         scheduler.step()
         return {
             **sums,
             "logratios/margins": sums["rewards/margins"] / self.beta,
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": lr,
             "tokens": n_tokens,
+            **(
+                {"grad_scale": self.scaler.get_scale(), "skipped_step": not stepped} if self.scaler.is_enabled() else {}
+            ),
         }
 
     def _train_step_with(
         self, micro_batches, optimizer, scheduler, max_grad_norm: float, step: int, device
     ) -> dict[str, float]:
-        """The optimizer step done by ``step_fn`` (the student's ``dpo_step``) on the merged micro-batches."""
+        """The optimizer step done by ``step_fn`` (the student's ``dpo_step``) on the merged micro-batches.
+
+        It runs under the loop's autocast, except fp16: a ``dpo_step`` has no gradient scaler, and unscaled
+        fp16 gradients underflow, so on those GPUs it runs in fp32 (:meth:`step_fn_precision`).
+        """
         batch = {k: v.to(device) for k, v in merge_pair_batches(micro_batches).items()}
         lr = scheduler.get_last_lr()[0]
-        with autocast(device):
+        with self.step_fn_precision(device).autocast():
             metrics = self.step_fn(self.policy, self.reference, batch, optimizer, self.beta, max_grad_norm)
         metrics = {k: float(v) for k, v in metrics.items()}
         _diagnose(step, torch.tensor(metrics["loss"]), metrics)
@@ -218,6 +242,13 @@ class DPOLoop:
             "lr": lr,
             "tokens": int(batch["attention_mask"].sum()),
         }
+
+    def step_fn_precision(self, device) -> Precision:
+        """The precision a ``step_fn`` runs in: the loop's, or fp32 where the loop's needs a gradient scaler."""
+        chosen = self.precision or choose_precision(device)
+        if chosen.uses_scaler:
+            return Precision("fp32", chosen.device_type, "dpo_step 沒有 GradScaler：fp16 的梯度會下溢，改用 fp32")
+        return chosen
 
     # ---------------------------------------------------------------- held-out evaluation
     @torch.no_grad()
@@ -235,7 +266,7 @@ class DPOLoop:
         n_pairs, hidden_at = 0, 0
         for micro in batches:
             batch = {k: v.to(device) for k, v in micro.items()}
-            with autocast(device):
+            with self._autocast(device):
                 outputs = self.policy(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
                 )
@@ -275,12 +306,12 @@ class DPOLoop:
     def _live_reference_logits(self, batch, device) -> torch.Tensor | None:
         """Full reference logits of every row, from the reference model or the adapters-off policy (None if neither)."""
         if self.reference is not None:
-            with autocast(device):
+            with self._autocast(device):
                 return self.reference(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
                 ).logits
         if self._uses_adapters_as_reference():
-            with self.unwrapped.disable_adapter(), autocast(device):
+            with self.unwrapped.disable_adapter(), self._autocast(device):
                 return self.unwrapped(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
                 ).logits
@@ -297,12 +328,12 @@ class DPOLoop:
             return [h.to(device) @ w.T + (bias.to(device) if bias is not None else 0) for h in hidden]
         model = self.reference
         if model is None and self._uses_adapters_as_reference():
-            with self.unwrapped.disable_adapter(), autocast(device):
+            with self.unwrapped.disable_adapter(), self._autocast(device):
                 logits = self.unwrapped(
                     input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False
                 ).logits
         elif model is not None:
-            with autocast(device):
+            with self._autocast(device):
                 logits = model(
                     input_ids=batch["input_ids"][:b], attention_mask=batch["attention_mask"][:b], use_cache=False
                 ).logits
@@ -377,6 +408,9 @@ def dpo_train(
     policy.to(device)
     if reference is not None:
         reference.to(device)
+    precision = choose_precision(device, args.precision)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
     if args.compile and device.type == "cuda" and plain_causal_lm(policy) is not None:
         plain_causal_lm(
             policy
@@ -396,6 +430,7 @@ def dpo_train(
         ref_lm_head=ref_lm_head,
         loss_fn=loss_fn,
         step_fn=step_fn,
+        precision=precision,
     )
     seed_everything(args.seed)
     collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
@@ -416,6 +451,8 @@ def dpo_train(
             extra["best_loss"],
             extra["evals_without_gain"],
         )
+        if loop.scaler.is_enabled() and extra.get("grad_scaler"):
+            loop.scaler.load_state_dict(extra["grad_scaler"])
     eval_seconds = None  # one held-out evaluation, timed: the announced duration includes those still to come
     if resumed is None and eval_batches:
         t0 = time.perf_counter()
@@ -494,17 +531,27 @@ def dpo_train(
             optimizer=optimizer,
             scheduler=scheduler,
             history=history,
-            extra={"initial_eval": initial_eval, "best_loss": best_loss, "evals_without_gain": evals_without_gain},
+            extra={
+                "initial_eval": initial_eval,
+                "best_loss": best_loss,
+                "evals_without_gain": evals_without_gain,
+                "grad_scaler": loop.scaler.state_dict(),
+            },
         )
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:
         final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
     loop.policy = policy  # unwrap: the caller gets its own model back, trained in place
+    if args.gradient_checkpointing:
+        disable_gradient_checkpointing(policy)
+    used = {"precision_used": precision.label}
+    if step_fn is not None:
+        used["dpo_step_precision"] = loop.step_fn_precision(device).label
     return DPOResult(
         history=history,
         stop_reason=stop_reason,
         final_eval=final_eval,
         initial_eval=initial_eval,
-        args={**asdict(args), "world_size": world},
+        args={**asdict(args), "world_size": world, **used},
     )

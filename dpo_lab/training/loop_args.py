@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..infra.precision import PRECISIONS
+
 
 @dataclass(kw_only=True)
 class LoopArgs:
@@ -26,8 +28,12 @@ class LoopArgs:
     max_length: int | None = None
     bucket: bool = True  # batch sequences of similar length together (less padding)
     progress: bool = True
+    precision: str = "auto"  # fp32 / bf16 / fp16 / auto (by device: dpo_lab.infra.precision.choose_precision)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, ~30% slower
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:

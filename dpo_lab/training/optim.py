@@ -1,8 +1,12 @@
-"""Optimizer and learning-rate schedule shared by the SFT and DPO loops."""
+"""Optimizer, learning-rate schedule and the optimizer step (with fp16's gradient scaler) shared by both loops."""
 
 from __future__ import annotations
 
 import torch
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A loss or gradient became NaN/inf; the message says where, when, and what to try."""
 
 
 def build_optimizer(
@@ -38,3 +42,39 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     if kind == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     raise ValueError(f"schedule must be 'cosine' or 'linear', not {kind!r}")
+
+
+def optimizer_step(optimizer, params, max_grad_norm: float, scaler: torch.amp.GradScaler) -> tuple[float, bool]:
+    """Unscale (fp16), clip the gradient norm, step; return ``(grad_norm, stepped)``.
+
+    With fp16's scaler an inf/NaN gradient is expected now and then: the step is skipped and the scale
+    halved (``stepped`` False). A disabled scaler (fp32, bf16) always steps; a non-finite norm there is
+    divergence, which the caller reports.
+    """
+    scaler.unscale_(optimizer)  # no-op when disabled: the gradients are then already the real ones
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    before = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimizer)
+    scaler.update()
+    stepped = before is None or scaler.get_scale() >= before
+    if scaler.is_enabled() and scaler.get_scale() < 1.0:
+        raise TrainingDivergedError(
+            f"fp16 gradients overflow even unscaled (scale {scaler.get_scale():g}): the run diverged, or fp16's"
+            " range is too small for it. Lower the learning rate, or train with precision='fp32'."
+        )
+    return float(grad_norm), stepped
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each transformer layer's activations in the backward pass instead of storing them.
+
+    Non-reentrant checkpointing: exact same gradients, works with frozen inputs (LoRA) and autocast.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False) and not hasattr(model, "get_base_model"):
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+    model.activation_checkpointing_enable({"use_reentrant": False})  # transformers' name for it since v5
+
+
+def disable_gradient_checkpointing(model) -> None:
+    """Undo :func:`enable_gradient_checkpointing` (a loop hands the model back as it came)."""
+    model.activation_checkpointing_disable()

@@ -19,14 +19,18 @@ from ..infra.checkpoints import resume_training, save_periodic_state
 from ..infra.console import track
 from ..infra.device import autocast, pick_device
 from ..infra.distributed import distributed, is_main_process, mean_across_processes
+from ..infra.precision import choose_precision
 from ..infra.seeding import seed_everything
 from .batching import batch_stream
 from .loop_args import LoopArgs
-from .optim import build_optimizer, build_scheduler
-
-
-class TrainingDivergedError(FloatingPointError):
-    """A loss or gradient became NaN/inf; the message says where, when, and what to try."""
+from .optim import (
+    TrainingDivergedError,
+    build_optimizer,
+    build_scheduler,
+    disable_gradient_checkpointing,
+    enable_gradient_checkpointing,
+    optimizer_step,
+)
 
 
 @dataclass(kw_only=True)
@@ -56,7 +60,7 @@ def check_finite(step: int, **values: torch.Tensor | float) -> None:
 
 @torch.no_grad()
 def evaluate_lm_loss(
-    model, examples: list[dict[str, Any]], collate, batch_size: int, device: torch.device
+    model, examples: list[dict[str, Any]], collate, batch_size: int, device: torch.device, precision: str = "auto"
 ) -> dict[str, float]:
     """Token-weighted mean NLL of the response tokens and its perplexity, on held-out examples."""
     was_training = model.training
@@ -64,7 +68,7 @@ def evaluate_lm_loss(
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size]).items()}
-        with autocast(device):
+        with autocast(device, precision):
             loss = model(**batch).loss
         n = int((batch["labels"][:, 1:] != -100).sum())
         total_nll += loss.float().item() * n
@@ -109,6 +113,10 @@ def sft_train(
     accelerator = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
     device = accelerator.device if accelerator is not None else pick_device(device)
     model.to(device).train()
+    precision = choose_precision(device, args.precision)
+    scaler = precision.grad_scaler()  # a no-op unless fp16
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     seed_everything(args.seed)
     collate = SFTDataCollator(tokenizer, max_length=args.max_length)
     optimizer = build_optimizer(model, args.lr, args.betas, args.weight_decay)
@@ -120,6 +128,8 @@ def sft_train(
     if resumed is not None:
         start_step, history, extra = resumed
         best = extra.get("best", best)
+        if scaler.is_enabled() and extra.get("grad_scaler"):
+            scaler.load_state_dict(extra["grad_scaler"])
     world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
     net = model  # what forward/backward go through: a DDP wrapper when distributed
     if accelerator is not None:
@@ -136,7 +146,7 @@ def sft_train(
     initial_eval, eval_seconds = {}, None  # one held-out evaluation, timed: the estimate counts those to come
     if resumed is None and eval_examples:
         t0 = time.perf_counter()
-        initial_eval = evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device)
+        initial_eval = evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device, precision.name)
         eval_seconds = time.perf_counter() - t0
     progress = track(
         args.progress and is_main_process(accelerator),
@@ -152,15 +162,18 @@ def sft_train(
         loss_sum, n_tokens = 0.0, 0
         for _ in range(args.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
-            with autocast(device):
+            with precision.autocast():
                 loss = sft_loss(net, batch, logprobs_fn)  # mean NLL over response tokens (labels = -100 elsewhere)
-            (loss / args.grad_accum).backward()
+            scaler.scale(loss / args.grad_accum).backward()  # fp16: scaled so small gradients survive
             loss_sum += loss.detach().float().item()
             n_tokens += int(batch["attention_mask"].sum())
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        check_finite(step + 1, loss=loss_sum, grad_norm=grad_norm)
+        check_finite(step + 1, loss=loss_sum)
         lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
-        optimizer.step()
+        grad_norm, stepped = optimizer_step(
+            optimizer, [p for p in model.parameters() if p.requires_grad], args.max_grad_norm, scaler
+        )
+        if stepped:
+            check_finite(step + 1, grad_norm=grad_norm)
         scheduler.step()
         row = {
             "step": step + 1,
@@ -168,10 +181,11 @@ def sft_train(
             "lr": lr,
             "grad_norm": float(grad_norm),
             "tokens_per_s": world * n_tokens / (time.perf_counter() - t0),
+            **({"grad_scale": scaler.get_scale(), "skipped_step": not stepped} if scaler.is_enabled() else {}),
         }
         row = mean_across_processes(accelerator, row)
         if eval_examples and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
-            row.update(evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device))
+            row.update(evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device, precision.name))
             if row["eval_loss"] < best["loss"]:
                 best = {
                     "loss": row["eval_loss"],
@@ -191,16 +205,18 @@ def sft_train(
             optimizer=optimizer,
             scheduler=scheduler,
             history=history,
-            extra={"best": best},
+            extra={"best": best, "grad_scaler": scaler.state_dict()},
         )
     if progress is not None:
         progress.close()
+    if args.gradient_checkpointing:
+        disable_gradient_checkpointing(model)  # the caller gets the model back as it came
     if best["weights"] is not None:
         model.load_state_dict(best["weights"])
     return SFTResult(
         history=history,
         best_step=best["step"],
         best_eval_loss=None if best["step"] is None else best["loss"],
-        args={**asdict(args), "world_size": world},
+        args={**asdict(args), "world_size": world, "precision_used": precision.label},
         initial_eval=initial_eval,
     )
