@@ -163,6 +163,23 @@ def test_beta_rerun_uses_the_cache_and_never_loads_the_reference(smoke_run, monk
         assert r.history[0]["rewards/margins"] == 0.0 and r.history[0]["rewards/accuracies"] == 0.0
 
 
+def test_on_a_small_gpu_the_stage_takes_the_planners_micro_batch(smoke_run, monkeypatch, capsys):
+    """The GPU path (device_budget is None on the CPU, so it is mocked): a budget that fits one pair per forward
+    turns the smoke profile's 2 pairs x 1 into 1 pair x 2 accumulated, printed and recorded."""
+    from dpo_lab.run import memory
+
+    policy = pipeline.load_reference_model(smoke_run / "02_sft", "cpu")
+    config = dpo_lab.get_config("smoke")
+    one_pair = memory.estimate_dpo_memory(
+        memory.model_shape(policy), pairs=1, seq_len=config.max_length, precision="fp32"
+    ).peak
+    monkeypatch.setattr(pipeline, "device_budget", lambda device: one_pair + 1)
+    out, result = pipeline.run_dpo_stage(smoke_run, beta=0.3, progress=False)
+    assert (result.args["batch_size"], result.args["grad_accum"]) == (1, 2)
+    assert "dpo_batch_size=1 × grad_accum=2" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["config"]["dpo_batch_size"] == 1
+
+
 def test_cached_and_live_reference_give_the_same_run(smoke_run):
     _, cached = pipeline.run_dpo_stage(smoke_run, beta=0.2, progress=False)
     _, live = pipeline.run_dpo_stage(smoke_run, beta=0.2, use_cache=False, progress=False)

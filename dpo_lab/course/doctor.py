@@ -113,6 +113,39 @@ def torch_checks(profile: str, cuda: bool | None = None) -> list[Check]:
     return checks
 
 
+def memory_plan_checks(profile: str, cuda: bool | None = None) -> list[Check]:
+    """The planner's DPO micro-batch for the profile's model on this GPU (or on the course's 16 GB card).
+
+    Only the ``gpu`` profile: the ``cpu`` and ``smoke`` models are small enough for any laptop's RAM.
+    """
+    from ..run import memory
+
+    if profile != "gpu":
+        return []
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    config = get_config(profile)
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        budget, where = props.total_memory - memory.SAFETY_MARGIN, f"GPU 0 {props.name}"
+        precision = choose_precision("cuda:0", capability=(props.major, props.minor)).name
+    else:
+        budget, where, precision = (
+            memory.DEFAULT_BUDGET - memory.SAFETY_MARGIN,
+            "課程的 16 GB GPU（本機沒有 GPU）",
+            "bf16",
+        )
+    try:
+        shape = memory.model_shape(config.model_name)
+    except OSError as e:  # an unknown Hub id offline
+        return [Check("記憶體規劃", f"讀不到 {config.model_name} 的設定：{e}", None)]
+    planned, plan = memory.fit_config_to_memory(config, shape, budget, precision, memory.reference_mode(config))
+    value = f"{config.model_name}、max_length {config.max_length}、{precision}、{where}：{plan.summary()}"
+    fix = (
+        "" if plan.fits else "設 lora=true（7B：再加 load_in_4bit=true）或 gradient_checkpointing=true；見 docs/gpu.md"
+    )
+    return [Check("記憶體規劃", value, plan.fits, fix)]
+
+
 def asset_checks() -> list[Check]:
     """The offline packages the lab loads instead of downloading (04's gold judge; SmolLM2 for the tests and the
     ``smollm2-offline`` model)."""
@@ -310,7 +343,7 @@ def expected_lab_seconds(config: LabConfig, steps: dict[str, float], evaluation:
 def run_checks(profile: str | None = None, *, measure: bool = True, hub_timeout: float = 3.0) -> list[Check]:
     """Every check, in the order they are printed; ``measure=False`` skips the timed steps."""
     profile = resolve_profile(profile or "auto")
-    checks = [python_check(), *torch_checks(profile), *package_checks(), *asset_checks()]
+    checks = [python_check(), *torch_checks(profile), *memory_plan_checks(profile), *package_checks(), *asset_checks()]
     checks += [hub_check(profile, hub_timeout), disk_check(profile), profile_check()]
     if measure:
         config = get_config(profile)

@@ -239,17 +239,20 @@ def plan_dpo_batch(
     effective_batch: int,
     seq_len: int,
     budget: int = DEFAULT_BUDGET - SAFETY_MARGIN,
+    max_batch: int | None = None,
     **options,
 ) -> BatchPlan:
     """The largest ``dpo_batch_size`` dividing ``effective_batch`` whose estimate fits ``budget``, with
     ``grad_accum = effective_batch / dpo_batch_size`` (the same optimizer batch, fewer pairs per forward).
 
+    ``max_batch``: never more pairs per micro-batch than this (a config's own ``dpo_batch_size``).
     ``options`` are :func:`estimate_dpo_memory`'s. When even one pair does not fit, returns that plan
     with ``fits=False``.
     """
     if effective_batch < 1:
         raise ValueError(f"effective_batch must be >= 1, got {effective_batch}")
-    divisors = [b for b in range(effective_batch, 0, -1) if effective_batch % b == 0]
+    largest = min(effective_batch, max_batch or effective_batch)
+    divisors = [b for b in range(largest, 0, -1) if effective_batch % b == 0]
     for batch in divisors:
         estimate = estimate_dpo_memory(shape, pairs=batch, seq_len=seq_len, **options)
         if estimate.peak <= budget:
@@ -259,3 +262,44 @@ def plan_dpo_batch(
 
 def gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB" if n >= 0.01 * GIB else f"{math.ceil(n / 2**20)} MiB"
+
+
+def reference_mode(config, use_cache: bool = True, students_step: bool = False) -> str:
+    """How the DPO stage will get reference log-probs for ``config`` (what the estimate charges for)."""
+    if config.lora:
+        return "adapters"
+    return "live" if students_step or not use_cache else "cached"
+
+
+def fit_config_to_memory(config, shape: ModelShape, budget: int, precision: str, reference: str = "cached"):
+    """``(config, plan)``: ``config`` unchanged when its DPO micro-batch fits ``budget``, else with the plan's
+    ``dpo_batch_size`` x ``grad_accum`` (same effective batch). The GPU stage calls it with the card's memory.
+    ``precision``: the chosen :class:`dpo_lab.infra.precision.Precision`'s name.
+    """
+    from .config import with_overrides
+
+    plan = plan_dpo_batch(
+        shape,
+        effective_batch=config.dpo_batch_size * config.grad_accum,
+        seq_len=config.max_length,
+        budget=budget,
+        max_batch=config.dpo_batch_size,
+        precision=precision,
+        lora_r=config.lora_r if config.lora else None,
+        load_in_4bit=config.load_in_4bit,
+        reference=reference,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    if plan.fits and plan.dpo_batch_size < config.dpo_batch_size:
+        config = with_overrides(config, dpo_batch_size=plan.dpo_batch_size, grad_accum=plan.grad_accum)
+    return config, plan
+
+
+def device_budget(device) -> int | None:
+    """A CUDA device's memory minus :data:`SAFETY_MARGIN`; None elsewhere (CPU RAM is not what runs out)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).total_memory - SAFETY_MARGIN

@@ -34,6 +34,7 @@ from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
 from .layout import DATA_DIR, DPO_DIR, ROUND2_PREFIX, RUN_01, RUN_02, RUN_03, SFT_DIR, dpo_run_dir, state_dir
+from .memory import device_budget, fit_config_to_memory, model_shape, reference_mode
 from .model_card import model_card
 from .prepare import PreparedData, load_prepared_data
 
@@ -322,6 +323,14 @@ def run_dpo_stage(
         dpo_loss = dpo_step = None
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+    budget = device_budget(device)
+    if budget is not None:  # a GPU: shrink the micro-batch (same effective batch) if the planner says it won't fit
+        mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
+        precision = choose_precision(device, config.precision).name
+        config, plan = fit_config_to_memory(config, model_shape(policy), budget, precision, mode)
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+        print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
+        args = dpo_args(config, progress)
     sft_folder = run_dir / SFT_DIR
     inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
     out_dir = dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
