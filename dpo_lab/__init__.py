@@ -15,6 +15,8 @@ these names and signatures. The package is layered (lowest first; a layer import
 - :mod:`dpo_lab.cli` — ``python -m dpo_lab``
 """
 
+import logging
+
 from ._version import __version__
 from .core import (
     PreferenceDataCollator,
@@ -43,6 +45,10 @@ from .run import get_config
 from .run.models import build_decoder, load_pretrained, tiny_random_model
 from .run.tokenizers import corpus_tokenizer, train_bpe_tokenizer
 from .training import dpo_step
+
+# bitsandbytes (imported by peft) warns on AVX512-BF16 CPUs that an optional kernel from the Hub is missing: the
+# lab never needs it (load_in_4bit runs bitsandbytes' own CPU code), and students would read it as an error
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __all__ = [
     "DataValidationError",

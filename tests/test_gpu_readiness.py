@@ -8,6 +8,7 @@ What needs a real GPU (speed, CUDA kernels, bitsandbytes' CUDA 4-bit matmul) is 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import types
 from pathlib import Path
@@ -361,3 +362,85 @@ def test_doctor_prints_the_memory_plan_for_the_gpu(monkeypatch):
     (small,) = doctor.memory_plan_checks("gpu", cuda=True)
     assert "grad_accum=2" not in small.value and "dpo_batch_size=" in small.value
     assert doctor.memory_plan_checks("cpu") == []
+
+
+# ------------------------------------------------------------------ 3. the 7B path: 4-bit base + LoRA
+
+
+@pytest.fixture(scope="module")
+def four_bit_run(tmp_path_factory):
+    """A smoke run whose 02 and 03 both train LoRA adapters on a 4-bit NF4 base (bitsandbytes runs on the CPU)."""
+    pytest.importorskip("bitsandbytes")
+    from dpo_lab.run import pipeline
+    from dpo_lab.run.prepare import prepare_data, save_prepared_data
+
+    run_dir = tmp_path_factory.mktemp("four_bit")
+    config = dpo_lab.get_config(  # 64 wide: bitsandbytes quantises in blocks of 64 inputs
+        "smoke", run_dir=str(run_dir), model_name="scratch", n_embd=64, lora=True, lora_r=4, load_in_4bit=True
+    )
+    save_prepared_data(prepare_data(config), run_dir)
+    pipeline.run_sft_stage(run_dir, progress=False)
+    return run_dir
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits.float()
+
+
+def test_4bit_lora_trains_against_the_adapters_off_reference_and_saves_adapters(four_bit_run, monkeypatch):
+    import bitsandbytes as bnb
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from dpo_lab.run import pipeline
+
+    seen = {}
+    original = pipeline.dpo_train
+
+    def spy(policy, reference, *args, **kwargs):
+        seen["quantized"] = [n for n, m in policy.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+        seen["trainable"] = [n for n, p in policy.named_parameters() if p.requires_grad]
+        seen["reference"] = reference
+        return original(policy, reference, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "dpo_train", spy)
+    out, result = pipeline.run_dpo_stage(four_bit_run, beta=0.1, progress=False, lora_save="adapter")
+    assert seen["quantized"] and seen["reference"] is None  # 4-bit base; reference = the same model, adapters off
+    assert seen["trainable"] and all("lora_" in n for n in seen["trainable"])
+    assert result.initial_eval["eval_loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 0
+    assert (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["load_in_4bit"] and manifest["metrics"]["lora_save"] == "adapter"
+
+    sft = AutoModelForCausalLM.from_pretrained(four_bit_run / "02_sft")  # a plain model: merged by 02
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in sft.modules())
+    ids = torch.randint(0, sft.config.vocab_size, (2, 12))
+    base_logits = _logits(sft, ids)
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(four_bit_run / "02_sft"), out)
+    direct = AutoModelForCausalLM.from_pretrained(out)  # transformers reads the base from adapter_config.json
+    assert torch.allclose(_logits(with_adapter, ids), _logits(direct, ids), atol=1e-5)
+    assert not torch.allclose(_logits(with_adapter, ids), base_logits, atol=1e-4)  # the adapters trained
+
+
+def test_4bit_lora_saves_merged_full_precision_weights(four_bit_run):
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
+
+    from dpo_lab.run import pipeline
+
+    out, _ = pipeline.run_dpo_stage(four_bit_run, beta=0.2, progress=False, lora_save="merged")
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    sft = AutoModelForCausalLM.from_pretrained(four_bit_run / "02_sft")
+    ids = torch.randint(0, sft.config.vocab_size, (2, 12))
+    assert not torch.allclose(_logits(merged, ids), _logits(sft, ids), atol=1e-4)
+
+
+def test_4bit_needs_lora_and_a_known_save_mode():
+    with pytest.raises(ValueError, match="also set lora=true"):
+        dpo_lab.get_config("smoke", load_in_4bit=True)
+    with pytest.raises(ValueError, match="lora_save must be"):
+        dpo_lab.get_config("smoke", lora=True, lora_save="both")

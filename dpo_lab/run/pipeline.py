@@ -34,6 +34,7 @@ from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
 from .layout import DATA_DIR, DPO_DIR, ROUND2_PREFIX, RUN_01, RUN_02, RUN_03, SFT_DIR, dpo_run_dir, state_dir
+from .lora import add_lora, is_quantized, model_to_save
 from .memory import device_budget, fit_config_to_memory, model_shape, reference_mode
 from .model_card import model_card
 from .prepare import PreparedData, load_prepared_data
@@ -204,7 +205,8 @@ def run_sft_stage(
     ]
     inputs = {DATA_DIR: data_id(run_dir)}
     state = state_dir(run_dir, SFT_DIR)
-    model_fields = {k: getattr(config, k) for k in ("model_name", "n_layer", "n_embd", "n_head", "vocab_size")}
+    names = ("model_name", "n_layer", "n_embd", "n_head", "vocab_size", "load_in_4bit", "lora_r")
+    model_fields = {k: getattr(config, k) for k in names}
     _start_stage(
         run_dir,
         run_dir / SFT_DIR,
@@ -214,6 +216,12 @@ def run_sft_stage(
         ),
     )
     model = build_base_model(config, tok)
+    base_source, precision = None, choose_precision(pick_device(device), config.precision)
+    if config.load_in_4bit:  # LoRA on a 4-bit base here too: a 7B model cannot be fine-tuned in full on 16 GB
+        from .lora import load_quantized
+
+        base_source = _full_precision_source(config, model, state)
+        model = add_lora(load_quantized(base_source, pick_device(device), precision), config.lora_r)
     t0 = time.perf_counter()
     result = sft_train(
         model,
@@ -238,11 +246,28 @@ def run_sft_stage(
         "train_examples": len(train),
         "parameters": sum(p.numel() for p in model.parameters()),
         "implementations": {"sequence_logprobs": source},
+        "precision": precision.label,
     }
+    if base_source is not None:  # 03 starts from (and loads in 4-bit) full weights: merge the adapters
+        model = model_to_save(
+            model, how="merged", base_source=base_source, dtype=precision.autocast_dtype or torch.float32
+        )
+        metrics.update(load_in_4bit=True, lora_r=config.lora_r)
     manifest = build_manifest(SFT_DIR, config, inputs=inputs, metrics=metrics)
     manifest["train_args"] = result.args
     out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
     return out, result
+
+
+def _full_precision_source(config: LabConfig, built, state: Path) -> str | Path:
+    """Where 4-bit loading reads full-precision weights: the Hub id / folder, or the built model saved to
+    ``state`` (tiny-random and scratch exist only in memory)."""
+    if config.model_name not in ("tiny-random", "scratch"):
+        return config.model_name
+    folder = (state / "base_fp32").resolve()
+    if not folder.exists():
+        built.save_pretrained(folder)
+    return folder
 
 
 # -------------------------------------------------------------------------------------------- 03 DPO
@@ -322,12 +347,23 @@ def run_dpo_stage(
         sources = {name: f"reference (loss_type={config.loss_type})" for name in sources}
         dpo_loss = dpo_step = None
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
-    policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+    precision = choose_precision(device, config.precision)
+    if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
+        from .lora import load_quantized
+
+        sft_manifest = verify_checkpoint(
+            run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}
+        )
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(run_dir / SFT_DIR)
+        policy = load_quantized((Path(start_from) if start_from else run_dir / SFT_DIR).resolve(), device, precision)
+    else:
+        policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
     budget = device_budget(device)
     if budget is not None:  # a GPU: shrink the micro-batch (same effective batch) if the planner says it won't fit
         mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
-        precision = choose_precision(device, config.precision).name
-        config, plan = fit_config_to_memory(config, model_shape(policy), budget, precision, mode)
+        config, plan = fit_config_to_memory(config, model_shape(policy.config), budget, precision.name, mode)
         card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
         print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
         args = dpo_args(config, progress)
@@ -337,7 +373,13 @@ def run_dpo_stage(
     if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
         sft_folder = Path(start_from)
         first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
-        policy = load_reference_model(sft_folder, device)
+        if (sft_folder / "adapter_config.json").exists():
+            raise ValueError(
+                f"{sft_folder} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
+                " weights. Re-run its first round with lora_save='merged'."
+            )
+        if not config.load_in_4bit:
+            policy = load_reference_model(sft_folder, device)
         inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
         out_dir = run_dir / DPO_DIR / f"{ROUND2_PREFIX}{sft_folder.name}"
         use_cache = False
@@ -349,7 +391,12 @@ def run_dpo_stage(
         out_dir,
         state,
         _fingerprint(
-            DPO_DIR, inputs, args, lora=[config.lora, config.lora_r], reference_cache=use_cache, implementations=sources
+            DPO_DIR,
+            inputs,
+            args,
+            lora=[config.lora, config.lora_r, config.load_in_4bit, config.lora_save],
+            reference_cache=use_cache,
+            implementations=sources,
         ),
     )
     train = tokenize_pairs(
@@ -365,7 +412,7 @@ def run_dpo_stage(
             "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
         )
     if config.lora:
-        policy = _add_lora(policy, config)  # reference = the same weights with the adapters disabled
+        policy = add_lora(policy, config.lora_r)  # reference = the same weights with the adapters disabled
     elif not use_cache or sources["dpo_step"] == "student":
         reference = load_reference_model(sft_folder, device)
         if use_cache:
@@ -429,8 +476,13 @@ def run_dpo_stage(
         step_fn=dpo_step if sources["dpo_step"] == "student" else None,
     )
     seconds = time.perf_counter() - t0
-    if config.lora:
-        policy = policy.merge_and_unload()  # a plain model again: 04 loads it like any other
+    if config.lora:  # merged: a plain model again, which 04 loads like any other; or the adapters alone
+        policy = model_to_save(
+            policy,
+            how=config.lora_save,
+            base_source=sft_folder.resolve(),
+            dtype=(precision.autocast_dtype or torch.float32) if config.load_in_4bit else torch.float32,
+        )
     metrics = {
         "stop_reason": result.stop_reason,
         "steps_run": len(result.history),
@@ -440,6 +492,8 @@ def run_dpo_stage(
         "initial_eval": result.initial_eval,
         "final_eval": result.final_eval,
         "implementations": sources,
+        "precision": precision.label,
+        **({"lora_save": config.lora_save, "load_in_4bit": config.load_in_4bit} if config.lora else {}),
         **(extra_metrics or {}),
     }
     if start_from is not None:
@@ -454,23 +508,9 @@ def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, st
     """Only the main process writes (all processes hold the same weights); the others wait for it."""
     accelerator = distributed()
     if is_main_process(accelerator):
-        save_model_checkpoint(folder, model.cpu(), with_hh_chat_template(tok), manifest, history, card=model_card)
+        model = model if is_quantized(model) else model.cpu()  # a 4-bit model stays where bitsandbytes put it
+        save_model_checkpoint(folder, model, with_hh_chat_template(tok), manifest, history, card=model_card)
         _remove_state(run_dir, state)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return folder
-
-
-def _add_lora(model, config: LabConfig):
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(
-        model,
-        LoraConfig(
-            r=config.lora_r,
-            lora_alpha=2 * config.lora_r,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        ),
-    )

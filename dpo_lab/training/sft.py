@@ -190,7 +190,9 @@ def sft_train(
                 best = {
                     "loss": row["eval_loss"],
                     "step": step + 1,
-                    "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    "weights": {  # what training can change (LoRA: the adapters), not a 4-bit base's packed weights
+                        n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad
+                    },
                 }
         history.append(row)
         if progress is not None:
@@ -212,7 +214,10 @@ def sft_train(
     if args.gradient_checkpointing:
         disable_gradient_checkpointing(model)  # the caller gets the model back as it came
     if best["weights"] is not None:
-        model.load_state_dict(best["weights"])
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, value in best["weights"].items():
+                params[name].copy_(value)
     return SFTResult(
         history=history,
         best_step=best["step"],
