@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dpo_lab.infra.peak_memory import reset_peak, rss_mb
+from dpo_lab.infra.peak_memory import current_bytes, peak_bytes, reset_peak, rss_mb
 
 CONFIGS = {
     # name: model shape, sequence layout and batch; "tokenizer" says which offline tokenizer feeds it
@@ -44,7 +44,12 @@ CONFIGS = {
     "cpu-profile": dict(
         vocab=4096, n_layer=4, n_embd=256, n_head=4, max_length=256, pairs=8, data="corpus", tokenizer="corpus"
     ),
+    # GPT-2 small's shape, 512 tokens: for CUDA (scripts/gpu_selfcheck.py; 4 pairs so TRL's full logits fit 16 GB)
+    "gpt2small": dict(
+        vocab=50257, n_layer=12, n_embd=768, n_head=12, max_length=512, pairs=4, data="long", tokenizer="corpus"
+    ),
 }
+CPU_CONFIGS = ["vocab512", "gpt2vocab", "cpu-profile"]  # the default run on a CPU
 VARIANTS = ["ours_live", "ours_cached", "trl", "trl_precompute", "floor"]
 HEADLINE = "gpt2vocab"
 
@@ -119,7 +124,7 @@ def _models(cfg: dict, tokenizer):
 # --------------------------------------------------------------------------------------------- one variant, one process
 
 
-def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -> dict:
+def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path, device: str = "cpu") -> dict:
     import torch
 
     import dpo_lab
@@ -132,15 +137,22 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
         pairs_file.write_text(json.dumps(_pairs(cfg, tokenizer, total * cfg["pairs"])), encoding="utf-8")
     pairs = json.loads(pairs_file.read_text(encoding="utf-8"))
     policy, reference = _models(cfg, tokenizer)
+    if device == "cuda":  # TRL moves its models itself; ours run where the batches are
+        policy, reference = policy.to(device), reference.to(device)
     examples = dpo_lab.tokenize_pairs(tokenizer, pairs, max_length=cfg["max_length"])
     collate = dpo_lab.PreferenceDataCollator(tokenizer, max_length=cfg["max_length"])
-    batches = [collate(examples[i * cfg["pairs"] : (i + 1) * cfg["pairs"]]) for i in range(total)]
+    batches = [
+        {k: v.to(device) for k, v in collate(examples[i * cfg["pairs"] : (i + 1) * cfg["pairs"]]).items()}
+        for i in range(total)
+    ]
     tokens = [int(b["attention_mask"].sum()) for b in batches]
     times: list[float] = []
     if variant.startswith("trl"):
-        times = _run_trl(policy, reference, tokenizer, pairs, cfg, total, precompute=variant == "trl_precompute")
+        times = _run_trl(
+            policy, reference, tokenizer, pairs, cfg, total, precompute=variant == "trl_precompute", device=device
+        )
     else:
-        _run_ours_or_floor(variant, policy, reference, batches, times)
+        _run_ours_or_floor(variant, policy, reference, batches, times, device=device)
     timed = times[warmup:]
     return {
         "variant": variant,
@@ -148,6 +160,7 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
         "tokens": tokens[warmup:],
         "peak_rss_mb": rss_mb("VmHWM"),
         "step_peak_rss_mb": _STEP_PEAK.get("mb"),
+        **({"cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}),
         "setup_rss_mb": _STEP_PEAK.get("setup_mb"),
     }
 
@@ -155,14 +168,14 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path) -
 _STEP_PEAK: dict[str, float] = {}
 
 
-def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
+def _run_ours_or_floor(variant, policy, reference, batches, times, device: str = "cpu") -> None:
     import torch
 
     from dpo_lab.fast.scored_logprobs import reference_logprobs
     from dpo_lab.training.dpo import DPOLoop
     from dpo_lab.training.optim import build_optimizer, build_scheduler
 
-    device = torch.device("cpu")
+    device = torch.device(device)
     optimizer = build_optimizer(policy, lr=1e-5)
     scheduler = build_scheduler(optimizer, 0, len(batches), kind="linear")
     if variant == "ours_cached":  # computed once before training, as notebook 03's cache does
@@ -170,12 +183,14 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
             b["ref_chosen_logps"], b["ref_rejected_logps"] = (t.clone() for t in reference_logprobs(reference, b))
         reference = None
     trainer = DPOLoop(policy, reference, beta=0.1) if variant != "floor" else None
-    _STEP_PEAK["setup_mb"] = rss_mb("VmRSS")
-    reset_peak()
+    _STEP_PEAK["setup_mb"] = current_bytes(device) / 2**20  # VmRSS; on CUDA: allocated
+    reset_peak(device)
     for step, batch in enumerate(batches):
         t0 = time.perf_counter()
         if trainer is not None:
             trainer.train_step([batch], optimizer, scheduler, 1.0, step, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
         else:  # the floor: a plain LM loss over every position of the same 2B rows
             policy.train()
             optimizer.zero_grad(set_to_none=True)
@@ -184,11 +199,15 @@ def _run_ours_or_floor(variant, policy, reference, batches, times) -> None:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    _STEP_PEAK["mb"] = rss_mb("VmHWM")
+    _STEP_PEAK["mb"] = peak_bytes(device) / 2**20
 
 
-def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool) -> list[float]:
+def _run_trl(
+    policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool, device: str = "cpu"
+) -> list[float]:
     import torch
     from transformers import TrainerCallback
 
@@ -198,13 +217,15 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
 
     class StepTimer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            _STEP_PEAK["setup_mb"] = rss_mb("VmRSS")
-            reset_peak()
+            _STEP_PEAK["setup_mb"] = current_bytes(device) / 2**20
+            reset_peak(device)
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
 
     with tempfile.TemporaryDirectory() as out, quiet_trl():
@@ -219,12 +240,12 @@ def _run_trl(policy, reference, tokenizer, pairs, cfg, total: int, precompute: b
             batch_size=cfg["pairs"],
             steps=total,
             max_length=cfg["max_length"],
-            cuda=torch.cuda.is_available(),
+            cuda=device == "cuda",
             callbacks=[StepTimer()],
             precompute_ref_log_probs=precompute,
         )
         trainer.train()
-    _STEP_PEAK["mb"] = rss_mb("VmHWM")
+    _STEP_PEAK["mb"] = peak_bytes(device) / 2**20
     return times
 
 
@@ -289,11 +310,14 @@ FULL_RESULTS = "bench/dpo_step.json"  # committed: the README's numbers come fro
 PARTIAL_RESULTS = "bench/dpo_step.partial.json"
 
 
-def default_output(quick: bool, configs: list[str], variants: list[str], steps: int, warmup: int, rounds: int) -> str:
-    """Only the full default run may replace the committed results; a quick or partial run writes beside them."""
+def default_output(
+    quick: bool, configs: list[str], variants: list[str], steps: int, warmup: int, rounds: int, device: str = "cpu"
+) -> str:
+    """Only the full default CPU run may replace the committed results; any other run writes beside them."""
     full = (
         not quick
-        and list(configs) == list(CONFIGS)
+        and device == "cpu"
+        and list(configs) == CPU_CONFIGS
         and list(variants) == list(VARIANTS)
         and (steps, warmup, rounds) == (4, 1, 2)
     )
@@ -314,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to write every measurement (default: {FULL_RESULTS} for the full "
         f"default run, {PARTIAL_RESULTS} for --quick or any other setting, so the committed results stay)",
     )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: step memory is max_memory_allocated")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
@@ -321,15 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
     if args.worker:  # one measurement in this process
-        result = run_variant(args.worker, CONFIGS[args.config], args.steps, args.warmup or 0, Path(args.cache))
+        result = run_variant(
+            args.worker, CONFIGS[args.config], args.steps, args.warmup or 0, Path(args.cache), args.device
+        )
         print("RESULT " + json.dumps(result))
         return 0
 
-    configs = args.configs or ([HEADLINE] if args.quick else list(CONFIGS))
+    configs = args.configs or ([HEADLINE] if args.quick else CPU_CONFIGS)
     steps = args.steps or (1 if args.quick else 4)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     rounds = args.rounds or (1 if args.quick else 2)
-    output = args.json or default_output(args.quick, configs, args.variants, steps, warmup, rounds)
+    output = args.json or default_output(args.quick, configs, args.variants, steps, warmup, rounds, args.device)
     summaries, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dpo_bench_") as cache:
         for name in configs:
@@ -350,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                         str(warmup),
                         "--cache",
                         cache,
+                        "--device",
+                        args.device,
                     ]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -98,7 +98,7 @@ def measure(name: str, device: str = "cpu", precision: str = "auto") -> dict:
         loop.train_step([batch], optimizer, scheduler, 1.0, step, torch.device(device))
     if device == "cuda":
         torch.cuda.synchronize()
-    measured = peak_bytes(device) - (before if device != "cuda" else 0)
+    measured = peak_bytes(device) - before
 
     estimate = estimate_dpo_memory(
         model_shape(config),

@@ -62,8 +62,9 @@ def test_a_quick_or_partial_run_never_replaces_the_committed_results():
         import dpo_step
     finally:
         sys.path.pop(0)
-    every = list(dpo_step.CONFIGS)
+    every = dpo_step.CPU_CONFIGS
     assert dpo_step.default_output(False, every, VARIANTS, 4, 1, 2) == dpo_step.FULL_RESULTS == "bench/dpo_step.json"
     assert dpo_step.default_output(True, [dpo_step.HEADLINE], VARIANTS, 1, 0, 1) == dpo_step.PARTIAL_RESULTS
     assert dpo_step.default_output(False, every[:1], VARIANTS, 4, 1, 2) == dpo_step.PARTIAL_RESULTS
     assert dpo_step.default_output(False, every, VARIANTS, 2, 1, 2) == dpo_step.PARTIAL_RESULTS
+    assert dpo_step.default_output(False, every, VARIANTS, 4, 1, 2, "cuda") == dpo_step.PARTIAL_RESULTS

@@ -156,14 +156,17 @@ def compare_with_trl(
     batch_size: int,
     max_length: int | None = None,
     device=None,
+    precision: str = "auto",
 ) -> TRLComparison:
     """Train two fresh copies of the same policy for ``steps`` steps on ``pairs[: steps * batch_size]``:
     one with TRL, one with ours.
 
     ``make_policy`` / ``make_reference`` return a NEW model each call (each run needs its own copy;
-    the reference must be a separate module). Returns both histories and their wall times.
+    the reference must be a separate module). Returns both histories and their wall times. ``precision``:
+    both runs use :func:`dpo_lab.infra.precision.choose_precision`'s choice (TRL through ``bf16`` / ``fp16``).
     """
     device = pick_device(device)
+    chosen = choose_precision(device, precision)
     pairs = list(pairs[: steps * batch_size])
     if len(pairs) < steps * batch_size:
         raise ValueError(f"{steps} steps of {batch_size} pairs need {steps * batch_size} pairs, got {len(pairs)}")
@@ -181,6 +184,7 @@ def compare_with_trl(
             steps=steps,
             max_length=max_length,
             cuda=device.type == "cuda",
+            precision=chosen,
         )
         t0 = time.perf_counter()
         trainer.train()
@@ -203,6 +207,7 @@ def compare_with_trl(
         train_accuracy_limit=None,
         max_length=max_length,
         progress=False,
+        precision=chosen.name,
     )
     t0 = time.perf_counter()
     result = dpo_train(
