@@ -1,6 +1,7 @@
 """Command line: ``python -m dpo_lab <command> …`` runs the same functions the notebooks call.
 
 python -m dpo_lab doctor                                          # is this machine ready? how long will the lab take?
+python -m dpo_lab plan   --model gpt2 --max-length 512           # peak GPU memory by part; the micro-batch that fits
 python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
 python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
 python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
@@ -301,6 +302,28 @@ def _cmd_doctor(args) -> int:
     return 1 if report(None if args.profile == "auto" else args.profile, measure=not args.no_timing) else 0
 
 
+def _cmd_plan(args) -> int:
+    from .run import memory
+
+    if args.recommended:
+        print(memory.recommended_table(memory.recommended_plans()))
+        return 0
+    plan = memory.plan_dpo_batch(
+        memory.model_shape(args.model),
+        effective_batch=args.effective_batch,
+        seq_len=args.max_length,
+        budget=int(args.budget_gb * memory.GIB) - memory.SAFETY_MARGIN,
+        precision=args.precision,
+        lora_r=args.lora_r,
+        load_in_4bit=args.load_in_4bit,
+        reference=args.reference,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    print(plan.summary())
+    print(plan.estimate.table())
+    return 0 if plan.fits else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line."
@@ -313,6 +336,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="auto", choices=("auto",) + PROFILES, help="the profile to check and time")
     p.add_argument("--no-timing", action="store_true", help="skip the measured steps of the expected wall time")
     p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("plan", help="estimate DPO peak memory by part and pick dpo_batch_size x grad_accum for a GPU")
+    p.add_argument("--model", default="gpt2", help="a Hub id, a local folder, or a name in dpo_lab.run.memory")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--effective-batch", type=int, default=16, help="dpo_batch_size x grad_accum to keep")
+    p.add_argument("--budget-gb", type=float, default=16.0, help="the GPU's memory (1.5 GiB is kept as a margin)")
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--lora-r", type=int, default=None)
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--reference", default="cached", choices=("cached", "live", "adapters"))
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--recommended", action="store_true", help="the table of docs/gpu.md (gpt2, 1.1B, 7B on 16 GB)")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser(
         "run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/"

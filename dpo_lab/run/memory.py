@@ -303,3 +303,47 @@ def device_budget(device) -> int | None:
     if device.type != "cuda":
         return None
     return torch.cuda.get_device_properties(device).total_memory - SAFETY_MARGIN
+
+
+# What docs/gpu.md recommends for the course's 16 GB card (tests/test_gpu_readiness.py checks the page against it)
+RECOMMENDED = (
+    ("gpt2", "全參數，reference 快取", dict(reference="cached")),
+    (
+        "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+        "LoRA r=16，reference = 關掉 adapters",
+        dict(lora_r=16, reference="adapters"),
+    ),
+    (
+        "mistralai/Mistral-7B-v0.1",
+        "4-bit NF4 + LoRA r=16 + gradient checkpointing",
+        dict(lora_r=16, load_in_4bit=True, reference="adapters", gradient_checkpointing=True),
+    ),
+)
+
+
+def recommended_plans(
+    budget: int = DEFAULT_BUDGET - SAFETY_MARGIN, seq_len: int = 512, effective_batch: int = 16, precision="bf16"
+) -> list[tuple[str, str, BatchPlan]]:
+    """The planner's settings for each :data:`RECOMMENDED` model (estimates: only GPT-2 shapes were measured)."""
+    return [
+        (name, how, plan_dpo_batch(model_shape(name), effective_batch=effective_batch, seq_len=seq_len,
+                                   budget=budget, precision=precision, **options))
+        for name, how, options in RECOMMENDED
+    ]  # fmt: skip
+
+
+def recommended_table(plans: list[tuple[str, str, BatchPlan]]) -> str:
+    """Markdown: one row per model with the plan and its estimate by part (GiB)."""
+    lines = [
+        "| 模型 | 做法 | dpo_batch_size × grad_accum | 權重 | 梯度 + AdamW | activations | 訓練峰值 | 評估峰值 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, how, plan in plans:
+        p, e = plan.estimate.parts, plan.estimate
+        training_state = p["gradients"] + p["optimizer (AdamW)"] + p.get("LoRA adapters", 0)
+        lines.append(
+            f"| {name} | {how} | {plan.dpo_batch_size} × {plan.grad_accum} | {p['weights'] / GIB:.2f} |"
+            f" {training_state / GIB:.2f} | {p['activations'] / GIB:.2f} | {e.train_peak / GIB:.1f} |"
+            f" {e.eval_peak / GIB:.1f} |"
+        )
+    return "\n".join(lines)
