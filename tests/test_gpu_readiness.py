@@ -524,3 +524,18 @@ def test_trl_parity_holds_under_16_bit_autocast_on_cpu(tokenizer, precision):
     for ours, trl in zip(result.ours, result.trl):
         assert ours["loss"] == pytest.approx(trl["loss"], abs=2e-3)
         assert ours["logps/chosen"] == pytest.approx(trl["logps/chosen"], rel=1e-4)
+
+
+def test_docs_gpu_page_quotes_the_planners_own_numbers():
+    """docs/gpu.md's table of recommended settings is the planner's output, not hand-written arithmetic."""
+    from dpo_lab.run import memory
+
+    page = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    table = memory.recommended_table(memory.recommended_plans())
+    assert table in page, "docs/gpu.md is stale: paste `python -m dpo_lab plan --recommended`"
+    plans = memory.recommended_plans()
+    assert all(plan.fits for _, _, plan in plans)
+    gpu = memory.fit_config_to_memory(
+        dpo_lab.get_config("gpu"), memory.model_shape("gpt2"), memory.DEFAULT_BUDGET - memory.SAFETY_MARGIN, "bf16"
+    )[1]
+    assert f"估計 {gpu.estimate.peak / memory.GIB:.1f} GiB" in page

@@ -60,7 +60,7 @@ class LabConfig:
     load_in_4bit: bool = False  # DPO policy base in 4-bit NF4 (bitsandbytes; needs lora=True): the 7B path
     lora_save: str = "merged"  # LoRA runs save "merged" weights (a plain model) or the "adapter" alone
     precision: str = "auto"  # fp32 / bf16 / fp16; auto: bf16 on GPUs with capability >= 8.0, fp16 below, CPU fp32
-    gradient_checkpointing: bool = False  # both loops: recompute activations in backward (less memory, ~30% slower)
+    gradient_checkpointing: bool = False  # both loops: recompute activations in backward (less memory, slower)
     seed: int = 42
     data_seed: int = 0  # the offline corpus' seed: kept apart so training seeds share one data set
     run_dir: str = "runs/default"

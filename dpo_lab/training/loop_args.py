@@ -29,7 +29,7 @@ class LoopArgs:
     bucket: bool = True  # batch sequences of similar length together (less padding)
     progress: bool = True
     precision: str = "auto"  # fp32 / bf16 / fp16 / auto (by device: dpo_lab.infra.precision.choose_precision)
-    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, ~30% slower
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, slower
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
