@@ -184,6 +184,36 @@ def test_both_loops_train_in_fp16_with_the_scaler_on_cpu(tokenizer, tokenized_pa
     assert all("grad_scale" in row for row in result.history) and result.args["precision_used"].startswith("fp16")
 
 
+def test_an_interrupted_fp16_run_resumes_with_its_grad_scaler(tokenizer, tokenized_pairs, tmp_path, monkeypatch):
+    """The scaler's scale and growth tracker are part of the training state: a resumed fp16 run is the same run."""
+    from conftest import Interrupted, interrupt_after
+
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    args = _args(DPOArgs, precision="fp16", steps=6, save_every=2, eval_every=100)
+    # start at scale 2^20: the first steps overflow and halve it (steps 1-3 here, measured), so a resume that
+    # forgot the scaler would start at 2^20 again and skip steps the uninterrupted run took
+    monkeypatch.setattr(
+        Precision, "grad_scaler", lambda self: torch.amp.GradScaler(self.device_type, 2.0**20, enabled=self.uses_scaler)
+    )
+
+    def run(state_dir):
+        p = copy.deepcopy(policy)
+        result = dpo_train(p, copy.deepcopy(reference), tokenizer, tokenized_pairs, [], args, device="cpu",
+                           state_dir=state_dir)  # fmt: skip
+        return result, p
+
+    whole, whole_policy = run(None)
+    with monkeypatch.context() as m:
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 5)  # killed in step 6; step 4's state is saved
+        with pytest.raises(Interrupted):
+            run(tmp_path)
+    resumed, resumed_policy = run(tmp_path)
+    assert sum(r["skipped_step"] for r in whole.history[:4]) >= 2  # measured: steps 1-3 skipped
+    assert [r["grad_scale"] for r in resumed.history] == [r["grad_scale"] for r in whole.history]
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in whole.history], abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(resumed_policy.parameters(), whole_policy.parameters()))
+
+
 def test_a_students_dpo_step_runs_in_fp32_where_the_loop_would_need_a_scaler(tokenizer, tokenized_pairs):
     from dpo_lab.training.dpo import dpo_step
 

@@ -42,6 +42,7 @@ from .optim import (
     disable_gradient_checkpointing,
     enable_gradient_checkpointing,
     optimizer_step,
+    step_schedule,
 )
 
 
@@ -208,7 +209,7 @@ class DPOLoop:
         )
         if stepped:  # fp16: an overflowing step was skipped and the scale lowered, as designed
             _check_grad_norm(step, grad_norm)
-        scheduler.step()
+        step_schedule(scheduler)
         return {
             **sums,
             "logratios/margins": sums["rewards/margins"] / self.beta,
@@ -235,7 +236,7 @@ class DPOLoop:
         metrics = {k: float(v) for k, v in metrics.items()}
         _diagnose(step, torch.tensor(metrics["loss"]), metrics)
         _check_grad_norm(step, metrics["grad_norm"])
-        scheduler.step()
+        step_schedule(scheduler)
         return {
             **metrics,
             "logratios/margins": metrics["rewards/margins"] / self.beta,

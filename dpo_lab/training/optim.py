@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -63,6 +65,14 @@ def optimizer_step(optimizer, params, max_grad_norm: float, scaler: torch.amp.Gr
             " range is too small for it. Lower the learning rate, or train with precision='fp32'."
         )
     return float(grad_norm), stepped
+
+
+def step_schedule(scheduler) -> None:
+    """``scheduler.step()``, without torch's warning that the optimizer did not step first: with fp16's scaler a
+    skipped step is expected, and the schedule still advances (as transformers' Trainer does)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def enable_gradient_checkpointing(model) -> None:

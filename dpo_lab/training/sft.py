@@ -30,6 +30,7 @@ from .optim import (
     disable_gradient_checkpointing,
     enable_gradient_checkpointing,
     optimizer_step,
+    step_schedule,
 )
 
 
@@ -174,7 +175,7 @@ def sft_train(
         )
         if stepped:
             check_finite(step + 1, grad_norm=grad_norm)
-        scheduler.step()
+        step_schedule(scheduler)
         row = {
             "step": step + 1,
             "loss": loss_sum / args.grad_accum,
