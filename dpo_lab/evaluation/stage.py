@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from ..infra.atomic import atomic_directory
 from ..infra.checkpoints import StaleCheckpointError, verify_checkpoint
+from ..infra.device import pick_device
 from ..infra.manifest import build_manifest, read_manifest
+from ..infra.precision import choose_precision
 from ..run.layout import (
     DATA_DIR,
     DPO_DIR,
@@ -318,7 +320,12 @@ class Evaluation:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return decoding_settings(self.params["temperature"], self.params["max_new_tokens"], self.config.seed)
+        """Decoding settings and the precision generation runs in (bf16 and fp16 answers differ: cached apart)."""
+        precision = choose_precision(pick_device(self.device), self.config.precision).name
+        return {
+            **decoding_settings(self.params["temperature"], self.params["max_new_tokens"], self.config.seed),
+            "precision": precision,
+        }
 
     @property
     def focus(self) -> str:

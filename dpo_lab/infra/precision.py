@@ -110,9 +110,8 @@ def choose_precision(
     native_bf16 = capability is not None and tuple(capability) >= NATIVE_BF16_CAPABILITY
     if requested == "auto":
         if device.type != "cuda":
-            return Precision(
-                "fp32", device.type, f"{device.type}：fp32（CPU 上的 16 位元 autocast 慢且會改變 log-prob）"
-            )
+            where = "CPU" if device.type == "cpu" else device.type.upper()
+            return Precision("fp32", device.type, f"{where} 上的 16 位元 autocast 慢且會改變 log-prob")
         if native_bf16:
             return Precision("bf16", "cuda", f"{cc} ≥ 8.0：原生 bf16，範圍與 fp32 相同，不需要 loss scaling")
         return Precision("fp16", "cuda", f"{cc} < 8.0（如 T4、V100）：沒有原生 bf16，改用 fp16 autocast + GradScaler")
