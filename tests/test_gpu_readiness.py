@@ -469,6 +469,14 @@ def test_4bit_lora_saves_merged_full_precision_weights(four_bit_run):
     assert not torch.allclose(_logits(merged, ids), _logits(sft, ids), atol=1e-4)
 
 
+def test_a_second_round_cannot_start_from_adapters_alone(four_bit_run):
+    from dpo_lab.run import pipeline
+
+    first, _ = pipeline.run_dpo_stage(four_bit_run, beta=0.3, progress=False, lora_save="adapter")
+    with pytest.raises(ValueError, match="lora_save='merged'"):
+        pipeline.run_dpo_stage(four_bit_run, beta=0.3, progress=False, start_from=first, use_cache=False)
+
+
 def test_4bit_needs_lora_and_a_known_save_mode():
     with pytest.raises(ValueError, match="also set lora=true"):
         dpo_lab.get_config("smoke", load_in_4bit=True)

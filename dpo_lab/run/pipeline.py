@@ -348,6 +348,11 @@ def run_dpo_stage(
         dpo_loss = dpo_step = None
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
     precision = choose_precision(device, config.precision)
+    if start_from is not None and (Path(start_from) / "adapter_config.json").exists():
+        raise ValueError(
+            f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
+            " weights. Re-run its first round with lora_save='merged'."
+        )
     if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
         from .lora import load_quantized
 
@@ -373,11 +378,6 @@ def run_dpo_stage(
     if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
         sft_folder = Path(start_from)
         first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
-        if (sft_folder / "adapter_config.json").exists():
-            raise ValueError(
-                f"{sft_folder} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
-                " weights. Re-run its first round with lora_save='merged'."
-            )
         if not config.load_in_4bit:
             policy = load_reference_model(sft_folder, device)
         inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
