@@ -15,7 +15,11 @@ order between rounds, and all variants see the same seed, model and batches:
                        cross-entropy loss (every position through the LM head), clipping and AdamW.
 
 Reported per variant: median s/step over all timed steps, tokens/s (non-padding tokens of the 2B rows),
-the process's peak RSS, and the step's own peak (RSS high-water mark reset after setup). Prints a
+the process's peak RSS, and the step's own peak (RSS high-water mark reset after setup). On CUDA also the
+model-FLOPs utilisation: the policy's forward + backward FLOPs of those tokens (PaLM's 6N + 12·L·d·T per
+token, the LM head counted in full whatever a variant skips, the reference not counted: the same work for
+every variant, so MFU ratios are speed ratios) over the card's dense 16-bit peak. ``--profile-dir`` runs one
+more step of each variant under ``torch.profiler`` and writes its top operators there. Prints a
 Markdown table per config, writes JSON, and ends with one JSON line for the GPT-2-vocab config.
 """
 
@@ -44,9 +48,9 @@ CONFIGS = {
     "cpu-profile": dict(
         vocab=4096, n_layer=4, n_embd=256, n_head=4, max_length=256, pairs=8, data="corpus", tokenizer="corpus"
     ),
-    # GPT-2 small's shape, 512 tokens: for CUDA (scripts/gpu_selfcheck.py; 4 pairs so TRL's full logits fit 16 GB)
+    # GPT-2 small's shape at the gpu profile's 8 pairs x 512 tokens: for CUDA (scripts/gpu_selfcheck.py)
     "gpt2small": dict(
-        vocab=50257, n_layer=12, n_embd=768, n_head=12, max_length=512, pairs=4, data="long", tokenizer="corpus"
+        vocab=50257, n_layer=12, n_embd=768, n_head=12, max_length=512, pairs=8, data="long", tokenizer="corpus"
     ),
 }
 CPU_CONFIGS = ["vocab512", "gpt2vocab", "cpu-profile"]  # the default run on a CPU
@@ -124,14 +128,16 @@ def _models(cfg: dict, tokenizer):
 # --------------------------------------------------------------------------------------------- one variant, one process
 
 
-def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path, device: str = "cpu") -> dict:
+def run_variant(
+    variant: str, cfg: dict, steps: int, warmup: int, cache: Path, device: str = "cpu", profile: Path | None = None
+) -> dict:
     import torch
 
     import dpo_lab
 
     torch.manual_seed(0)
     tokenizer = _tokenizer(cfg["tokenizer"], cache)
-    total = warmup + steps
+    total = warmup + steps + (1 if profile else 0)  # the profiled step comes last and is not timed
     pairs_file = cache / f"pairs-{cfg['data']}-{cfg['tokenizer']}-{cfg['max_length']}-{total * cfg['pairs']}.json"
     if not pairs_file.exists():  # built by the first variant, read by the others: every variant sees the same pairs
         pairs_file.write_text(json.dumps(_pairs(cfg, tokenizer, total * cfg["pairs"])), encoding="utf-8")
@@ -147,17 +153,29 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path, d
     ]
     tokens = [int(b["attention_mask"].sum()) for b in batches]
     times: list[float] = []
+    profiler = _Profiler(profile, total - 1, device) if profile else None
     if variant.startswith("trl"):
         times = _run_trl(
-            policy, reference, tokenizer, pairs, cfg, total, precompute=variant == "trl_precompute", device=device
+            policy,
+            reference,
+            tokenizer,
+            pairs,
+            cfg,
+            total,
+            precompute=variant == "trl_precompute",
+            device=device,
+            profiler=profiler,
         )
     else:
-        _run_ours_or_floor(variant, policy, reference, batches, times, device=device)
-    timed = times[warmup:]
+        _run_ours_or_floor(variant, policy, reference, batches, times, device=device, profiler=profiler)
+    if profiler is not None:
+        profiler.write(f"{cfg.get('name', 'config')}-{variant}")  # noqa: E501
+    timed = times[warmup : warmup + steps]
     return {
         "variant": variant,
         "seconds": timed,
-        "tokens": tokens[warmup:],
+        "tokens": tokens[warmup : warmup + steps],
+        "model_flops_per_token": model_flops_per_token(policy.config, cfg["max_length"]),
         "peak_rss_mb": rss_mb("VmHWM"),
         "step_peak_rss_mb": _STEP_PEAK.get("mb"),
         **({"cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device == "cuda" else {}),
@@ -168,7 +186,43 @@ def run_variant(variant: str, cfg: dict, steps: int, warmup: int, cache: Path, d
 _STEP_PEAK: dict[str, float] = {}
 
 
-def _run_ours_or_floor(variant, policy, reference, batches, times, device: str = "cpu") -> None:
+def model_flops_per_token(config, seq_len: int) -> float:
+    """The policy's training FLOPs per token (PaLM, appendix B): 6 x (layer matmul weights + the LM head) for
+    forward + backward, plus 12 x layers x width x sequence length for attention's two matmuls."""
+    from dpo_lab.run.memory import model_shape
+
+    shape = model_shape(config)
+    return 6 * (shape.linear_params + shape.hidden * shape.vocab) + 12 * shape.n_layer * shape.hidden * seq_len
+
+
+class _Profiler:
+    """``torch.profiler`` around one step (``step`` = its index): the operators by self time, as a text table."""
+
+    def __init__(self, folder: Path, step: int, device: str):
+        import torch
+
+        self.folder, self.step, self.device = Path(folder), step, device
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.prof = torch.profiler.profile(activities=activities)
+
+    def start(self, step: int) -> None:
+        if step == self.step:
+            self.prof.start()
+
+    def stop(self, step: int) -> None:
+        if step == self.step:
+            self.prof.stop()
+
+    def write(self, name: str) -> None:
+        sort = "self_cuda_time_total" if self.device == "cuda" else "self_cpu_time_total"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        table = self.prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
+        (self.folder / f"profile-{name}.txt").write_text(table + "\n", encoding="utf-8")
+
+
+def _run_ours_or_floor(variant, policy, reference, batches, times, device: str = "cpu", profiler=None) -> None:
     import torch
 
     from dpo_lab.fast.scored_logprobs import reference_logprobs
@@ -186,6 +240,8 @@ def _run_ours_or_floor(variant, policy, reference, batches, times, device: str =
     _STEP_PEAK["setup_mb"] = current_bytes(device) / 2**20  # VmRSS; on CUDA: allocated
     reset_peak(device)
     for step, batch in enumerate(batches):
+        if profiler is not None:
+            profiler.start(step)
         t0 = time.perf_counter()
         if trainer is not None:
             trainer.train_step([batch], optimizer, scheduler, 1.0, step, device)
@@ -202,11 +258,13 @@ def _run_ours_or_floor(variant, policy, reference, batches, times, device: str =
             if device.type == "cuda":
                 torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        if profiler is not None:
+            profiler.stop(step)
     _STEP_PEAK["mb"] = peak_bytes(device) / 2**20
 
 
 def _run_trl(
-    policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool, device: str = "cpu"
+    policy, reference, tokenizer, pairs, cfg, total: int, precompute: bool, device: str = "cpu", profiler=None
 ) -> list[float]:
     import torch
     from transformers import TrainerCallback
@@ -221,12 +279,16 @@ def _run_trl(
             reset_peak(device)
 
         def on_step_begin(self, args, state, control, **kwargs):
+            if profiler is not None:
+                profiler.start(state.global_step)
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.t0)
+            if profiler is not None:
+                profiler.stop(state.global_step - 1)  # TRL counts the step done before this callback
 
     with tempfile.TemporaryDirectory() as out, quiet_trl():
         trainer = parity_trl_trainer(
@@ -252,15 +314,18 @@ def _run_trl(
 # ----------------------------------------------------------------------------------------------- the driver
 
 
-def _summary(name: str, runs: dict[str, list[dict]]) -> dict:
+def _summary(name: str, runs: dict[str, list[dict]], peak_tflops: float | None = None) -> dict:
     rows = {}
     for variant, results in runs.items():
         seconds = [s for r in results for s in r["seconds"]]
         tokens = [t for r in results for t in r["tokens"]]
         median = statistics.median(seconds)
+        tokens_per_s = statistics.mean(tokens) / median
+        flops = results[0].get("model_flops_per_token")
         rows[variant] = {
             "s_per_step": round(median, 4),
-            "tokens_per_s": round(statistics.mean(tokens) / median, 1),
+            "tokens_per_s": round(tokens_per_s, 1),
+            **({"mfu": round(tokens_per_s * flops / (peak_tflops * 1e12), 4)} if peak_tflops and flops else {}),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
             "step_peak_rss_mb": round(max(r["step_peak_rss_mb"] for r in results), 1),
             "step_extra_mb": round(max(r["step_peak_rss_mb"] - r["setup_rss_mb"] for r in results), 1),
@@ -280,6 +345,11 @@ def _summary(name: str, runs: dict[str, list[dict]]) -> dict:
         ratios["peak_memory_ratio_vs_trl_precompute"] = round(
             rows["ours_cached"]["peak_rss_mb"] / rows["trl_precompute"]["peak_rss_mb"], 3
         )
+    cuda = all("cuda_peak_mb" in r for results in runs.values() for r in results)
+    for ours, theirs in (("ours_live", "trl"), ("ours_cached", "trl_precompute")):
+        if cuda and {ours, theirs} <= rows.keys():  # on a GPU the peak that matters is the card's, not RSS
+            peak = {v: max(r["cuda_peak_mb"] for r in runs[v]) for v in (ours, theirs)}
+            ratios[f"cuda_peak_ratio_{ours}_vs_{theirs}"] = round(peak[ours] / peak[theirs], 3)
     if "floor" in rows:
         for variant in ("ours_cached", "ours_live"):
             if variant in rows:
@@ -339,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         f"default run, {PARTIAL_RESULTS} for --quick or any other setting, so the committed results stay)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: step memory is max_memory_allocated")
+    p.add_argument("--profile-dir", default=None, help="also profile one step of each variant (torch.profiler) here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
@@ -346,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
     if args.worker:  # one measurement in this process
-        result = run_variant(
-            args.worker, CONFIGS[args.config], args.steps, args.warmup or 0, Path(args.cache), args.device
-        )
+        cfg = {**CONFIGS[args.config], "name": args.config}
+        profile = Path(args.profile_dir) if args.profile_dir else None
+        result = run_variant(args.worker, cfg, args.steps, args.warmup or 0, Path(args.cache), args.device, profile)
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -358,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 2)
     output = args.json or default_output(args.quick, configs, args.variants, steps, warmup, rounds, args.device)
     summaries, t_start = [], time.perf_counter()
+    peak_tflops = dense_16bit_peak_tflops() if args.device == "cuda" else None
     with tempfile.TemporaryDirectory(prefix="dpo_bench_") as cache:
         for name in configs:
             runs: dict[str, list[dict]] = {v: [] for v in args.variants}
@@ -379,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                         cache,
                         "--device",
                         args.device,
+                        *(["--profile-dir", args.profile_dir] if args.profile_dir else []),
                     ]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -392,13 +465,15 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-            summary = _summary(name, runs)
+            summary = _summary(name, runs, peak_tflops)
             summary["runs"] = runs
             summaries.append(summary)
             print(_markdown(summary), flush=True)
     versions = _versions()
     out = {
         "configs": summaries,
+        "peak_tflops": peak_tflops,
+        **({"matmul_tflops_measured": measured_matmul_tflops()} if args.device == "cuda" else {}),
         "versions": versions,
         "quick": args.quick,
         "steps": steps,
@@ -422,6 +497,34 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (TFLOP/s), by a substring of the device name
+DATASHEET_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L4": 121.0, "A10": 125.0, "T4": 65.0, "V100": 125.0}
+
+
+def dense_16bit_peak_tflops() -> float | None:
+    """The card's dense 16-bit peak from :data:`DATASHEET_TFLOPS` (None for a card not listed: no MFU then)."""
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in DATASHEET_TFLOPS.items() if k in name), None)
+
+
+def measured_matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
+    """What one large bf16 matmul reaches on this card: the ceiling MFU is read against in practice."""
+    import torch
+
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return round(2 * n**3 * repeats / (time.perf_counter() - t0) / 1e12, 1)
 
 
 def _versions() -> dict:

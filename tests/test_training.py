@@ -180,6 +180,34 @@ def test_on_a_small_gpu_the_stage_takes_the_planners_micro_batch(smoke_run, monk
     assert json.loads((out / "manifest.json").read_text())["config"]["dpo_batch_size"] == 1
 
 
+def test_on_a_card_too_small_for_one_pair_the_stage_stops_with_the_plan_not_an_oom(smoke_run, monkeypatch):
+    """One size up from what fits: the planner's error (what to change, the estimate by part) before any model
+    is loaded or any step runs, and no run folder left behind."""
+    from dpo_lab.run import memory
+
+    loaded = []
+    monkeypatch.setattr(pipeline, "load_sft_checkpoint", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(pipeline, "device_budget", lambda device: 1024)
+    with pytest.raises(memory.MemoryPlanError, match="dpo_batch_size=1") as err:
+        pipeline.run_dpo_stage(smoke_run, beta=0.7, progress=False)
+    assert "lora=true" in str(err.value) and "activations" in str(err.value) and not loaded
+    assert not (smoke_run / "03_dpo" / "beta_0.7").exists()
+
+
+def test_a_per_process_memory_cap_is_the_budget_not_the_cards_size(monkeypatch):
+    """A 16 GB card simulated on a bigger one (or a shared card): the planner plans for the cap."""
+    from types import SimpleNamespace
+
+    from dpo_lab.run import memory
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=140 * memory.GIB))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 16 / 140, raising=False)
+    assert memory.device_budget("cuda") == 16 * memory.GIB - memory.SAFETY_MARGIN
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0, raising=False)
+    assert memory.device_budget("cuda") == 140 * memory.GIB - memory.SAFETY_MARGIN
+    assert memory.device_budget("cpu") is None
+
+
 def test_cached_and_live_reference_give_the_same_run(smoke_run):
     _, cached = pipeline.run_dpo_stage(smoke_run, beta=0.2, progress=False)
     _, live = pipeline.run_dpo_stage(smoke_run, beta=0.2, use_cache=False, progress=False)

@@ -39,6 +39,8 @@ REFERENCE_MODES = ("live", "cached", "adapters")
 # Shapes the docs quote, usable offline (students with the Hub can name any model: AutoConfig reads it)
 KNOWN_CONFIGS = {
     "gpt2": ("gpt2", {}),
+    "gpt2-medium": ("gpt2", dict(n_embd=1024, n_layer=24, n_head=16)),
+    "gpt2-large": ("gpt2", dict(n_embd=1280, n_layer=36, n_head=20)),
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": (
         "llama",
         dict(
@@ -296,13 +298,36 @@ def fit_config_to_memory(config, shape: ModelShape, budget: int, precision: str,
 
 
 def device_budget(device) -> int | None:
-    """A CUDA device's memory minus :data:`SAFETY_MARGIN`; None elsewhere (CPU RAM is not what runs out)."""
+    """What this process may allocate on a CUDA device, minus :data:`SAFETY_MARGIN`; None elsewhere (CPU RAM
+    is not what runs out). A per-process cap (``torch.cuda.set_per_process_memory_fraction``: a shared card,
+    or a 16 GB card simulated on a larger one) counts, not the card's full size."""
     import torch
 
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return torch.cuda.get_device_properties(device).total_memory - SAFETY_MARGIN
+    total = torch.cuda.get_device_properties(device).total_memory
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    fraction = get_fraction(device) if get_fraction is not None else 1.0
+    return int(total * min(1.0, fraction)) - SAFETY_MARGIN
+
+
+class MemoryPlanError(RuntimeError):
+    """The planner says one micro-batch of one pair does not fit: raised before the model meets the data,
+    so the student reads what to change instead of a CUDA out-of-memory trace from deep inside backward."""
+
+
+def require_fit(plan: BatchPlan, where: str) -> BatchPlan:
+    """``plan`` when it fits; else :class:`MemoryPlanError` naming the card, the estimate and the options."""
+    if plan.fits:
+        return plan
+    e = plan.estimate
+    raise MemoryPlanError(
+        f"{where}：記憶體規劃估計即使 dpo_batch_size=1 也需要 {e.peak / GIB:.1f} GiB，超過可用的 {plan.budget / GIB:.1f} GiB"
+        f"（已扣除 {SAFETY_MARGIN / GIB:.1f} GiB 的餘裕）。請改用其中之一：--set lora=true、--set load_in_4bit=true"
+        "（需 lora=true）、--set gradient_checkpointing=true、較小的 max_length，或較小的模型。"
+        f"各部分的估計：\n{e.table()}"
+    )
 
 
 # What docs/gpu.md recommends for the course's 16 GB card (tests/test_gpu_readiness.py checks the page against it)

@@ -35,7 +35,7 @@ from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
 from .layout import DATA_DIR, DPO_DIR, ROUND2_PREFIX, RUN_01, RUN_02, RUN_03, SFT_DIR, dpo_run_dir, state_dir
 from .lora import add_lora, is_quantized, model_to_save
-from .memory import device_budget, fit_config_to_memory, model_shape, reference_mode
+from .memory import device_budget, fit_config_to_memory, model_shape, reference_mode, require_fit
 from .model_card import model_card
 from .prepare import PreparedData, load_prepared_data
 
@@ -281,6 +281,13 @@ def load_sft_checkpoint(run_dir: str | Path, device=None):
     )
 
 
+def _saved_config(folder: Path):
+    """A checkpoint's model config, read without loading its weights (what the memory planner needs)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder)
+
+
 def load_reference_model(sft_folder: Path, device):
     """A second, separate copy of the SFT model: the frozen reference (hook point for tests)."""
     from transformers import AutoModelForCausalLM
@@ -353,6 +360,16 @@ def run_dpo_stage(
             f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
             " weights. Re-run its first round with lora_save='merged'."
         )
+    budget = device_budget(device)
+    if budget is not None and (run_dir / SFT_DIR / "config.json").is_file():
+        # a GPU: before any weights move, shrink the micro-batch (same effective batch), or stop with the plan
+        mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
+        shape = model_shape(_saved_config(run_dir / SFT_DIR))
+        config, plan = fit_config_to_memory(config, shape, budget, precision.name, mode)
+        card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+        print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
+        require_fit(plan, f"{card}（{config.model_name}，max_length {config.max_length}）")
+        args = dpo_args(config, progress)
     if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
         from .lora import load_quantized
 
@@ -365,13 +382,6 @@ def run_dpo_stage(
         policy = load_quantized((Path(start_from) if start_from else run_dir / SFT_DIR).resolve(), device, precision)
     else:
         policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
-    budget = device_budget(device)
-    if budget is not None:  # a GPU: shrink the micro-batch (same effective batch) if the planner says it won't fit
-        mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
-        config, plan = fit_config_to_memory(config, model_shape(policy.config), budget, precision.name, mode)
-        card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-        print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
-        args = dpo_args(config, progress)
     sft_folder = run_dir / SFT_DIR
     inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
     out_dir = dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
