@@ -168,7 +168,10 @@ def _rows(rows: int, length: int, vocab: int, response: int, device: str, cached
 
 
 def _steps(kind: str, model, pairs: int, seq_len: int, device: str, precision, steps: int = 2) -> dict:
-    """``steps`` optimizer steps of the SFT loss or of ``DPOLoop.train_step``; the peak over them, or the OOM."""
+    """``steps`` optimizer steps of the SFT loss or of ``DPOLoop.train_step``; the peak over them, or the OOM.
+
+    Two at least: AdamW creates its moments at the first ``step()``, after that step's activations are freed,
+    so only from the second step on do both live at once (one step under-reports the peak the planner sums)."""
     import torch
 
     from dpo_lab.training.dpo import DPOLoop
@@ -259,7 +262,7 @@ def simulate_card(card_gib: float, device: str = "cuda", model: str = "gpt2", bi
         "pairs": up,
         "estimated_mib": round(up_estimate.peak / 2**20, 1),
         "planner_fits": up_estimate.peak <= budget,
-        **_steps("dpo", policy, up, seq_len, device, precision, steps=1),
+        **_steps("dpo", policy, up, seq_len, device, precision),
     }
     del policy
     if device == "cuda":
@@ -275,7 +278,7 @@ def simulate_card(card_gib: float, device: str = "cuda", model: str = "gpt2", bi
     except MemoryPlanError as e:
         refused["planner_error"] = str(e).splitlines()[0]
     if big is not None:  # the step the planner refused, run anyway under the cap: the OOM it prevents
-        refused.update(_steps("dpo", big, 1, seq_len, device, precision, steps=1))
+        refused.update(_steps("dpo", big, 1, seq_len, device, precision))
     out["bigger_model"] = refused
     return out
 

@@ -200,10 +200,22 @@ def test_a_per_process_memory_cap_is_the_budget_not_the_cards_size(monkeypatch):
 
     from dpo_lab.run import memory
 
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=140 * memory.GIB))
-    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 16 / 140, raising=False)
+    def by_index(value):  # like torch 2.11 on the H200: a bare "cuda" (no index) is a ValueError
+        def read(device):
+            if not isinstance(device, int):
+                raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+            return value
+
+        return read
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", by_index(SimpleNamespace(total_memory=140 * memory.GIB)))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", by_index(16 / 140), raising=False)
     assert memory.device_budget("cuda") == 16 * memory.GIB - memory.SAFETY_MARGIN
-    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0, raising=False)
+    assert memory.device_budget(torch.device("cuda", 0)) == 16 * memory.GIB - memory.SAFETY_MARGIN
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", by_index(1.0), raising=False)
+    assert memory.device_budget("cuda") == 140 * memory.GIB - memory.SAFETY_MARGIN
+    monkeypatch.delattr(torch.cuda, "get_per_process_memory_fraction", raising=False)  # an older torch
     assert memory.device_budget("cuda") == 140 * memory.GIB - memory.SAFETY_MARGIN
     assert memory.device_budget("cpu") is None
 

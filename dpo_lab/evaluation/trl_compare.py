@@ -69,6 +69,37 @@ class TRLComparison:
     def worst_abs_diff(self) -> float:
         return max(abs(a[m] - b[m]) for a, b in zip(self.ours, self.trl) for m in METRICS)
 
+    def gaps(self) -> dict[str, float]:
+        """The largest |ours − TRL| of each metric over the steps."""
+        return {m: max(abs(a[m] - b[m]) for a, b in zip(self.ours, self.trl)) for m in METRICS}
+
+    def accuracy_pairs_differing(self, batch_size: int) -> int:
+        """The most pairs in one step judged right on one side and wrong on the other: accuracy is a count, so
+        one pair whose margin is within rounding of 0 moves it by 1/batch (on a GPU in 16 bits that happens)."""
+        return max(round(abs(a["rewards/accuracies"] - b["rewards/accuracies"]) * batch_size)
+                   for a, b in zip(self.ours, self.trl))  # fmt: skip
+
+    def summary(self, batch_size: int) -> str:
+        """What notebook 03 prints: each continuous metric's largest gap, and the accuracy's as pairs, apart
+        (one max over all metrics would report a flipped pair, 1/batch, as if the losses differed that much)."""
+        g = self.gaps()
+        relative = max(
+            abs(a[m] - b[m]) / max(abs(b[m]), 1e-12)
+            for a, b in zip(self.ours, self.trl)
+            for m in ("logps/chosen", "logps/rejected")
+        )
+        flipped = self.accuracy_pairs_differing(batch_size)
+        rewards = max(g["rewards/chosen"], g["rewards/rejected"], g["rewards/margins"])
+        lines = [
+            f"{len(self.ours)} 步中 |ours − TRL| 的最大值：loss {g['loss']:.1e} · rewards {rewards:.1e} · "
+            f"log-prob {max(g['logps/chosen'], g['logps/rejected']):.1e}（相對 {relative:.1e}）",
+            "rewards/accuracies：每一步都相同"
+            if flipped == 0
+            else f"rewards/accuracies：最多 {flipped} 個 pair（每個 1/{batch_size}）兩邊判定不同："
+            "它們的 margin 接近 0，捨入就能讓正負號翻面",
+        ]
+        return "\n".join(lines)
+
 
 @contextlib.contextmanager
 def quiet_trl():

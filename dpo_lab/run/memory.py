@@ -11,16 +11,17 @@ gradients                     T x 4
 optimizer (AdamW)             T x 8 (two fp32 moments)
 reference                     live: another P x 4; cached log-probs or adapters off: 0
 activations                   R x L x (13 d + 4 f) saved values (5 f for gated MLPs), 4 bytes each in fp32,
-                              ~2.2 in 16-bit autocast (layer norms stay fp32) + the autocast weight copies;
+                              3.0 in 16-bit autocast on CUDA (layer norms stay fp32) + autocast weight copies;
                               with gradient checkpointing: one d-vector per token and layer + one layer's set
 scored head                   scored tokens x vocab x 4 for the kept softmax (if <= 512 MB, as
                               ``dpo_lab.fast.scored_logprobs``) + a 32 MB logits chunk + the head's gradient
 evaluation                    full logits of a held-out batch, policy and live reference (its own peak)
 ============================  ==================================================================
 
-The activation coefficients were measured on GPT-2-shaped models on the CPU (saved-tensor bytes per token,
-layer and width: 117 in fp32, 65-76 in bf16 autocast). ``bench/memory_plan.py`` checks the whole estimate
-against measured peak memory (CPU RSS; ``torch.cuda.max_memory_allocated`` in ``scripts/gpu_selfcheck.py``).
+The activation coefficients were measured on GPT-2-shaped models (saved-tensor bytes per token, layer and
+width: 117 in fp32 on the CPU; 87 in bf16 autocast on an H200, where the CPU's autocast saves only 65-76).
+``bench/memory_plan.py`` checks the whole estimate against measured peak memory (CPU RSS;
+``torch.cuda.max_memory_allocated`` in ``scripts/gpu_selfcheck.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ KEEP_PROBS_BYTES = 512 * 2**20  # = dpo_lab.fast.scored_logprobs.KEEP_PROBS_BYTE
 CHUNK_BYTES = 2**23 * 4
 NF4_BYTES_PER_PARAM = 0.5 + 4 / 64 / 4 + 1 / 256  # 4-bit values + double-quantised absmax (8-bit per 64, fp32 per 256)
 REFERENCE_MODES = ("live", "cached", "adapters")
+# Bytes per saved activation value under 16-bit autocast, measured on an H200 (bf16, GPT-2 small, 512 tokens:
+# 8 -> 16 pairs added 6,293 MiB = 3.0 bytes per value, bench/gpu_h200.json). CUDA's autocast keeps fp32 outputs
+# of layer norms and softmax beside the bf16 inputs of the next matmul; the CPU's saves 2.2-2.6 (so on the
+# CPU this over-estimates, on the safe side).
+ACTIVATION_BYTES_16BIT = 3.0
 
 # Shapes the docs quote, usable offline (students with the Hub can name any model: AutoConfig reads it)
 KNOWN_CONFIGS = {
@@ -187,7 +193,7 @@ def estimate_dpo_memory(
     parts["reference"] = shape.n_params * 4 if reference == "live" else 0
 
     per_token_layer = 13 * shape.hidden + (5 if shape.gated_mlp else 4) * shape.mlp  # saved values
-    act_bytes = 2.2 if sixteen else 4.0
+    act_bytes = ACTIVATION_BYTES_16BIT if sixteen else 4.0
     one_layer = tokens * per_token_layer * act_bytes
     if gradient_checkpointing:
         activations = tokens * shape.n_layer * shape.hidden * 4 + one_layer
@@ -306,9 +312,10 @@ def device_budget(device) -> int | None:
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    total = torch.cuda.get_device_properties(device).total_memory
-    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
-    fraction = get_fraction(device) if get_fraction is not None else 1.0
+    index = device.index if device.index is not None else torch.cuda.current_device()  # torch wants the index
+    total = torch.cuda.get_device_properties(index).total_memory
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.9
+    fraction = get_fraction(index) if get_fraction is not None else 1.0
     return int(total * min(1.0, fraction)) - SAFETY_MARGIN
 
 
@@ -323,9 +330,10 @@ def require_fit(plan: BatchPlan, where: str) -> BatchPlan:
         return plan
     e = plan.estimate
     raise MemoryPlanError(
-        f"{where}：記憶體規劃估計即使 dpo_batch_size=1 也需要 {e.peak / GIB:.1f} GiB，超過可用的 {plan.budget / GIB:.1f} GiB"
-        f"（已扣除 {SAFETY_MARGIN / GIB:.1f} GiB 的餘裕）。請改用其中之一：--set lora=true、--set load_in_4bit=true"
-        "（需 lora=true）、--set gradient_checkpointing=true、較小的 max_length，或較小的模型。"
+        f"{where}：記憶體規劃估計即使 dpo_batch_size=1 也需要 {e.peak / GIB:.1f} GiB，"
+        f"超過可用的 {plan.budget / GIB:.1f} GiB（已扣除 {SAFETY_MARGIN / GIB:.1f} GiB 的餘裕）。"
+        "請改用其中之一：--set lora=true、--set load_in_4bit=true（需 lora=true）、"
+        "--set gradient_checkpointing=true、較小的 max_length，或較小的模型。"
         f"各部分的估計：\n{e.table()}"
     )
 
