@@ -14,6 +14,7 @@ from dpo_lab.evaluation.answers import cached_answers
 from dpo_lab.evaluation.judges import Comparison, Judgment
 from dpo_lab.evaluation.report import success_and_failure_cases
 from dpo_lab.evaluation.stage import decoding_settings, evaluate_run
+from dpo_lab.infra.tables import read_text_table
 from dpo_lab.run.models import tiny_random_model
 from dpo_lab.run.pipeline import run_dpo_stage
 
@@ -129,8 +130,16 @@ def test_evaluate_command_writes_the_report_and_keeps_a_failing_judges_partial_r
         "figures/reward_kl_frontier.png",
     ):
         assert (out / name).exists(), name
+    generations = read_text_table(out / "generations.csv")  # exact prompts, one row each, nothing cut
+    helpful = generations[generations["kind"] == "helpful"]
+    assert len(helpful) == 10 and all(p.endswith("\n\nAssistant:") for p in helpful["prompt"])
+    assert set(generations.columns) == {"prompt", "base", "SFT", "DPO β=0.1", "kind"}
     rates = pd.read_csv(out / "win_rates.csv")
     llm = rates[rates["judge"] == "LLM judge stub-model"].iloc[0]
+    assert {"wins_n", "ties_n", "losses_n", "n_clusters", "net_of_noise"} <= set(rates.columns)
+    oracle_row = rates[(rates["judge"] == "oracle") & (rates["model"] == "DPO β=0.1")].iloc[0]
+    assert oracle_row[["wins_n", "ties_n", "losses_n"]].sum() == oracle_row["n_judged"] == 10
+    assert oracle_row["n_clusters"] < 10  # topics, not prompts, are what the interval resamples
     assert (llm["n_judged"], llm["n_requested"], llm["errors"]) == (5, 10, 4)  # 5 kept, 3 failures + "stopped"
     gold = rates[rates["judge"] == "gold judge"]
     assert set(gold["model"]) == {"SFT (another sample)", "DPO β=0.1"} and (gold["n_judged"] == 10).all()

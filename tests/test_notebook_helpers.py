@@ -80,6 +80,39 @@ def test_bootstrap_interval_on_known_answers():
     assert bootstrap_ci(["A", "B", "tie"] * 10, seed=3) == bootstrap_ci(["A", "B", "tie"] * 10, seed=3)
 
 
+def test_a_topic_bootstrap_is_wider_when_prompts_of_one_topic_agree():
+    """20 topics x 10 prompts whose outcomes move together per topic: resampling prompts treats them as 200
+    independent draws and is too narrow; resampling topics sees 20 (the interval is about three times wider)."""
+    from dpo_lab.evaluation.winrate import wins_ties_losses
+
+    outcomes, topics = [], []
+    for t in range(20):
+        outcomes += ["A" if t % 5 < 3 else "B"] * 10  # topics, not prompts, decide: 60 % of topics won
+        topics += [f"topic {t}"] * 10
+    low, high = bootstrap_ci(outcomes, seed=0)
+    c_low, c_high = bootstrap_ci(outcomes, clusters=topics, seed=0)
+    assert c_high - c_low > 2.5 * (high - low) and c_low < 0.5 < low
+    assert bootstrap_ci(outcomes, clusters=list(range(200)), seed=0) == (low, high)  # one prompt per cluster
+    assert wins_ties_losses(["A", "tie", "B", "A", 0.5]) == (2, 2, 1)
+    with pytest.raises(ValueError, match="cluster labels"):
+        bootstrap_ci(outcomes, clusters=topics[:-1])
+
+
+def test_the_length_controlled_interval_resamples_topics_too():
+    from dpo_lab.evaluation.bias import length_controlled_win_rate
+
+    outcomes, topics, a, b = [], [], [], []
+    for t in range(20):
+        outcomes += ["A" if t % 5 < 3 else "B"] * 10
+        topics += [t] * 10
+        a += [20 + t % 3] * 10
+        b += [20] * 10
+    plain = length_controlled_win_rate(outcomes, a, b, seed=0)
+    clustered = length_controlled_win_rate(outcomes, a, b, clusters=topics, seed=0)
+    assert clustered["lc_win_rate"] == plain["lc_win_rate"]
+    assert clustered["lc_ci_high"] - clustered["lc_ci_low"] > 2 * (plain["lc_ci_high"] - plain["lc_ci_low"])
+
+
 # ---------------------------------------------------------------------------------------------- inspection
 
 

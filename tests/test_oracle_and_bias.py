@@ -1,4 +1,5 @@
-"""The ground-truth oracle (rules, corpus validation, probes) and the bias measures (length, position, relevance)."""
+"""The corpus-fact oracle (sentence labels, rules, corpus validation, probes, adversarial answers) and the bias
+measures (length, position, relevance)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dpo_lab
 from dpo_lab.data.corpus import build_corpus
 from dpo_lab.evaluation import bias, oracle
 from dpo_lab.evaluation.judges import Judge, ScoreJudge
+from dpo_lab.evaluation.oracle_cases import ADVERSARIAL
 
 
 def _p(request: str) -> str:
@@ -33,6 +35,101 @@ def test_oracle_gets_every_hand_written_probe_right():
     results = oracle.probe_results()
     assert len(results) == len(oracle.PROBES) >= 10
     assert all(r["correct"] for r in results), [r for r in results if not r["correct"]]
+
+
+GROUPS = sorted({c.group for c in ADVERSARIAL})
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_adversarial_answers_of_every_failure_class_stay_within_their_bound(group):
+    """Answers written to fool a word-counting judge (dpo_lab/evaluation/oracle_cases.py): wrong ones score at most
+    2, ones that miss the question or mix in unknown content at most 3, the corpus' best at least 4."""
+    cases = [c for c in ADVERSARIAL if c.group == group]
+    assert len(cases) >= 5
+    for case in cases:
+        verdict = oracle.score_answer(case.prompt, case.answer)
+        assert case.holds(verdict.score), (case.request, case.answer, verdict.score, verdict.reason, verdict.sentences)
+
+
+def test_the_adversarial_cases_cover_many_topics_and_every_question_kind():
+    topics = {oracle.task_of(c.prompt).topic for c in ADVERSARIAL}
+    kinds = {oracle.task_of(c.prompt).kind for c in ADVERSARIAL}
+    assert len(topics) >= 6 and kinds >= {"explain", "define", "key_points", "example", "misconception", "simple"}
+    assert {"wrong": WRONG_GROUPS <= set(GROUPS), "misses": MISS_GROUPS <= set(GROUPS)} == {
+        "wrong": True,
+        "misses": True,
+    }
+
+
+WRONG_GROUPS = {
+    "myth_affirmed",
+    "negated",
+    "reversed",
+    "stub",
+    "wrong_number",
+    "myth_with_marker",
+    "salad",
+    "repetition",
+}
+MISS_GROUPS = {"no_example", "not_answered", "invented", "other_topic_mix"}
+
+
+@pytest.mark.parametrize("kind", ["explain", "define", "key_points", "example", "misconception", "simple"])
+def test_each_corpus_question_template_is_read_as_its_kind(kind):
+    from dpo_lab.data.corpus import HELPFUL_KINDS, PREFIXES
+
+    for template in HELPFUL_KINDS[kind]:
+        for prefix in PREFIXES:
+            request = prefix + template.format(t="gravity", m="heavier objects always fall faster than light ones in "
+                                               "a vacuum", **{"is": "is", "does": "does"})  # fmt: skip
+            assert oracle.task_of(_p(request)).kind == kind, request
+
+
+def test_sentence_labels_say_what_each_sentence_is():
+    answer = (
+        " No, that is a common misconception. Gravity is the force by which masses attract one another.\n"
+        "1. The pull weakens with the cube of the distance.\n2. Heavier objects always fall faster than light ones in"
+        " a vacuum.\n3.\nMagma rises because it is lighter than the rock around it. It keeps the Moon in orbit"
+    )
+    labels = [s.label for s in oracle.label_sentences(_p("Is it true that heavier objects always fall faster than "
+                                                           "light ones in a vacuum?"), answer)]  # fmt: skip
+    assert labels == ["rebuttal", "fact", "distorted", "myth", "empty", "other_topic", "fragment"]
+    verdict = oracle.score_answer(_p("What is gravity?"), answer)
+    assert verdict.score == 1 and verdict.rule == "correctness" and verdict.false_claims == 2
+    assert "distorted: 1. The pull" not in verdict.sentences and "distorted: The pull weakens" in verdict.sentences
+
+
+def test_the_oracle_agrees_with_blind_labels_of_generated_answers():
+    """dpo_lab/evaluation/data/oracle_labels.csv: 240 answers the lab's models generated (SFT, DPO β=0.1 and
+    β=0.5; helpful and red-team), labelled 1-5 by a reader who did not see the oracle's scores. The "test"
+    answers were labelled after the oracle was frozen: 92 % exact, 100 % within one point, 97 % of same-prompt
+    pairs in the reader's order. Asserted with a margin, so a change that breaks agreement fails here."""
+    from dpo_lab.infra.tables import read_text_table
+
+    table = read_text_table(oracle.LABELS_FILE)
+    assert len(table) >= 150 and set(table["model"]) == {"SFT", "DPO β=0.1", "DPO β=0.5"}
+    assert set(table["kind"]) == {"helpful", "redteam"} and set(table["label"]) == {1, 2, 3, 4, 5}
+    test = oracle.validated_agreement("test")
+    assert test["n_answers"] >= 70 and test["exact"] >= 0.85 and test["within_1"] >= 0.97 and test["pair_order"] >= 0.9
+    assert oracle.validated_agreement("all")["within_1"] >= 0.97
+    assert "人工盲評（72 個生成回答）" in oracle.agreement_line()
+
+
+def test_validate_on_labels_measures_agreement_and_order_within_a_prompt():
+    good = " Gravity is the force by which masses attract one another. It keeps the Moon in orbit around the Earth."
+    bad = " Gravity? Nothing special. Look it up."
+    rows = [
+        {"prompt": _p("What is gravity?"), "answer": good, "label": 4},
+        {"prompt": _p("What is gravity?"), "answer": bad, "label": 1},
+        {
+            "prompt": _p("What is DNA?"),
+            "answer": " DNA is the molecule that carries the genetic instructions of living things.",
+            "label": 5,
+        },  # fmt: skip
+    ]
+    result = oracle.validate_on_labels(rows)
+    assert result["n_answers"] == 3 and result["n_pairs_ordered"] == 1 and result["pair_order"] == 1.0
+    assert result["exact"] == pytest.approx(2 / 3) and result["within_1"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(

@@ -132,3 +132,30 @@ def test_folder_without_split_files_is_an_error(tmp_path):
     (tmp_path / "prefs.jsonl").write_text(_hh_row(0, False) + "\n")
     with pytest.raises(FileNotFoundError, match="no file with 'test'"):
         dpo_lab.load_preference_data(str(tmp_path), split="test")
+
+
+def test_saved_tables_read_back_exactly_whatever_text_they_hold(tmp_path):
+    """Generated answers hold anything; pandas' defaults cut a quoted field at a lone CR and turn "NA" into NaN."""
+    import pandas as pd
+
+    from dpo_lab.infra.tables import read_text_table, write_table
+
+    hostile = [
+        "a\rb",
+        "a\nb",
+        "a\r\nb",
+        'q"uote',
+        "c,omma",
+        "光合作用 ✅",
+        "\x00nul",
+        "NA",
+        "",
+        "=1+2",
+        " lead",
+        "x\u2028y",
+    ]
+    table = pd.DataFrame({"prompt": hostile, "SFT": hostile[::-1], "kind": "helpful"})
+    back = read_text_table(write_table(table, tmp_path / "generations.csv"))
+    assert back.to_dict("list") == table.to_dict("list")
+    table.to_csv(tmp_path / "default.csv", index=False)  # what 04 wrote before: rows come back shifted
+    assert pd.read_csv(tmp_path / "default.csv", keep_default_na=False).to_dict("list") != table.to_dict("list")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .judges import Judge, compare
-from .winrate import _as_score
+from .winrate import _as_score, _grouped
 
 NEUTRAL_PADDING = " To sum up, that is the answer to your question."
 
@@ -64,7 +64,7 @@ def _logistic_fit(x: torch.Tensor, y: torch.Tensor, iters: int = 50, l2: float =
 
 
 def length_controlled_win_rate(
-    outcomes: list, words_a: list[int], words_b: list[int], *, n_boot: int = 500, seed: int = 0
+    outcomes: list, words_a: list[int], words_b: list[int], *, clusters=None, n_boot: int = 500, seed: int = 0
 ) -> dict[str, float]:
     """The win rate of A with the length difference regressed out, and its bootstrap 95 % interval.
 
@@ -73,6 +73,7 @@ def length_controlled_win_rate(
     rate of two answers of EQUAL length. If A wins only because it is longer, this falls to 50 %;
     if A is better whatever the length, it stays near the raw win rate. The tanh keeps a few very
     long answers from dominating the fit (as AlpacaEval's length-controlled win rate does).
+    ``clusters`` (one label per outcome): the interval resamples whole clusters (topics).
     """
     if not (len(outcomes) == len(words_a) == len(words_b)):
         raise ValueError(f"{len(outcomes)} outcomes, {len(words_a)} lengths A, {len(words_b)} lengths B")
@@ -88,8 +89,13 @@ def length_controlled_win_rate(
 
     everything = torch.arange(len(y))
     theta = _logistic_fit(x, y)
+    groups = [torch.tensor(g) for g in _grouped(list(range(len(y))), clusters)]
     gen = torch.Generator().manual_seed(seed)
-    boots = sorted(lc(torch.randint(len(y), (len(y),), generator=gen)) for _ in range(n_boot))
+
+    def resample() -> torch.Tensor:
+        return torch.cat([groups[i] for i in torch.randint(len(groups), (len(groups),), generator=gen).tolist()])
+
+    boots = sorted(lc(resample()) for _ in range(n_boot))
     return {
         "win_rate": float(y.mean()),
         "lc_win_rate": lc(everything),

@@ -110,6 +110,21 @@ def side_by_side(prompts: list[str], answers: dict[str, list[str]], *, prompt_ch
     return pd.DataFrame(table)
 
 
+def generations_table(groups: dict[str, tuple[list[str], dict[str, list[str]]]]):
+    """What ``04_eval/generations.csv`` holds: one row per prompt, the prompt exactly as the models saw it, one
+    column per model, and ``kind`` (the group's name). Nothing is cut, so anyone can re-score it
+    (:func:`dpo_lab.infra.tables.read_text_table` reads it back exactly)."""
+    import pandas as pd
+
+    frames = []
+    for kind, (prompts, answers) in groups.items():
+        for name, texts in answers.items():
+            if len(texts) != len(prompts):
+                raise ValueError(f"{kind} / {name}: {len(texts)} answers for {len(prompts)} prompts")
+        frames.append(pd.DataFrame({"prompt": list(prompts), **{k: list(v) for k, v in answers.items()}, "kind": kind}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def show_table(df, *, width_px: int = 320):
     """A pandas Styler that wraps long text (for notebooks: a DataFrame's default display cuts it)."""
     return df.style.hide(axis="index").set_properties(

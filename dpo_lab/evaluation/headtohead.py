@@ -9,12 +9,14 @@ from __future__ import annotations
 from itertools import combinations
 
 from .judges import Comparison, Judge, compare
-from .winrate import bootstrap_ci, win_rate
+from .winrate import bootstrap_ci, win_rate, wins_ties_losses
 
 
-def win_rate_row(name: str, comparison: Comparison, *, seed: int = 0, win_rate_fn=win_rate) -> dict:
-    """One table row: the win rate of ``name`` (model A of the comparison) with its bootstrap 95 % interval."""
+def win_rate_row(name: str, comparison: Comparison, *, clusters=None, seed: int = 0, win_rate_fn=win_rate) -> dict:
+    """One table row: the win rate of ``name`` (model A of the comparison), its bootstrap 95 % interval (over
+    ``clusters``, one label per prompt, when given) and the win / tie / loss counts."""
     outcomes = comparison.outcomes
+    judged_clusters = [clusters[j.index] for j in comparison.judgments] if clusters is not None else None
     row = {
         "model": name,
         "judge": comparison.judge,
@@ -24,9 +26,17 @@ def win_rate_row(name: str, comparison: Comparison, *, seed: int = 0, win_rate_f
         "first_error": comparison.errors[0] if comparison.errors else None,
     }
     if outcomes:
-        low, high = bootstrap_ci(outcomes, seed=seed)
+        low, high = bootstrap_ci(outcomes, clusters=judged_clusters, seed=seed)
+        wins, ties, losses = wins_ties_losses(outcomes)
         row.update(
-            win_rate=win_rate_fn(outcomes), win_ci_low=low, win_ci_high=high, ties=outcomes.count("tie") / len(outcomes)
+            win_rate=win_rate_fn(outcomes),
+            win_ci_low=low,
+            win_ci_high=high,
+            ties=ties / len(outcomes),
+            wins_n=wins,
+            ties_n=ties,
+            losses_n=losses,
+            n_clusters=len(set(judged_clusters)) if judged_clusters is not None else len(outcomes),
         )
     return row
 
@@ -38,10 +48,13 @@ def win_rates_vs(
     *,
     reference: str = "SFT",
     sanity: dict[str, list[str]] | None = None,
+    clusters=None,
     seed: int = 0,
     win_rate_fn=win_rate,
 ):
     """Each model's win rate against ``reference`` on the same prompts, and the comparisons behind it.
+
+    ``clusters``: one label per prompt (its topic): the intervals resample whole topics.
 
     ``sanity`` maps a row name to a second set of the REFERENCE's own answers (e.g. another sampling
     seed): that row is the reference against itself and must come out near 50 % — a judge with a
@@ -55,7 +68,7 @@ def win_rates_vs(
     contenders = {name: texts for name, texts in answers.items() if name != reference}
     for name, texts in {**(sanity or {}), **contenders}.items():
         comparisons[name] = compare(judge, prompts, texts, answers[reference], seed=seed)
-        rows.append(win_rate_row(name, comparisons[name], seed=seed, win_rate_fn=win_rate_fn))
+        rows.append(win_rate_row(name, comparisons[name], clusters=clusters, seed=seed, win_rate_fn=win_rate_fn))
     return pd.DataFrame(rows), comparisons
 
 

@@ -116,6 +116,7 @@ def judge_answers(
         judged_win_rates,
         oracle_applies,
         oracle_quality_table,
+        prompt_clusters,
         split_win_rates,
     )
     from .winrate import win_rate
@@ -128,8 +129,9 @@ def judge_answers(
     use_oracle = oracle_applies(prompts)
     judges = ([OracleJudge()] if use_oracle else []) + [judge] + list(extra_judges)
     primary = ORACLE if use_oracle else (extra_judges[0].name if extra_judges else judge.name)
+    clusters = prompt_clusters(prompts)  # topics: prompts about one topic are not independent
     win_rates, comparisons = judged_win_rates(
-        judges, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
+        judges, prompts, trained, sanity=sanity, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
     )
     refuse = [i for i, r in enumerate(safety_rows) if r.get("should_refuse")]
     refuse_prompts = [safety_rows[i]["prompt"] for i in refuse]
@@ -151,11 +153,15 @@ def judge_answers(
     if use_oracle:
         scores = scores.merge(oracle_quality_table(prompts, answers, refuse_prompts, refuse_answers), on="model")
         _, before_comparisons = win_rates_vs(
-            before, prompts, trained, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn
+            before, prompts, trained, sanity=sanity, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
         )
         out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
         out["splits"] = split_win_rates(
-            comparisons[ORACLE], [bool(r.get("held_out_topic")) for r in eval_rows], seed=seed, win_rate_fn=win_rate_fn
+            comparisons[ORACLE],
+            [bool(r.get("held_out_topic")) for r in eval_rows],
+            clusters=clusters,
+            seed=seed,
+            win_rate_fn=win_rate_fn,
         )
         out["ceiling"] = pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)])
     out["scores"] = scores

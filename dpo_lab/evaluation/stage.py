@@ -16,6 +16,7 @@ from ..infra.checkpoints import StaleCheckpointError, verify_checkpoint
 from ..infra.device import pick_device
 from ..infra.manifest import build_manifest, read_manifest
 from ..infra.precision import choose_precision
+from ..infra.tables import write_table
 from ..run.layout import (
     DATA_DIR,
     DPO_DIR,
@@ -122,7 +123,7 @@ def save_evaluation(
         inputs[str(Path(folder).relative_to(run_dir))] = read_manifest(folder, produced_by=RUN_03)["id"]
     betas = [float(b) for b in summary["beta"].dropna()]
     with atomic_directory(out) as tmp:
-        summary.to_csv(tmp / "summary.csv", index=False)
+        write_table(summary, tmp / "summary.csv")
         records = json.loads(summary.to_json(orient="records"))
         extra = {
             k: json.loads(v.to_json(orient="records")) if hasattr(v, "to_json") else v for k, v in (extra or {}).items()
@@ -130,9 +131,9 @@ def save_evaluation(
         payload = {"models": list(summary["model"]), "betas": betas, "rows": records, **extra}
         (tmp / "summary.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if generations is not None:
-            generations.to_csv(tmp / "generations.csv", index=False)
+            write_table(generations, tmp / "generations.csv")
         for name, table in (tables or {}).items():
-            table.to_csv(tmp / f"{name}.csv", index=False)
+            write_table(table, tmp / f"{name}.csv")
         if report is not None:
             (tmp / "report.md").write_text(report, encoding="utf-8")
         for name, fig in (figures or {}).items():
@@ -651,15 +652,10 @@ class Evaluation:
 
     def write(self, tables: dict[str, Any] | None = None):
         """``04_eval/`` and the one-page report: returns ``(report, folder)``."""
-        import pandas as pd
+        from .generation import generations_table
 
-        from .generation import side_by_side
-
-        generations = pd.concat(
-            [
-                side_by_side(self.judge_prompts, self.answers).assign(kind="helpful"),
-                side_by_side(self.redteam_prompts, self.redteam).assign(kind="redteam"),
-            ]
+        generations = generations_table(
+            {"helpful": (self.judge_prompts, self.answers), "redteam": (self.redteam_prompts, self.redteam)}
         )
         self.update_model_cards()
         return write_evaluation(

@@ -35,35 +35,57 @@ def judged_win_rates(
     answers: dict[str, list[str]],
     *,
     sanity=None,
+    clusters=None,
     seed: int = 0,
     win_rate_fn=win_rate,
 ):
     """Every judge's win rates vs SFT, each row with its length-controlled win rate; and the comparisons.
 
     Returns ``(table, comparisons)`` with ``comparisons[judge name][model]``. The first judge is the
-    primary one (the oracle on the offline corpus).
+    primary one (the oracle on the offline corpus). ``clusters`` (one label per prompt: its topic) makes every
+    interval resample whole topics. ``net_of_noise``: the win rate minus the same judge's SFT-vs-SFT row (two
+    samples of one model: what sampling alone moves), when ``sanity`` gives that row.
     """
     import pandas as pd
 
     tables, comparisons = [], {}
     for judge in judges:
-        table, found = win_rates_vs(judge, prompts, answers, sanity=sanity, seed=seed, win_rate_fn=win_rate_fn)
+        table, found = win_rates_vs(
+            judge, prompts, answers, sanity=sanity, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
+        )
         lc = []
         for name, comparison in found.items():
             contender = (sanity or {}).get(name, answers.get(name))
-            lc.append(_lc_row(comparison, contender, answers["SFT"], seed))
-        tables.append(pd.concat([table, pd.DataFrame(lc)], axis=1))
+            lc.append(_lc_row(comparison, contender, answers["SFT"], seed, clusters))
+        table = pd.concat([table, pd.DataFrame(lc)], axis=1)
+        noise = table.loc[table["model"].isin(list(sanity or {})), "win_rate"]
+        if len(noise) and "win_rate" in table:
+            table["net_of_noise"] = table["win_rate"] - float(noise.iloc[0])
+        tables.append(table)
         comparisons[getattr(judge, "name", type(judge).__name__)] = found
     return pd.concat(tables, ignore_index=True), comparisons
 
 
-def _lc_row(comparison: Comparison, answers_a: list[str], answers_b: list[str], seed: int) -> dict[str, float]:
+def prompt_clusters(prompts: list[str]) -> list[str]:
+    """Each prompt's cluster for the bootstrap: its corpus topic (offline corpus), else the prompt itself."""
+    if oracle_applies(prompts):
+        return [task_of(p).topic for p in prompts]
+    return list(prompts)
+
+
+def _lc_row(
+    comparison: Comparison, answers_a: list[str], answers_b: list[str], seed: int, clusters=None
+) -> dict[str, float]:
     outcomes = comparison.outcomes
     if not outcomes:
         return {}
     idx = [j.index for j in comparison.judgments]
     result = length_controlled_win_rate(
-        outcomes, [words(answers_a[i]) for i in idx], [words(answers_b[i]) for i in idx], seed=seed
+        outcomes,
+        [words(answers_a[i]) for i in idx],
+        [words(answers_b[i]) for i in idx],
+        clusters=[clusters[i] for i in idx] if clusters is not None else None,
+        seed=seed,
     )
     return {
         "lc_win_rate": result["lc_win_rate"],
@@ -87,14 +109,15 @@ def answer_key_row(
     topics = {t[0]: t for t in HELPFUL_TOPICS}
     key = [_good_response(topics[r["topic"]], r["kind"], "structured") for r in eval_rows]
     comparison = compare(OracleJudge(), prompts, key, sft_answers, seed=seed)
-    low, high = bootstrap_ci(comparison.outcomes, seed=seed)
+    clusters = prompt_clusters(prompts)
+    low, high = bootstrap_ci(comparison.outcomes, clusters=[clusters[j.index] for j in comparison.judgments], seed=seed)
     return {
         "model": "answer key (the corpus' best answers)",
         "judge": ORACLE,
         "win_rate": win_rate(comparison.outcomes),
         "win_ci_low": low,
         "win_ci_high": high,
-        **_lc_row(comparison, key, sft_answers, seed),
+        **_lc_row(comparison, key, sft_answers, seed, clusters),
     }
 
 
@@ -130,17 +153,21 @@ def agreement_table(comparisons: dict[str, dict[str, Comparison]], truth: str = 
     return pd.DataFrame(rows)
 
 
-def split_win_rates(comparisons: dict[str, Comparison], held_out: list[bool], *, seed: int = 0, win_rate_fn=win_rate):
+def split_win_rates(
+    comparisons: dict[str, Comparison], held_out: list[bool], *, clusters=None, seed: int = 0, win_rate_fn=win_rate
+):
     """One judge's win rate vs SFT separately on prompts about topics with and without training pairs."""
     import pandas as pd
 
     rows = []
     for model, comparison in comparisons.items():
         for split, flag in (("seen topics", False), ("held-out topics", True)):
-            outcomes = [j.winner for j in comparison.judgments if held_out[j.index] == flag]
+            chosen = [j for j in comparison.judgments if held_out[j.index] == flag]
+            outcomes = [j.winner for j in chosen]
             row = {"model": model, "split": split, "n": len(outcomes)}
             if outcomes:
-                low, high = bootstrap_ci(outcomes, seed=seed)
+                groups = [clusters[j.index] for j in chosen] if clusters is not None else None
+                low, high = bootstrap_ci(outcomes, clusters=groups, seed=seed)
                 row.update(win_rate=win_rate_fn(outcomes), win_ci_low=low, win_ci_high=high)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -280,6 +307,7 @@ __all__ = [
     "judge_checks_table",
     "judged_win_rates",
     "oracle_applies",
+    "prompt_clusters",
     "oracle_quality_table",
     "split_win_rates",
     "targets_table",

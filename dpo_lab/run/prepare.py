@@ -17,6 +17,7 @@ from ..data.sources import SkipReport, count_prompt_tokens, load_preference_data
 from ..data.stats import statistics_summary
 from ..infra.atomic import atomic_directory
 from ..infra.manifest import build_manifest, file_hashes, read_manifest, verify_files, write_manifest
+from ..infra.tables import write_table
 from .config import OFFLINE_SOURCE, LabConfig
 from .layout import DATA_DIR, RUN_01
 
@@ -121,7 +122,7 @@ def save_prepared_data(prepared: PreparedData, run_dir: str | Path | None = None
             text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
             (tmp / f"{name}.jsonl").write_text(text, encoding="utf-8", newline="\n")
         prepared.tokenizer.save_pretrained(tmp / "tokenizer")
-        prepared.summary.to_csv(tmp / "statistics.csv", index=False)
+        write_table(prepared.summary, tmp / "statistics.csv")
         frames = []
         for split, report in prepared.reports.items():
             df = report.to_frame()
@@ -129,7 +130,7 @@ def save_prepared_data(prepared: PreparedData, run_dir: str | Path | None = None
             frames.append(df)
         import pandas as pd
 
-        pd.concat(frames).to_csv(tmp / "skip_report.csv", index=False)
+        write_table(pd.concat(frames), tmp / "skip_report.csv")
         metrics = {f"{name}_rows": len(prepared.splits[name]) for name in DATA_FILES}
         metrics.update({f"skipped_{split}": dict(r.skipped) for split, r in prepared.reports.items()})
         # the id covers the CONTENT (every file's SHA-256): other data → another id → later stages are stale
