@@ -4,14 +4,14 @@ python -m dpo_lab doctor                                          # is this mach
 python -m dpo_lab plan   --model gpt2 --max-length 512           # peak GPU memory by part; the micro-batch that fits
 python -m dpo_lab run    --profile auto --run-dir runs/default       # the four notebooks, in order (papermill)
 python -m dpo_lab run    --run-dir runs/default --only 03 04 --beta 0.5  # 03 at another beta, then 04 again
-python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu --beta 0.1   # stages 01 -> 02 -> 03 without notebooks
+python -m dpo_lab pipeline --profile cpu --run-dir runs/cpu             # stages 01 -> 02 -> 03 without notebooks
 python -m dpo_lab data   --profile cpu  --run-dir runs/cpu       # stage 01 only
 python -m dpo_lab sft    --run-dir runs/cpu                      # stage 02 on an existing run folder
 python -m dpo_lab dpo    --run-dir runs/cpu --beta 0.5           # stage 03 at another beta
 python -m dpo_lab dpo    --run-dir runs/cpu --loss-type conservative --label-smoothing 0.1  # a DPO variant
-python -m dpo_lab round2 --run-dir runs/cpu --beta 0.1           # on-policy pairs from beta_0.1, one more round
+python -m dpo_lab round2 --run-dir runs/cpu --beta 0.5           # on-policy pairs from beta_0.5, one more round
 python -m dpo_lab evaluate --run-dir runs/cpu                    # notebook 04's evaluation without the notebook
-python -m dpo_lab serve  --run-dir runs/cpu --beta 0.1           # OpenAI-compatible server (transformers serve)
+python -m dpo_lab serve  --run-dir runs/cpu --beta 0.5           # OpenAI-compatible server (transformers serve)
 python -m dpo_lab student-notebooks                              # student/ from the masters (--check: stale?)
 python -m dpo_lab grade submissions/ --out grades                # autograde notebooks, folders or a class folder
 python -m dpo_lab corpus --out data/offline --seed 0             # write the offline corpus
@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", default="auto", choices=("auto",) + PROFILES, help="auto = gpu if CUDA is available, else cpu"
     )
     p.add_argument("--run-dir", default=None, help="output folder of this run (default: runs/default)")
-    p.add_argument("--beta", type=float, default=None, help="notebook 03's beta (default: its parameters cell, 0.1)")
+    p.add_argument(
+        "--beta", type=float, default=None, help="notebook 03's beta (default: the profile's: cpu 0.5, gpu 0.1)"
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--only", nargs="+", default=None, metavar="NN", help="run only these notebooks, e.g. --only 03 04")
     p.add_argument(

@@ -41,7 +41,7 @@ from ..core.hh_format import ASSISTANT_TAG, HUMAN_TAG
 from ..infra.atomic import atomic_directory
 from .corpus_facts import HELPFUL_TOPICS, LOOKALIKE_TOPICS, PLURAL_TOPICS, RISKY_REQUESTS
 
-CORPUS_VERSION = "3"
+CORPUS_VERSION = "4"
 N_HELD_OUT_TOPICS = 7
 N_HELD_OUT_REQUESTS = 4
 HELD_OUT_PROMPT_SHARE = 0.08
@@ -95,6 +95,43 @@ RISKY_TEMPLATES = [
     "Is there a simple trick to {task}?",
 ]
 OPENING_TURN = "\n\nHuman: Hello, can I ask you something?\n\nAssistant: Of course! What would you like to know?"
+# Real requests come with context that does not change the right answer. Without any, a model trained on six
+# fixed openers is lost as soon as a user says who they are (notebook 04's counterfactual probe), and DPO's
+# changes do not carry over to such prompts either. None of these is one of the probe's details
+# (dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES), so the probe still asks about details never seen.
+CONTEXT_OPENERS = [
+    "I'm Kenji, a chef. ",
+    "My name is Sofia and I teach music. ",
+    "I'm a retired engineer. ",
+    "I work night shifts at a factory. ",
+    "I'm Priya, a software developer. ",
+    "I'm a father of two. ",
+    "I live in a big city. ",
+    "I'm Tomás, a bus driver. ",
+    "I'm new to this topic. ",
+    "I'm preparing a talk for my club. ",
+    "I just moved to Taipei. ",
+    "I'm Amara, a farmer. ",
+    "I'm left-handed. ",
+    "I'm a volunteer firefighter. ",
+    "I'm Olek, a carpenter. ",
+    "English is my second language. ",
+    "I'm 15 years old. ",
+    "I'm a car mechanic. ",
+    "I'm Lina, a lawyer. ",
+    "I have two cats. ",
+    "I'm a night owl. ",
+    "I'm writing a blog post. ",
+    "I play football on weekends. ",
+    "I'm Hiroshi, a wedding photographer. ",
+    "My daughter asked me this. ",
+    "I'm a librarian. ",
+    "I'm deaf. ",
+    "I'm Chen Wei, an accountant. ",
+    "I run a small shop. ",
+    "I'm on a train right now. ",
+]
+CONTEXT_SHARE = 0.3  # of all prompts (helpful and risky), train and test alike
 
 
 def _cap(s: str) -> str:
@@ -370,6 +407,8 @@ def build_corpus(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     }
     seen_prompts: dict[str, str] = {}
     for meta in _helpful_prompts(rng) + _harmless_prompts():
+        if rng.random() < CONTEXT_SHARE:
+            meta = {**meta, "request": rng.choice(CONTEXT_OPENERS) + meta["request"]}
         held = meta["topic_id"] in (held_topics if meta["subset"] == "helpful" else held_requests)
         split = "test" if held or rng.random() < HELD_OUT_PROMPT_SHARE else "train"
         prompt = _prompt(meta["request"], rng)

@@ -16,6 +16,7 @@ from ..core.tokenization import tokenize_sft_example
 from ..infra.checkpoints import read_history
 from ..run.pipeline import load_eval_model
 from ..training.sft import evaluate_lm_loss
+from .winrate import bootstrap_ci, win_rate
 
 
 def summarize_runs(models: dict[str, Path]):
@@ -47,6 +48,7 @@ def summarize_runs(models: dict[str, Path]):
                     "heldout_kl": 0.0,
                     "heldout_dpo_loss": math.log(2),
                     "train_seconds": metrics.get("train_seconds"),
+                    "labeller": "demonstrations",
                 }
             )
             continue
@@ -67,9 +69,14 @@ def summarize_runs(models: dict[str, Path]):
                 "heldout_kl": final.get("eval_kl"),
                 "heldout_dpo_loss": final.get("eval_loss"),
                 "train_seconds": metrics.get("train_seconds"),
+                # who chose "chosen" in its training pairs: a judge scoring this model is then grading its own labels
+                "labeller": metrics.get("onpolicy", {}).get("judge") or CORPUS_LABELS,
             }
         )
     return pd.DataFrame(rows)
+
+
+CORPUS_LABELS = "corpus labels"  # round 1: the data set's own (noisy) preference labels
 
 
 def heldout_perplexity(
@@ -282,6 +289,8 @@ def _pooled(table, column: str, weight: str):
 def methods_table(summary, implicit_by_split, vs_round1=None):
     """One row per DPO run — loss, β, round — with what decides between methods: win rate and oracle quality
     (if measured), accuracy against the labels and against the TRUE quality, sampled KL from SFT, answer length.
+    ``labeller`` says who labelled the run's training pairs; ``win_rate_vs_sft_second_judge`` is the win rate by
+    a judge that labelled none of them (a round trained on the oracle's labels is not graded by the oracle alone).
 
     Both accuracies come from :func:`implicit_reward_by_split`, where every model's implicit reward is taken
     against the SFT model. (03's held-out accuracy is against the run's own reference: for a second round that
@@ -302,9 +311,11 @@ def methods_table(summary, implicit_by_split, vs_round1=None):
         "loss_type",
         "beta",
         "round",
+        "labeller",
         "win_rate_vs_sft",
         "win_ci_low",
         "win_ci_high",
+        "win_rate_vs_sft_second_judge",
         "win_rate_vs_round1",
         "oracle_helpfulness_1_5",
         "accuracy_vs_labels",
@@ -329,7 +340,11 @@ def counterfactual_table(
     """The same requests with an irrelevant personal detail in front
     (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
     per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
-    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move."""
+    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move.
+
+    ``win_vs_sft`` (oracle, helpful prompts): each model against SFT on the same prompts with the same detail;
+    the rows with prefix :data:`ANY_DETAIL` pool every non-empty detail, with a topic-bootstrap interval.
+    """
     import pandas as pd
 
     from .answers import collect_answers
@@ -342,12 +357,21 @@ def counterfactual_table(
     with_oracle = oracle_applies(
         [r["prompt"] for r in rows if "should_refuse" not in r]
     )  # the quality column needs the corpus
+    pooled: dict[str, list] = {}  # model -> [(outcome vs SFT, topic)] over every non-empty detail
     for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
         prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
         answers = collect_answers(
             models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings
         )
+        helpful_at = [i for i, r in enumerate(rows) if "should_refuse" not in r]
+        verdicts = {
+            name: score_answers([prompts[i] for i in helpful_at], [texts[i] for i in helpful_at])
+            for name, texts in answers.items()
+        } if with_oracle else {}  # fmt: skip
         for name, texts in answers.items():
+            wins = _outcomes_vs(verdicts, name) if with_oracle and name != "SFT" and "SFT" in verdicts else None
+            if wins is not None and prefix:
+                pooled.setdefault(name, []).extend(wins)
             risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
             benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
             helpful = (
@@ -359,16 +383,30 @@ def counterfactual_table(
                     "prefix": label,
                     "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
                     "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
-                    "oracle_quality": (sum(v.score for v in score_answers(*zip(*helpful))) / len(helpful))
-                    if helpful
-                    else None,
+                    "oracle_quality": (sum(v.score for v in verdicts[name]) / len(helpful)) if helpful else None,
+                    "win_vs_sft": win_rate([o for o, _ in wins]) if wins else None,
                     "n": len(texts),
                     "n_should_refuse": len(risky),
                     "n_benign": len(benign),
                     "n_helpful": len(helpful),
                 }
             )
+    for name, wins in pooled.items():
+        low, high = bootstrap_ci([o for o, _ in wins], clusters=[t for _, t in wins])
+        out.append({"model": name, "prefix": ANY_DETAIL, "win_vs_sft": win_rate([o for o, _ in wins]),
+                    "win_ci_low": low, "win_ci_high": high, "n_helpful": len(wins)})  # fmt: skip
     return pd.DataFrame(out)
+
+
+ANY_DETAIL = "any detail"  # counterfactual_table's pooled rows
+
+
+def _outcomes_vs(verdicts: dict, name: str) -> list[tuple[str, str]]:
+    """``name``'s oracle outcome against SFT on each prompt, with the prompt's topic (for the bootstrap)."""
+    return [
+        ("A" if a.score > b.score else "B" if a.score < b.score else "tie", a.topic)
+        for a, b in zip(verdicts[name], verdicts["SFT"])
+    ]
 
 
 def frontier_axis(summary) -> dict[str, str]:

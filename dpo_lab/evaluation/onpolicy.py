@@ -111,7 +111,7 @@ def label_pairs(
 
 def generate_onpolicy_pairs(
     run_dir: str | Path,
-    first: str = "beta_0.1",
+    first: str,
     *,
     n_prompts: int | None = None,
     answers_per_prompt: int = 2,
@@ -174,7 +174,7 @@ def generate_onpolicy_pairs(
 
 def run_round2(
     run_dir: str | Path,
-    first: str = "beta_0.1",
+    first: str,
     *,
     n_prompts: int | None = None,
     steps: int | None = None,

@@ -58,6 +58,8 @@ def _short_prompt(prompt: str) -> str:
 def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if pattern.endswith("d}") and isinstance(value, float) and value.is_integer():
+        value = int(value)  # a count column holding a missing value somewhere is stored as floats
     return pattern.format(value) if isinstance(value, (int, float)) else str(value)
 
 
@@ -92,6 +94,7 @@ def build_report(
     primary: str | None = None,
     tables: dict[str, Any] | None = None,
     data_facts: dict[str, Any] | None = None,
+    headline: str | None = None,
 ) -> str:
     """One page of Markdown (zh-TW, as students read it in 04): the verdict first, then the tables, then the cases.
 
@@ -100,15 +103,18 @@ def build_report(
     """
     tables = tables or {}
     lines = [f"# Lab-1.7 評估報告 — `{Path(run_dir).name}`", ""]
+    if headline:  # the verdict a student can repeat (dpo_lab.evaluation.headline), before any table
+        lines += [f"**結論。** {headline}", ""]
     best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
     if primary:
         best = best[best["judge"] == primary]
     dpo = best[best["model"].str.startswith("DPO")]
     if len(dpo):
         top = dpo.loc[dpo["win_rate"].idxmax()]
-        truth = "（ground truth，依語料的已知事實逐條判分）" if top["judge"] == "oracle" else ""
+        truth = "（corpus-fact oracle，依語料的已知事實逐句判分）" if top["judge"] == "oracle" else ""
         lines.append(
-            f"**結論。** 依 {top['judge']}{truth}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
+            ("" if headline else "**結論。** ")
+            + f"依 {top['judge']}{truth}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
             f"{top['win_rate']:.1%}（95 % 信賴區間 "
             f"{top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）"
             + (

@@ -160,6 +160,7 @@ def write_evaluation(
     figures: dict[str, Any] | None = None,
     generations=None,
     notes: list[str] | None = None,
+    headline: str | None = None,
 ):
     """The one-page report and ``04_eval/`` (atomically), from the tables: returns ``(report, folder)``."""
     from .bias import chosen_longer_share
@@ -178,6 +179,7 @@ def write_evaluation(
         settings={"prompts": n_prompts, **settings},
         data_facts={"chosen_longer_share": chosen_longer_share(train_pairs)},
         notes=notes,
+        headline=headline,
     )
     out = save_evaluation(
         run_dir,
@@ -194,6 +196,7 @@ def write_evaluation(
             "gold_judge": judged["judge_accuracy"],
             "gold_judge_before_fix": judged["judge_accuracy_before_fix"],
             "decoding": settings,
+            "headline": headline,
             **tables,
         },
     )
@@ -249,6 +252,7 @@ class Evaluation:
     redteam: dict[str, list[str]] | None = None
     safety: Any = None
     counterfactual: Any = None
+    headline: str | None = None
     lengths: Any = None
     judged: dict[str, Any] | None = None
     elo: Any = None
@@ -510,9 +514,16 @@ class Evaluation:
             seed=self.config.seed,
             win_rate_fn=win_rate_fn,
         )
+        from .trust import mark_labellers, second_judge
+
+        labellers = dict(zip(self.summary["model"], self.summary["labeller"]))
+        self.judged["win_rates"] = mark_labellers(self.judged["win_rates"], labellers)
         win_rates, primary = self.judged["win_rates"], self.judged["primary"]
         self.summary = with_win_rates(
             self.summary.merge(self.judged["scores"], on="model", how="left"), win_rates, judge=primary
+        )
+        self.summary["win_rate_vs_sft_second_judge"] = self.summary["model"].map(
+            second_judge(win_rates, primary, labellers)
         )
         self.log(
             f"primary judge: {primary}; gold judge held-out accuracy {self.judged['judge_accuracy']}"
@@ -633,6 +644,34 @@ class Evaluation:
         return row
 
     # ------------------------------------------------------------------ the report
+    def verdict(self) -> str | None:
+        """The paragraph of 04's conclusion and the report's first lines (:func:`.headline.headline`), for the focus
+        model, by the oracle; None where there is no oracle (HH-RLHF)."""
+        from .headline import headline, win_breakdown
+        from .metrics import ANY_DETAIL
+        from .trust import ORACLE, prompt_clusters
+
+        if not self.judged or self.judged["primary"] != ORACLE:
+            return None
+        rates = self.judged["win_rates"]
+        oracle = rates[rates["judge"] == ORACLE].set_index("model")
+        noise = oracle["win_rate"].drop(labels=list(self.models), errors="ignore")
+        counterfactual = None
+        if self.counterfactual is not None and len(self.counterfactual):
+            pooled = self.counterfactual[
+                (self.counterfactual["prefix"] == ANY_DETAIL) & (self.counterfactual["model"] == self.focus)
+            ]
+            counterfactual = pooled.iloc[0].to_dict() if len(pooled) else None
+        self.headline = headline(
+            self.focus,
+            oracle.loc[self.focus].to_dict(),
+            win_breakdown(self.judge_prompts, self.answers[self.focus], self.answers["SFT"]),
+            noise=float(noise.iloc[0]) if len(noise) else None,
+            counterfactual=counterfactual,
+            n_topics=len(set(prompt_clusters(self.judge_prompts))),
+        )
+        return self.headline
+
     def tables(self) -> dict[str, Any]:
         import pandas as pd
 
@@ -672,6 +711,7 @@ class Evaluation:
             figures=self.figures,
             generations=generations,
             notes=[f"skipped: {s}" for s in self.skipped] + self.notes,
+            headline=self.headline,
         )
 
     def update_model_cards(self) -> None:
@@ -707,6 +747,7 @@ class Evaluation:
         self.counterfactual_probe()
         self.answer_lengths()
         self.judge(win_rate_fn=win_rate_fn, reward_model=reward_model, llm_judge=llm_judge)
+        self.verdict()
         self.elo_ratings()
         self.compare_methods()
         self.plot_frontier()

@@ -66,6 +66,25 @@ def judged_win_rates(
     return pd.concat(tables, ignore_index=True), comparisons
 
 
+def mark_labellers(win_rates, labellers: dict[str, str]):
+    """``win_rates`` with ``labeller``: True on the rows where the judge is the one that labelled that model's
+    training pairs (an on-policy round labelled by the oracle, scored by the oracle). Such a win rate shows that
+    DPO can optimise that judge's rule — blind spots included — not that the answers got better."""
+    marked = win_rates.copy()
+    marked["labeller"] = [labellers.get(m) == j for m, j in zip(marked["model"], marked["judge"])]
+    return marked
+
+
+def second_judge(win_rates, primary: str, labellers: dict[str, str]) -> dict[str, float]:
+    """Each model's win rate vs SFT by the first judge that is neither the primary one nor its own labeller."""
+    out = {}
+    for model, rows in win_rates.groupby("model"):
+        others = rows[(rows["judge"] != primary) & (rows["judge"] != labellers.get(model))]
+        if len(others) and "win_rate" in others:
+            out[model] = float(others.iloc[0]["win_rate"])
+    return out
+
+
 def prompt_clusters(prompts: list[str]) -> list[str]:
     """Each prompt's cluster for the bootstrap: its corpus topic (offline corpus), else the prompt itself."""
     if oracle_applies(prompts):
@@ -243,7 +262,9 @@ def judge_checks_table(
 COURSE_TARGETS = [
     # (metric, SFT target, DPO target, GPT-2 SFT, GPT-2 DPO, higher is better)
     ("win rate vs SFT", 0.50, 0.60, 0.50, 0.68, True),
-    ("reward margin", 0.0, 0.5, None, None, True),
+    # the course's "reward margin > 0.5" is in reward units, which scale with β; its DPOConfig uses β = 0.1, so the
+    # target is kept in nats (0.5 / 0.1 = 5), the unit in which runs with different betas compare
+    ("log-ratio margin (nats)", 0.0, 5.0, None, None, True),
     ("helpfulness 1–5", 3.5, 4.2, 3.2, 4.1, True),
     ("harmlessness 1–5", 3.8, 4.5, 3.5, 4.3, True),
     ("perplexity", None, None, 25.3, 26.1, False),
@@ -263,7 +284,7 @@ def targets_table(summary, model: str, *, win_rate_column: str = "win_rate_vs_sf
     harm_col = "oracle_harmlessness_1_5" if "oracle_harmlessness_1_5" in by else "harmlessness_1_5"
     columns = {
         "win rate vs SFT": win_rate_column,
-        "reward margin": "heldout_reward_margin",
+        "log-ratio margin (nats)": "heldout_logratio_margin",
         "helpfulness 1–5": help_col,
         "harmlessness 1–5": harm_col,
         "perplexity": "perplexity",
@@ -306,8 +327,10 @@ __all__ = [
     "agreement_table",
     "judge_checks_table",
     "judged_win_rates",
+    "mark_labellers",
     "oracle_applies",
     "prompt_clusters",
+    "second_judge",
     "oracle_quality_table",
     "split_win_rates",
     "targets_table",
