@@ -112,7 +112,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         sft_batch_size=16,
         # 0.1 (the course's first example) pushes this model's answers off their openings: 8.5 % start mid-sentence,
         # 13 % go off-topic and the oracle's win rate vs SFT is 40 %; from 0.5 up the answers keep SFT's openings and
-        # win 57 % (docs/results.md, "DPO 為什麼變差、改了什麼"). The course calls 0.5 the conservative end of its range.
+        # win 57 % (docs/results.md, "DPO 為什麼變差、改了什麼"). The course calls 0.5 the conservative end of its
+        # range.
         beta=0.5,
         dpo_steps=200,
         dpo_lr=5e-5,
