@@ -196,7 +196,7 @@ def test_label_pairs_keeps_the_better_answer_and_counts_ties():
     assert pairs[0]["topic"] == "t" and pairs[0]["judge"] == "length"
     assert isinstance(
         dpo_lab.evaluation.onpolicy.labeller(dpo_lab.get_config("smoke")), OracleJudge
-    )  # the offline corpus: ground truth labels the pairs
+    )  # the offline corpus: the corpus-fact oracle labels the pairs
 
 
 @pytest.mark.slow

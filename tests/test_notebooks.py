@@ -371,7 +371,8 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
         "## 反事實探針：只改 prompt 裡無關的個人資訊",
     ):
         assert heading in report, heading
-    assert "依 oracle（ground truth" in report
+    assert report.splitlines()[2].startswith("**結論。** **DPO β=") and "corpus-fact oracle" in report.splitlines()[2]
+    assert "以**主題**重抽的 95 % 區間" in report and "人工盲評（72 個生成回答）" in report
     assert not (run_dir / "human_ab").exists() or not any((run_dir / "human_ab").glob("*.json"))  # nobody clicked
     assert (run_dir / "04_eval" / "figures" / "model_comparison.png").stat().st_size > 10_000
     # the masters' own (solved) exercises trained both betas: their dpo_step runs the live reference, so no cache;

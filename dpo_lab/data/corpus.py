@@ -24,7 +24,7 @@ polite refusal over compliance) transfers to subjects it had no preference pairs
 with a private ``random.Random``, so the same seed gives byte-identical files on any machine.
 
 Every row carries ``chosen_quality`` / ``rejected_quality`` on a 1–5 scale and the style names, the
-ground truth the gold judge and the evaluation use. About 10 % of the pairs carry a wrong label
+known quality the gold judge and the evaluation use. About 10 % of the pairs carry a wrong label
 (``label_flipped``), as real preference data does (see :func:`_with_label_noise`).
 """
 

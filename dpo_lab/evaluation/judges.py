@@ -10,7 +10,7 @@ off-topic answer scores low even when it is well written). Maximising the Bradle
 Preference pairs never contrast a good answer with a fluent answer to ANOTHER question, so a judge
 fitted on them alone learns "well written", not "answers this question". :func:`off_topic_pairs`
 adds those contrasts when fitting (the relevance fix; notebook 04 §5.3 measures before and after).
-On the offline corpus, :mod:`dpo_lab.evaluation.oracle` is the ground truth this judge is checked against.
+On the offline corpus, :mod:`dpo_lab.evaluation.oracle` is the corpus-fact oracle this judge is checked against.
 
 Every comparison is shown to the judge in a random A/B order (position bias) and recorded with that
 order; answers whose rewards differ by less than ``tie_margin`` are a tie.

@@ -95,7 +95,7 @@ def judge_answers(
 ) -> dict[str, Any]:
     """Every judgement notebook 04 §5 shows, in one place (the notebook and the CLI call this).
 
-    * the oracle (ground truth, offline corpus only) and the learned gold judge — fitted with the
+    * the corpus-fact oracle (offline corpus only) and the learned gold judge — fitted with the
       relevance fix, and once without it to show before/after — plus ``extra_judges`` (reward model,
       LLM): win rates vs SFT, raw and length-controlled, each with a 95 % interval;
     * the primary judge: the oracle where it applies, else the first extra judge (the `gpu` profile's

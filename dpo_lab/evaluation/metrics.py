@@ -410,9 +410,9 @@ def _outcomes_vs(verdicts: dict, name: str) -> list[tuple[str, str]]:
 
 
 def frontier_axis(summary) -> dict[str, str]:
-    """The frontier's y axis: the oracle's quality (the ground truth) when measured, else the gold judge's reward."""
+    """The frontier's y axis: the corpus-fact oracle's quality when measured, else the gold judge's reward."""
     if "oracle_helpfulness_1_5" in summary:
-        return {"reward": "oracle_helpfulness_1_5", "label": "oracle quality 1-5 (ground truth, mean over prompts)"}
+        return {"reward": "oracle_helpfulness_1_5", "label": "corpus-fact oracle quality 1-5 (mean over prompts)"}
     return {"reward": "gold_reward", "label": "gold-judge reward (mean over prompts)"}
 
 

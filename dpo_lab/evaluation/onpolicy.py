@@ -1,7 +1,7 @@
 """Iterative (on-policy) DPO: the model writes its own preference data, a judge labels it, one more round.
 
 Round 1 learned from pairs someone else wrote. Here a finished DPO run answers TRAINING prompts twice
-(sampled), the lab's best available judge scores each answer — the ground-truth oracle on the offline
+(sampled), the lab's best available judge scores each answer — the corpus-fact oracle on the offline
 corpus, otherwise a reward model — and the better answer becomes ``chosen``. Equal scores are a tie:
 the pair carries no preference, so it is dropped and counted. Round 2 then trains from the round-1
 policy, which is also its reference, on these pairs (``03_dpo/round2_<run>/``).

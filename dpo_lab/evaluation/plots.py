@@ -275,7 +275,7 @@ def plot_reward_kl_frontier(table, reward: str = "gold_reward", label: str = "go
     """Gold reward against sampled KL(policy ‖ SFT), one point per model: what each beta buys with its distance.
 
     ``table`` needs ``model``, ``sampled_kl`` and the ``reward`` column (and optionally the ``*_stderr``
-    columns). The DPO paper's Figure 2 draws the same frontier with its ground-truth reward; on the
+    columns). The DPO paper's Figure 2 draws the same frontier with its known reward; on the
     offline corpus that is the oracle's quality (``reward="oracle_helpfulness_1_5"``). Up-and-left is better.
     """
     import matplotlib.pyplot as plt

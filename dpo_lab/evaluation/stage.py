@@ -693,6 +693,8 @@ class Evaluation:
         """``04_eval/`` and the one-page report: returns ``(report, folder)``."""
         from .generation import generations_table
 
+        if self.headline is None and self.judged:
+            self.verdict()
         generations = generations_table(
             {"helpful": (self.judge_prompts, self.answers), "redteam": (self.redteam_prompts, self.redteam)}
         )

@@ -20,7 +20,7 @@ ORACLE = "oracle"
 
 
 def oracle_applies(prompts: list[str]) -> bool:
-    """True when every prompt comes from the offline corpus (the only data with a ground truth)."""
+    """True when every prompt comes from the offline corpus (the only data with a fact table to check answers against)."""
     try:
         for prompt in prompts:
             task_of(prompt)
@@ -141,7 +141,7 @@ def answer_key_row(
 
 
 def agreement_table(comparisons: dict[str, dict[str, Comparison]], truth: str = ORACLE):
-    """Each judge against the ground truth on the SAME generated pairs: how often their verdicts agree.
+    """Each judge against the corpus-fact oracle on the SAME generated pairs: how often their verdicts agree.
 
     ``agree``: same verdict (A, B or tie) on all pairs; ``agree_decided``: same winner on the pairs
     both judges decided (no tie on either side) — the number that says whether the judge picks the
@@ -274,7 +274,7 @@ COURSE_TARGETS = [
 def targets_table(summary, model: str, *, win_rate_column: str = "win_rate_vs_sft"):
     """The course's targets and expected GPT-2 numbers next to this run's SFT and ``model`` values, met or not.
 
-    Helpfulness and harmlessness are the oracle's 1–5 means when present (ground truth), else a
+    Helpfulness and harmlessness are the corpus-fact oracle's 1–5 means when present, else a
     judge's calibrated ones. Perplexity has no target: the course expects a small rise (GPT-2: +3 %).
     """
     import pandas as pd
