@@ -20,7 +20,7 @@ ORACLE = "oracle"
 
 
 def oracle_applies(prompts: list[str]) -> bool:
-    """True when every prompt comes from the offline corpus (the only data with a fact table to check answers against)."""
+    """True when every prompt comes from the offline corpus (the only data with a fact table to check answers by)."""
     try:
         for prompt in prompts:
             task_of(prompt)
