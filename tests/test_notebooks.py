@@ -473,14 +473,14 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
 RUN_NUMBER = re.compile(
     r"(?<![\w.])(?<!TRL )(?<!transformers )(?<!torch )(?:\d+\.\d+ nats|\d+\.\d+ ?%|\d\.\d{2,4}(?![\d]))"
 )
-METHOD_NUMBERS = {"0.6931", "0.693", "0.38", "0.05", "0.25", "0.01", "0.02", "0.95", "0.999", "0.99", "0.125"}
+METHOD_NUMBERS = {"0.6931", "0.693", "0.38", "0.05", "0.25", "0.01", "0.02", "0.95", "0.999", "0.99", "0.125", "0.15"}
 METHOD_NUMBERS |= {"0.2560", "1.2308", "0.0011"}  # 03's dpo_loss exercise on its fixed inputs (the self-check's values)
 SOURCE = re.compile(r"docs/results\.md[^\n]{0,80}?[0-9a-f]{7}")
 
 
 def _run_numbers(markdown: str) -> list[str]:
     found = []
-    for paragraph in re.split(r"\n\s*\n", markdown):
+    for paragraph in re.split(r"\n\s*\n|\n(?=\s*(?:\d+\.|[-*]) )", markdown):  # list items are paragraphs too
         if SOURCE.search(paragraph):
             continue  # quoted from a named run
         prose = re.sub(r"\$[^$]*\$|`[^`]*`", "", paragraph)  # formulas and code are not measurements
@@ -505,4 +505,5 @@ def test_the_typed_number_check_catches_a_measured_number_and_accepts_a_cited_on
         "6.13 nats",
     ]
     assert _run_numbers("（docs/results.md，commit 9576fff）：win rate 57.5 %") == []
+    assert _run_numbers("1. docs/results.md（commit 9576fff）：57.5 %\n2. KL 2.49") == ["2.49"]  # one citation per item
     assert _run_numbers("第 0 步 loss = 0.6931 = ln 2；公式 $\\sigma(0.5)=0.62$；`lr = 5e-05`") == []
