@@ -58,6 +58,8 @@ def _short_prompt(prompt: str) -> str:
 def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if type(value).__name__ in ("bool", "bool_"):  # python or numpy: a yes/no column
+        return "是" if value else ""
     if pattern.endswith("d}") and isinstance(value, float) and value.is_integer():
         value = int(value)  # a count column holding a missing value somewhere is stored as floats
     return pattern.format(value) if isinstance(value, (int, float)) else str(value)
@@ -134,6 +136,11 @@ def build_report(
         "",
         "## 對 SFT 的 win rate",
         "",
+        "區間以**主題**重抽（同一個主題的 prompt 不是獨立的）；"
+        "「扣掉雜訊列」是 win rate 減去同一個 judge 的 SFT 兩次取樣互比；"
+        "「評審即標註者」標出評審就是標註那個模型訓練資料的 judge 的列（第二輪由 oracle 標註）："
+        "那一列只說明模型學會了標註者的規則。",
+        "",
         _table(
             win_rates,
             {
@@ -145,16 +152,25 @@ def build_report(
                 "lc_win_rate": "控制長度",
                 "lc_ci_low": "下界",
                 "lc_ci_high": "上界",
-                "ties": "平手",
+                "wins_n": "勝",
+                "ties_n": "平",
+                "losses_n": "負",
+                "net_of_noise": "扣掉雜訊列",
+                "labeller": "評審即標註者",
                 "n_judged": "比較數",
+                "n_clusters": "主題數",
                 "errors": "錯誤",
             },
             {
                 "win_rate": "{:.1%}",
                 "win_ci_low": "{:.1%}",
                 "win_ci_high": "{:.1%}",
-                "ties": "{:.0%}",
+                "wins_n": "{:d}",
+                "ties_n": "{:d}",
+                "losses_n": "{:d}",
+                "net_of_noise": "{:+.1%}",
                 "n_judged": "{:d}",
+                "n_clusters": "{:d}",
                 "errors": "{:d}",
                 "lc_win_rate": "{:.1%}",
                 "lc_ci_low": "{:.1%}",

@@ -630,7 +630,10 @@ class Evaluation:
             self.human_row = None
             return None
         win_rate_fn = win_rate_fn or win_rate
-        row = win_rate_row(self.focus, result, seed=self.config.seed, win_rate_fn=win_rate_fn)
+        from .trust import prompt_clusters
+
+        clusters = prompt_clusters(self.judge_prompts)  # the human's pairs are the first judged prompts
+        row = win_rate_row(self.focus, result, clusters=clusters, seed=self.config.seed, win_rate_fn=win_rate_fn)
         labelled = {h.index for h in result.judgments}
         primary = self.judged["primary"]
         same = win_rate_fn(
