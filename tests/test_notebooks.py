@@ -85,8 +85,12 @@ def test_notebook_04_defaults_are_the_evaluate_commands_defaults():
 
 
 def test_notebook_03_exposes_its_training_knobs():
+    from dpo_lab.run.config import get_config
+
     declared = notebook_parameters(ROOT / "03-DPO_Training.ipynb")
-    assert declared["beta"] == 0.1
+    assert declared["beta"] is None  # the profile's default, which the parameters cell's comment states
+    comment = next(line for line in _nb("03-DPO_Training.ipynb").cells[1].source.splitlines() if "beta =" in line)
+    assert f"cpu {get_config('cpu').beta:g}" in comment and f"gpu {get_config('gpu').beta:g}" in comment, comment
     assert {"learning_rate", "steps", "use_reference_cache", "trl_steps"} <= set(declared)
 
 
@@ -334,7 +338,13 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert summary["ceiling"][0]["win_rate"] >= max(
         rates[("oracle", m)]["win_rate"] for m in ("DPO β=0.1", "DPO β=0.5")
     )
-    assert len(summary["counterfactual"]) == 3 * 5 and len({r["n"] for r in summary["counterfactual"]}) == 1
+    from dpo_lab.evaluation.metrics import ANY_DETAIL
+
+    per_prefix = [r for r in summary["counterfactual"] if r["prefix"] != ANY_DETAIL]
+    assert len(per_prefix) == 3 * 5 and len({r["n"] for r in per_prefix}) == 1
+    pooled = [r for r in summary["counterfactual"] if r["prefix"] == ANY_DETAIL]  # every detail, one row per DPO model
+    assert [r["model"] for r in pooled] == ["DPO β=0.1", "DPO β=0.5"]
+    assert all(r["win_ci_low"] <= r["win_vs_sft"] <= r["win_ci_high"] for r in pooled)
     assert [r["metric"] for r in summary["targets"]] == [
         "win rate vs SFT",
         "log-ratio margin (nats)",

@@ -1,10 +1,14 @@
 """The grader's fixed tiny world: a tokenizer and a policy/reference model pair shipped in the package.
 
-Shipped as files (``dpo_lab/fixtures/grading/``, about 200 KB) rather than rebuilt from a seed, so the
+Shipped as files (``dpo_lab/fixtures/grading/``, about 350 KB with the text snapshot) rather than rebuilt from a seed, so the
 exact values quoted in the exercise text do not move with a torch or tokenizers release. The
 tokenizer is byte-level BPE with ``<|endoftext|>`` as both EOS and pad (GPT-2's situation: the
 "pad == eos" pitfall is present); the two models are 2-layer GPT-2 decoders with different random
 weights, so the reference differs from the policy (a copy would give ln 2 whatever the code does).
+
+The tokenizer is trained on a frozen snapshot of the corpus' texts (``corpus/tokenizer_texts.jsonl.gz``,
+3000 texts of corpus version 3), not on today's corpus: the grading world must not move when the corpus
+does, or every quoted exact value would change with it.
 
 Rebuild (only if the files are lost): ``python -m dpo_lab.course.grading_fixture``.
 """
@@ -16,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "grading"
+TOKENIZER_TEXTS = FIXTURE_DIR / "corpus" / "tokenizer_texts.jsonl.gz"  # one JSON string a line
 POLICY_SEED, REFERENCE_SEED = 1, 2
 
 # The pair of the exact-value exercises (notebooks 02 and 03 spell out how it is tokenized).
@@ -26,16 +31,19 @@ EXACT_BETA = 0.1
 
 
 def build_fixture(out_dir: str | Path = FIXTURE_DIR) -> Path:
-    """Train the small tokenizer on the offline corpus and save it with two seeded tiny models."""
+    """Train the small tokenizer on the frozen corpus snapshot and save it with two seeded tiny models."""
+    import gzip
+    import json
+
     import torch
     from transformers import GPT2LMHeadModel
 
-    from ..data.corpus import corpus_texts
     from ..run.models import gpt2_config
     from ..run.tokenizers import train_bpe_tokenizer
 
     out = Path(out_dir)
-    tokenizer = train_bpe_tokenizer(corpus_texts(0)[:3000], vocab_size=512)
+    texts = [json.loads(line) for line in gzip.decompress(TOKENIZER_TEXTS.read_bytes()).decode("utf-8").splitlines()]
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=512)
     tokenizer.save_pretrained(out / "tokenizer")
     config = gpt2_config(len(tokenizer), n_layer=2, n_embd=16, n_head=2, n_positions=128, tokenizer=tokenizer)
     config.initializer_range = 0.3  # larger than GPT-2's 0.02: the two models' log-probs differ by nats, not hundredths

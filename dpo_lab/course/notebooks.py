@@ -1,6 +1,6 @@
 """Run the lab's four notebooks in order with papermill — the README's "run the lab" command.
 
-    python -m dpo_lab run --profile auto --run-dir runs/default          # 01 → 02 → 03 (β = 0.1) → 04
+    python -m dpo_lab run --profile auto --run-dir runs/default          # 01 → 02 → 03 (profile's β) → 04
     python -m dpo_lab run --run-dir runs/default --only 03 04 --beta 0.5  # another beta, then compare again
 
 Each notebook receives ``profile`` and ``run_dir`` (and ``seed`` / ``beta`` when given) through its
@@ -189,6 +189,10 @@ def _notebook_params(
         raise ValueError(f"{name}: no parameter(s) {unknown}; its parameters cell declares {sorted(declared)}")
     if "beta" in declared:
         params.setdefault("beta", declared["beta"])
+        if params["beta"] is None:  # "the profile's default": named in the executed copy, so each beta keeps its own
+            from ..run.config import get_config, resolve_profile
+
+            params["beta"] = get_config(resolve_profile(profile)).beta
     return params
 
 
