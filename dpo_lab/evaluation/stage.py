@@ -54,6 +54,9 @@ from .metrics import (
 
 LOSS_LABELS = {"sigmoid": "DPO", "ipo": "IPO", "hinge": "hinge", "conservative": "cDPO", "robust": "rDPO"}
 
+NO_ORACLE_VERDICT = "（這份資料沒有 corpus-fact oracle：結論以第 5 節主要 judge 的 win rate 與區間為準）"
+
+
 
 def model_label(run: dict[str, Any]) -> str:
     """How 04 names a DPO run (:func:`dpo_lab.run.layout.parse_dpo_run_name`): ``DPO β=0.1``, ``IPO β=0.1``,
@@ -674,6 +677,12 @@ class Evaluation:
             n_topics=len(set(prompt_clusters(self.judge_prompts))),
         )
         return self.headline
+
+    def verdict_markdown(self):
+        """04's conclusion as a Markdown object: :meth:`verdict`, or where there is no oracle, where to look instead."""
+        from IPython.display import Markdown
+
+        return Markdown(self.verdict() or NO_ORACLE_VERDICT)
 
     def tables(self) -> dict[str, Any]:
         import pandas as pd
