@@ -1,7 +1,7 @@
 """The grader's fixed tiny world: a tokenizer and a policy/reference model pair shipped in the package.
 
-Shipped as files (``dpo_lab/fixtures/grading/``, about 350 KB with the text snapshot) rather than rebuilt from a seed, so the
-exact values quoted in the exercise text do not move with a torch or tokenizers release. The
+Shipped as files (``dpo_lab/fixtures/grading/``, about 350 KB with the text snapshot) rather than rebuilt
+from a seed, so the exact values quoted in the exercise text do not move with a torch or tokenizers release. The
 tokenizer is byte-level BPE with ``<|endoftext|>`` as both EOS and pad (GPT-2's situation: the
 "pad == eos" pitfall is present); the two models are 2-layer GPT-2 decoders with different random
 weights, so the reference differs from the policy (a copy would give ln 2 whatever the code does).

@@ -57,7 +57,6 @@ LOSS_LABELS = {"sigmoid": "DPO", "ipo": "IPO", "hinge": "hinge", "conservative":
 NO_ORACLE_VERDICT = "（這份資料沒有 corpus-fact oracle：結論以第 5 節主要 judge 的 win rate 與區間為準）"
 
 
-
 def model_label(run: dict[str, Any]) -> str:
     """How 04 names a DPO run (:func:`dpo_lab.run.layout.parse_dpo_run_name`): ``DPO β=0.1``, ``IPO β=0.1``,
     ``cDPO ε=0.1 β=0.1``, ``DPO β=0.1 · round 2``."""
