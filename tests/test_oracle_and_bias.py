@@ -305,3 +305,30 @@ def test_agreement_table_counts_same_verdicts_on_the_same_generated_pairs():
     shown_a = [j.shown_first == "A" for j in first["m"].judgments]
     expected = sum((("A" if a else "B") == w) for a, w in zip(shown_a, truth["m"].outcomes)) / 4
     assert table.loc["first", "agree"] == expected
+
+
+def test_a_round_labelled_by_a_judge_is_marked_and_gets_a_judge_that_did_not_label_it():
+    """Round 2 labelled by the oracle: its oracle row says 'labeller', and its second judge is never the oracle."""
+    import pandas as pd
+
+    from dpo_lab.evaluation.trust import mark_labellers, second_judge
+
+    rates = pd.DataFrame(
+        [
+            {"model": "DPO β=0.5", "judge": "oracle", "win_rate": 0.57},
+            {"model": "DPO β=0.5", "judge": "gold judge", "win_rate": 0.59},
+            {"model": "round 2", "judge": "oracle", "win_rate": 0.71},
+            {"model": "round 2", "judge": "gold judge", "win_rate": 0.52},
+            {"model": "round 2 (gold-labelled)", "judge": "oracle", "win_rate": 0.55},
+            {"model": "round 2 (gold-labelled)", "judge": "gold judge", "win_rate": 0.80},
+            {"model": "round 2 (gold-labelled)", "judge": "human", "win_rate": 0.50},
+        ]
+    )
+    labellers = {"round 2": "oracle", "round 2 (gold-labelled)": "gold judge", "DPO β=0.5": "corpus labels"}
+    marked = mark_labellers(rates, labellers)
+    assert marked["labeller"].tolist() == [False, False, True, False, False, True, False]
+    assert second_judge(rates, "oracle", labellers) == {
+        "DPO β=0.5": 0.59,
+        "round 2": 0.52,  # the gold judge, not the oracle that labelled it
+        "round 2 (gold-labelled)": 0.50,  # neither the primary judge nor its own labeller
+    }
