@@ -24,14 +24,7 @@ from typing import Any
 
 import torch
 
-
-def _shared_start(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+from ..core.tokenization import common_prefix_length
 
 
 def opening_table(tokenizer, pairs: list[dict[str, Any]], *, by: str = "kind"):
@@ -43,7 +36,7 @@ def opening_table(tokenizer, pairs: list[dict[str, Any]], *, by: str = "kind"):
     for pair in pairs:
         chosen = tokenizer(pair["chosen"], add_special_tokens=False)["input_ids"]
         rejected = tokenizer(pair["rejected"], add_special_tokens=False)["input_ids"]
-        shared = _shared_start(chosen, rejected)
+        shared = common_prefix_length(chosen, rejected)
         row = rows.setdefault(pair.get(by, "all"), {"pairs": 0, "same_first": 0, "shared": 0, "length": 0})
         row["pairs"] += 1
         row["same_first"] += shared > 0
