@@ -261,20 +261,30 @@ def _cmd_student(args) -> int:
 
 def _cmd_grade(args) -> int:
     from .course.grader import Limits, grade, write_reports
+    from .course.isolation import SandboxUnavailable
 
     t0 = time.perf_counter()
     limits = Limits(exercise_timeout=args.timeout, cell_timeout=args.timeout, memory_mb=args.memory_mb)
-    reports = grade(args.paths, limits, jobs=args.jobs)
+    try:
+        reports = grade(args.paths, limits, jobs=args.jobs, seed=args.seed, unsafe=args.unsafe)
+    except SandboxUnavailable as e:
+        print(f"[grade] 拒絕評分：學生的程式碼必須在沙箱裡執行。{e}", file=sys.stderr)
+        return 2
     paths = write_reports(reports, args.out)
     if args.json:
         from .infra.atomic import atomic_write_text
 
-        keep = ("exercises", "total", "max_total", "student", "notebooks", "notes", "seconds")
+        keep = ("exercises", "total", "max_total", "student", "notebooks", "notes", "seconds", "seed", "sandbox")
         payload = {k: reports[0][k] for k in keep} if len(reports) == 1 else {"students": reports}
         atomic_write_text(args.json, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
     print(paths["summary.md"].read_text(encoding="utf-8"))
+    review = [r["student"] for r in reports if r.get("needs_review")]
+    if review:
+        print(f"[grade] ⚠ {len(review)} 位需要人工評分（見 summary.md 的 Grade by hand）：{', '.join(review)}")
+    if args.unsafe:
+        print("[grade] ⚠ --unsafe：沒有 OS 沙箱，只有 process 內的防護；報告裡已註明")
     print(
-        f"[grade] {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, "
+        f"[grade] seed {reports[0]['seed'] if reports else '—'}; {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, "
         "class.csv, students/)" + (f", {args.json}" if args.json else "")
     )
     return 0
@@ -492,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (one worker process each)")
     p.add_argument(
         "--memory-mb", type=int, default=4096, help="memory a submission may allocate before it gets a MemoryError"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="draw the checks' inputs from this seed (default: a fresh one, reported)"
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="grade without the bubblewrap sandbox (in-process guards only; the reports say so)",
     )
     p.set_defaults(func=_cmd_grade)
 

@@ -19,19 +19,28 @@ never the verdict.
 from __future__ import annotations
 
 import math
+import random
+import zlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any, Callable
 
 import torch
 
-from ..core.collator import PreferenceDataCollator
-from ..core.losses import dpo_loss, sequence_logprobs
+from ..core.collator import PreferenceDataCollator, SFTDataCollator, merge_pair_batches
+from ..core.collator import _right_pad as collator_right_pad
+from ..core.losses import _reduce as losses_reduce
+from ..core.losses import _shift as losses_shift
+from ..core.losses import dpo_loss, preference_loss, sequence_logprobs
 from ..data.sources import extract_prompt
-from ..evaluation.winrate import win_rate
-from ..fast.scored_logprobs import sequence_logprobs_lean
-from ..training.dpo import dpo_step
+from ..evaluation.elo import _games as elo_games
+from ..evaluation.winrate import _as_score as winrate_as_score
+from ..evaluation.winrate import win_rate, wins_ties_losses
+from ..fast.scored_logprobs import batch_logprobs, scored_sequence_logprobs, scored_token_logprobs, sequence_logprobs_lean
+from ..training.dpo import DPOLoop, dpo_step
 from . import grading_fixture as fx
+from .subject import LocalSubject, Subject, plain  # noqa: F401 - plain and Subject are part of the rubric's API
 
 # The published exact values (quoted in notebooks 02 and 03; tests recompute them independently).
 EXACT_CHOSEN_LOGP = -247.2251  # log π_policy(chosen | prompt), summed over the response tokens incl. EOS
@@ -94,7 +103,7 @@ def preload() -> None:
     fx.fixture_tokenizer()
     fx.fixture_models()
     fx.exact_pair_batch()
-    _tokenized_pairs()
+    _tokenized_pairs(current_seed())
 
 
 def max_points(name: str) -> int:
@@ -123,122 +132,88 @@ def _raises(exc_type, fn, *args) -> None:
     raise AssertionError(f"no {exc_type.__name__} raised")
 
 
-# ----------------------------------------------------------------------------------------------- subjects
+# ----------------------------------------------------------------------------------------------- drawn inputs
 
-_MAX_DEPTH = 8
-
-
-def plain(value: Any, _depth: int = 0) -> Any:
-    """`value` as data only (detached CPU tensors, numbers, strings, lists, tuples, dicts): what a check may
-    look at, and all that crosses from the grading worker to the grader (``torch.load(weights_only=True)``)."""
-    import numbers
-    from collections.abc import Mapping
-
-    if _depth > _MAX_DEPTH:
-        raise TypeError("returned a structure nested too deeply")
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {k if isinstance(k, str) else repr(k): plain(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [plain(v, _depth + 1) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    if hasattr(value, "__array__"):  # numpy arrays
-        return torch.as_tensor(value.__array__())
-    raise TypeError(f"returned a {type(value).__name__}, which is not a tensor, number, string, list, tuple or dict")
+DEFAULT_SEED = 0  # the self-checks' and tests' inputs; the grader draws a fresh seed for every grading run
+_SEED: ContextVar[int] = ContextVar("rubric_seed", default=DEFAULT_SEED)
 
 
-class Subject:
-    """How a check runs the student's object. Every method returns plain data (see :func:`plain`)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """The function's result."""
-        raise NotImplementedError
-
-    def with_grad(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Call with ``args[0]`` requiring grad; back-propagate the sum of the (first) output.
-        ``{"output", "requires_grad": [per output: its flag, None if not a tensor],
-        "grad": d sum / d args[0] or None}``."""
-        raise NotImplementedError
-
-    def collate(self, max_length: int | None = None) -> Any:
-        """The class built on the fixture tokenizer, called on the fixture pairs: the batch."""
-        raise NotImplementedError
-
-    def steps(self, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False) -> dict[str, Any]:
-        """`steps` calls of the step function on fresh fixture models: ``{"metrics", "policy", "reference",
-        "reference_grads"}`` (parameters by name; names of reference parameters that received a gradient)."""
-        raise NotImplementedError
+@contextmanager
+def drawing(seed: int):
+    """Draw every check's inputs from `seed` inside the block (recorded by the grader, so a grade can be
+    reproduced; fresh per grading run, so outputs hard-coded for one run's inputs fail the next)."""
+    token = _SEED.set(int(seed))
+    try:
+        yield
+    finally:
+        _SEED.reset(token)
 
 
-class LocalSubject(Subject):
-    """Runs the object in this process (the notebooks' self-checks, and the grading worker on the grader's behalf)."""
+def current_seed() -> int:
+    return _SEED.get()
 
-    def __init__(self, obj: Any):
-        self.obj = obj
 
-    def __call__(self, *args, **kwargs):
-        return plain(self.obj(*args, **kwargs))
+def _random(tag: str) -> random.Random:
+    return random.Random(f"{_SEED.get()}/{tag}")
 
-    def with_grad(self, *args, **kwargs):
-        x = args[0].clone().requires_grad_(True)
-        out = self.obj(x, *args[1:], **kwargs)
-        items = list(out) if isinstance(out, (tuple, list)) else [out]
-        flags = [bool(t.requires_grad) if isinstance(t, torch.Tensor) else None for t in items]
-        if flags and flags[0]:
-            items[0].sum().backward()
-        return {
-            "output": plain(out),
-            "requires_grad": flags,
-            "grad": None if x.grad is None else x.grad.detach().clone(),
-        }
 
-    def collate(self, max_length=None):
-        return plain(self.obj(fx.fixture_tokenizer(), max_length=max_length)(_pair_examples()))
-
-    def steps(self, steps=1, max_grad_norm=1.0, trainable_reference=False):
-        from collections.abc import Mapping
-
-        metrics, policy, reference = _run_steps(
-            self.obj, steps=steps, max_grad_norm=max_grad_norm, trainable_reference=trainable_reference
-        )
-        return {
-            "metrics": plain(metrics) if isinstance(metrics, Mapping) else f"<{type(metrics).__name__}>",
-            "policy": {n: p.detach().clone() for n, p in policy.named_parameters()},
-            "reference": {n: p.detach().clone() for n, p in reference.named_parameters()},
-            "reference_grads": [n for n, p in reference.named_parameters() if p.grad is not None],
-        }
+def _generator(tag: str) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(f"{_SEED.get()}/{tag}".encode()) + (_SEED.get() % 2**31) * 2**32)
 
 
 # ----------------------------------------------------------------------------------------------- 01 extract_prompt
 
-_TRANSCRIPTS = [
-    (
-        "\n\nHuman: What is DPO?\n\nAssistant: A way to align a model with preferences.",
-        "\n\nHuman: What is DPO?\n\nAssistant: No idea.",
-    ),
-    (
-        "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: I think blue.",
-        "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Name a colour.\n\nAssistant: I think red.",
-    ),
-]
+_WORDS = (
+    "the sky is blue because light scatters in air and a model learns what people prefer from pairs of answers "
+    "which one is better why does rain fall water cools into drops tea leaves grow on hills near the river "
+    "name a colour think about it please explain how trains run on rails"
+).split()
+
+
+def _sentence(rng: random.Random, low: int, high: int) -> str:
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(low, high))]
+    return " ".join(words).capitalize() + rng.choice(".?!")
+
+
+def _transcripts() -> list[tuple[str, str]]:
+    """This run's two pairs of HH transcripts: a single turn, and a multi-turn dialogue whose two responses
+    start alike (so a split at the first differing character, or at the first tag, gives the wrong prompt).
+    The rejected response is longer than the chosen one in one pair and shorter in the other."""
+    rng = _random("transcripts")
+    single = f"\n\nHuman: {_sentence(rng, 3, 6)}\n\nAssistant:"
+    history = "".join(
+        f"\n\nHuman: {_sentence(rng, 2, 3)}\n\nAssistant: {_sentence(rng, 2, 4)}" for _ in range(rng.randint(1, 2))
+    )
+    multi = f"{history}\n\nHuman: {_sentence(rng, 2, 4)}\n\nAssistant:"
+    start = " I think"
+    pairs = [
+        (single, " " + _sentence(rng, 7, 10), " " + _sentence(rng, 1, 3)),
+        (multi, f"{start} {_sentence(rng, 1, 2).lower()}", f"{start} {_sentence(rng, 5, 8).lower()}"),
+    ]
+    return [(prompt + chosen, prompt + rejected) for prompt, chosen, rejected in pairs]
 
 
 def _same_split(i: int):
     def run(fn):
         from ..data.sources import extract_prompt
 
-        got, want = tuple(fn(*_TRANSCRIPTS[i])), extract_prompt(*_TRANSCRIPTS[i])
+        pair = _transcripts()[i]
+        got, want = tuple(fn(*pair)), extract_prompt(*pair)
         if got != want:
             raise AssertionError(f"got {got!r}, expected {want!r}")
 
     return run
+
+
+def _no_assistant(fn):
+    rng = _random("no assistant")
+    text = f"\n\nHuman: {_sentence(rng, 2, 6)}"
+    _raises(ValueError, fn, text, text + rng.choice(["", " Thanks."]))
+
+
+def _different_prompts(fn):
+    first, second = _transcripts()
+    _raises(ValueError, fn, first[0], second[1])
 
 
 EXTRACT_PROMPT = [
@@ -257,13 +232,13 @@ EXTRACT_PROMPT = [
     Check(
         "no Assistant turn → ValueError",
         2,
-        lambda fn: _raises(ValueError, fn, "\n\nHuman: Hi", "\n\nHuman: Hi"),
+        _no_assistant,
         "raise ValueError when the tag is missing",
     ),
     Check(
         "different prompts → ValueError",
         2,
-        lambda fn: _raises(ValueError, fn, _TRANSCRIPTS[0][0], _TRANSCRIPTS[1][1]),
+        _different_prompts,
         "raise ValueError when the two prompts differ",
     ),
 ]
@@ -271,29 +246,40 @@ EXTRACT_PROMPT = [
 # ----------------------------------------------------------------------------------------------- 01 collator
 
 
-def _pair_examples():
+def _pair_examples() -> list[dict[str, Any]]:
     import copy
 
-    return copy.deepcopy(_tokenized_pairs())
+    return copy.deepcopy(_tokenized_pairs(current_seed()))
 
 
-@lru_cache(maxsize=1)
-def _tokenized_pairs():
-    """Tokenized once: the grader judges several submissions in threads, and one fast tokenizer must not be
-    used by two threads at once."""
+_TOKENIZED: dict[int, list[dict[str, Any]]] = {}
+
+
+def _tokenized_pairs(seed: int) -> list[dict[str, Any]]:
+    """This run's pairs, tokenized once per seed under the fixture lock: the grader judges several submissions
+    in threads, and one fast tokenizer must not be used by two threads at once."""
     from ..core.tokenization import tokenize_pair
     from ..data.sources import extract_prompt
 
-    tok = fx.fixture_tokenizer()
-    # rejected longer than chosen in one pair and shorter in the other, so row order and padding both show
-    return [tokenize_pair(tok, *extract_prompt(*pair)) for pair in _TRANSCRIPTS]
+    if seed not in _TOKENIZED:
+        tok = fx.fixture_tokenizer()
+        with fx._LOADING:
+            _TOKENIZED[seed] = [tokenize_pair(tok, *extract_prompt(*pair)) for pair in _transcripts()]
+    return _TOKENIZED[seed]
+
+
+def _truncation_length() -> int:
+    """A max_length that cuts every row of this run's pairs (drawn, so no single length can be special-cased)."""
+    shortest = min(len(e["prompt_ids"]) + min(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in _pair_examples())
+    return _random("max_length").randint(max(2, shortest // 2), shortest - 1)
 
 
 def _collate(subject, max_length=None):
     from ..core.collator import PreferenceDataCollator
 
-    got = subject.collate(max_length)
-    want = PreferenceDataCollator(fx.fixture_tokenizer(), max_length=max_length)(_pair_examples())
+    examples = _pair_examples()
+    got = subject.collate(examples, max_length)
+    want = PreferenceDataCollator(fx.fixture_tokenizer(), max_length=max_length)(examples)
     if all(key in got for key in ("input_ids", "attention_mask", "loss_mask")):
         got = _drop_masked_columns(got, want["input_ids"].shape[1])
     for key in ("input_ids", "attention_mask", "loss_mask"):
@@ -355,13 +341,14 @@ def _collator_eos(cls):
 
 
 def _collator_truncation(cls):
-    got, want = _collate(cls, max_length=12)
+    length = _truncation_length()
+    got, want = _collate(cls, max_length=length)
     real = want["attention_mask"].bool()
     for key in ("input_ids", "attention_mask", "loss_mask"):
         g, w = (got[key][real], want[key][real]) if key == "input_ids" else (got[key], want[key])
         if not torch.equal(g, w):
             raise AssertionError(
-                f"with max_length=12, '{key}' differs:\n{_rows(got[key])}\nexpected\n{_rows(want[key])}"
+                f"with max_length={length}, '{key}' differs:\n{_rows(got[key])}\nexpected\n{_rows(want[key])}"
             )
 
 
@@ -396,12 +383,19 @@ COLLATOR = [
 
 
 def _logits_fixture():
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 7, 11, generator=g) * 2
-    ids = torch.randint(0, 11, (4, 7), generator=g)
-    # prompt zeros, response ones, padding zeros; row 1's response reaches the last column (its EOS)
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1, 0]])
-    return logits, ids, mask
+    """This run's logits [N, T, V], ids and loss_mask: each row has a prompt (zeros), a response (ones) and
+    padding (zeros); one row's response reaches the last column (its EOS), one row has a one-token response."""
+    rng, g = _random("logits"), _generator("logits")
+    n, t, v = rng.randint(4, 6), rng.randint(7, 10), rng.randint(9, 14)
+    logits = torch.randn(n, t, v, generator=g) * 2
+    ids = torch.randint(0, v, (n, t), generator=g)
+    mask = torch.zeros(n, t, dtype=torch.long)
+    for row in range(n):
+        start = rng.randint(1, t - 2)
+        length = {0: t - start, 1: 1}.get(row, rng.randint(1, t - start))
+        mask[row, start : start + length] = 1
+    order = torch.randperm(n, generator=g)
+    return logits, ids, mask[order]
 
 
 def _logprobs_sum(fn):
@@ -426,7 +420,7 @@ def _logprobs_unscored(fn):
     logits, ids, mask = _logits_fixture()
     scored = torch.zeros_like(mask)
     scored[:, 1:] = mask[:, 1:]  # the labels that are scored; every other id may change freely
-    changed = torch.where(scored.bool(), ids, (ids + 5) % 11)
+    changed = torch.where(scored.bool(), ids, (ids + 5) % logits.shape[-1])
     changed_logits = logits.clone()
     changed_logits[:, -1] += 7.0  # the last position predicts nothing
     _close(fn(changed_logits, changed, mask), fn(logits, ids, mask), "log-probs after changing prompt/padding ids")
@@ -499,22 +493,28 @@ SEQUENCE_LOGPROBS = [
 
 
 def _logp_fixture():
-    g = torch.Generator().manual_seed(1)
-    return tuple(torch.randn(5, generator=g) * 10 - 50 for _ in range(4))
+    """This run's (policy_chosen, policy_rejected, ref_chosen, ref_rejected) log-probs, one value per pair."""
+    g = _generator("logps")
+    size = int(torch.randint(4, 9, (1,), generator=g))
+    return tuple(torch.randn(size, generator=g) * 10 - 50 for _ in range(4))
+
+
+def _beta() -> float:
+    return round(_random("beta").uniform(0.05, 0.6), 3)
 
 
 def _loss_ln2(fn):
     pc, pr, _, _ = _logp_fixture()
-    losses, chosen, rejected = fn(pc, pr, pc.clone(), pr.clone(), 0.1)
-    _close(losses, torch.full((5,), math.log(2)), "per-pair losses when policy == reference")
-    _close(chosen, torch.zeros(5), "chosen rewards when policy == reference")
+    losses, chosen, rejected = fn(pc, pr, pc.clone(), pr.clone(), _beta())
+    _close(losses, torch.full(pc.shape, math.log(2)), "per-pair losses when policy == reference")
+    _close(chosen, torch.zeros(pc.shape), "chosen rewards when policy == reference")
 
 
 def _loss_values(fn):
     from ..core.losses import dpo_loss
 
     args = _logp_fixture()
-    got, want = fn(*args, 0.3), dpo_loss(*args, 0.3)
+    got, want = fn(*args, _beta()), dpo_loss(*args, _beta())
     _close(got[0], want[0], "per-pair losses", atol=1e-4)
 
 
@@ -522,19 +522,19 @@ def _loss_rewards(fn):
     from ..core.losses import dpo_loss
 
     args = _logp_fixture()
-    got, want = fn(*args, 0.3), dpo_loss(*args, 0.3)
+    got, want = fn(*args, _beta()), dpo_loss(*args, _beta())
     _close(got[1], want[1], "chosen rewards", atol=1e-4)
     _close(got[2], want[2], "rejected rewards", atol=1e-4)
 
 
 def _loss_swap(fn):
     pc, pr, rc, rr = _logp_fixture()
-    a, b = fn(pc, pr, rc, rr, 0.3), fn(pr, pc, rr, rc, 0.3)
+    a, b = fn(pc, pr, rc, rr, _beta()), fn(pr, pc, rr, rc, _beta())
     _close(a[1] - a[2], -(b[1] - b[2]), "margin after swapping chosen and rejected", atol=1e-4)
 
 
 def _loss_detached(fn):
-    flags = fn.with_grad(*_logp_fixture(), 0.3)["requires_grad"]
+    flags = fn.with_grad(*_logp_fixture(), _beta())["requires_grad"]
     if len(flags) != 3 or None in flags:
         raise AssertionError(
             f"expected three tensors (losses, chosen_rewards, rejected_rewards), got {len(flags)} value(s)"
@@ -550,7 +550,8 @@ def _loss_stable(fn):
     from ..core.losses import dpo_loss
 
     pc, pr, rc, rr = _logp_fixture()
-    got, want = fn(pc, pr + 2000, rc, rr, 0.5), dpo_loss(pc, pr + 2000, rc, rr, 0.5)
+    beta = 0.5 + _beta()  # beta * margin far below -80, where sigmoid underflows in float32
+    got, want = fn(pc, pr + 2000, rc, rr, beta), dpo_loss(pc, pr + 2000, rc, rr, beta)
     if not torch.isfinite(got[0]).all():
         raise AssertionError(f"losses {_short(got[0])} for a margin of -1000: not finite")
     _close(got[0], want[0], "losses for a very negative margin", atol=1e-3)
@@ -619,28 +620,11 @@ def _step_batch():
     return PreferenceDataCollator(fx.fixture_tokenizer())(_pair_examples())
 
 
-def _run_steps(step_fn, *, steps: int = 1, max_grad_norm: float = 1.0, trainable_reference: bool = False):
-    """(metrics of the last step, the policy after the steps, the reference) for one implementation (run by a
-    subject).
-    """
-    policy, reference = fx.fixture_models()
-    if not trainable_reference:
-        for p in reference.parameters():
-            p.requires_grad_(False)
-    batch = _step_batch()
-    optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
-    metrics = None
-    for _ in range(steps):
-        metrics = step_fn(
-            policy, reference, {k: v.clone() for k, v in batch.items()}, optimizer, 0.1, max_grad_norm=max_grad_norm
-        )
-    return metrics, policy, reference
-
-
 def _compare_steps(fn, **kwargs):
     from ..training.dpo import dpo_step
 
-    got_run, want_run = fn.steps(**kwargs), LocalSubject(dpo_step).steps(**kwargs)
+    batch, beta = _step_batch(), _beta()
+    got_run, want_run = fn.steps(batch, beta=beta, **kwargs), LocalSubject(dpo_step).steps(batch, beta=beta, **kwargs)
     (got, got_policy), (want, want_policy) = (
         (got_run["metrics"], got_run["policy"]),
         (want_run["metrics"], want_run["policy"]),
@@ -677,7 +661,7 @@ def _step_twice(fn):
 
 
 def _step_reference(fn):
-    run = fn.steps(trainable_reference=True)
+    run = fn.steps(_step_batch(), trainable_reference=True, beta=_beta())
     _, fresh = fx.fixture_models()
     if run["reference_grads"]:
         raise AssertionError("the reference received gradients (its forward pass built a graph)")
@@ -711,25 +695,40 @@ DPO_STEP = [
 # ----------------------------------------------------------------------------------------------- 04 win_rate
 
 
-def _rate(outcomes, expected):
+def _outcomes(kind: str) -> list:
+    """This run's outcome list for one check (drawn: a lookup table of fixed inputs cannot pass)."""
+    rng = _random(f"outcomes/{kind}")
+    n = rng.randint(4, 9)
+    if kind == "letters":  # every letter at least once
+        values = ["A", "B", "tie"] + [rng.choice(["A", "B", "tie"]) for _ in range(n - 3)]
+    elif kind == "numbers":
+        values = [1, 0, 0.5] + [rng.choice([1, 0, 0.5, 1.0, 0.0]) for _ in range(n - 3)]
+    elif kind == "ties":  # wins and ties only: leaving the ties out gives 1.0
+        values = ["A"] * rng.randint(1, 3) + ["tie"] * rng.randint(2, 4)
+    else:  # "all ties"
+        values = ["tie"] * rng.randint(2, 7)
+    rng.shuffle(values)
+    return values
+
+
+def _rate(kind: str):
     def run(fn):
-        _close(float(fn(list(outcomes))), expected, f"win_rate({outcomes})", atol=1e-9)
+        outcomes = _outcomes(kind)
+        _close(float(fn(list(outcomes))), win_rate(outcomes), f"win_rate({outcomes})", atol=1e-9)
 
     return run
 
 
 WIN_RATE = [
-    Check("['A', 'B', 'tie'] → 0.5", 2, _rate(["A", "B", "tie"], 0.5), "'A' = 1, 'B' = 0, 'tie' = 0.5"),
+    Check("'A' / 'B' / 'tie' outcomes", 2, _rate("letters"), "'A' = 1, 'B' = 0, 'tie' = 0.5"),
+    Check("numbers are scores: 1, 0, 0.5", 2, _rate("numbers"), "numbers are scores already: 1 win, 0 loss, 0.5 tie"),
     Check(
-        "[1, 1, 0, 0.5] → 0.625", 2, _rate([1, 1, 0, 0.5], 0.625), "numbers are scores already: 1 win, 0 loss, 0.5 tie"
-    ),
-    Check(
-        "['A', 'tie', 'tie', 'B', 'A'] → 0.6",
+        "ties count half and stay in the denominator",
         2,
-        _rate(["A", "tie", "tie", "B", "A"], 0.6),
+        _rate("ties"),
         "ties count as HALF a win and stay in the denominator",
     ),
-    Check("['tie'] * 4 → 0.5", 2, _rate(["tie"] * 4, 0.5), "a model against itself, all ties, is at 50 %"),
+    Check("all ties → 0.5", 2, _rate("all ties"), "a model against itself, all ties, is at 50 %"),
     Check(
         "empty list → ValueError",
         2,
@@ -826,10 +825,10 @@ ZH_TW: dict[str, tuple[str, str]] = {
         "reference 沒有梯度、權重不變",
         "reference 的 log-prob 在 torch.no_grad() 下計算（即使它的參數 requires_grad 是 True）",
     ),
-    "['A', 'B', 'tie'] → 0.5": ("['A', 'B', 'tie'] → 0.5", "'A' = 1、'B' = 0、'tie' = 0.5"),
-    "[1, 1, 0, 0.5] → 0.625": ("[1, 1, 0, 0.5] → 0.625", "數字本身就是分數：1 勝、0 敗、0.5 平手"),
-    "['A', 'tie', 'tie', 'B', 'A'] → 0.6": ("['A', 'tie', 'tie', 'B', 'A'] → 0.6", "平手算半勝，而且留在分母裡"),
-    "['tie'] * 4 → 0.5": ("['tie'] * 4 → 0.5", "模型和自己比、全部平手，是 50 %"),
+    "'A' / 'B' / 'tie' outcomes": ("'A' / 'B' / 'tie' 的結果", "'A' = 1、'B' = 0、'tie' = 0.5"),
+    "numbers are scores: 1, 0, 0.5": ("數字就是分數：1、0、0.5", "數字本身就是分數：1 勝、0 敗、0.5 平手"),
+    "ties count half and stay in the denominator": ("平手算半勝、留在分母裡", "平手算半勝，而且留在分母裡"),
+    "all ties → 0.5": ("全部平手 → 0.5", "模型和自己比、全部平手，是 50 %"),
     "empty list → ValueError": ("空 list → ValueError", "零次比較的勝率沒有定義：raise ValueError"),
 }
 
@@ -861,9 +860,26 @@ REFERENCES: dict[str, Any] = {
     "dpo_step": dpo_step,
     "win_rate": win_rate,
 }
-# Other package functions that compute an exercise's answer: calling them is delegating too.
-EQUIVALENTS: dict[str, tuple[Any, ...]] = {"sequence_logprobs": (sequence_logprobs_lean,)}
-assert REFERENCES.keys() == EXERCISES.keys()
+# Other package code that computes an exercise's answer, or the step that makes it (a wrapper that only calls
+# the reference needs no entry: it fails with it). The grader withholds an exercise's reference AND these from
+# the copy of the package its worker sees (:mod:`dpo_lab.course.withhold`); a reference of ANOTHER exercise
+# stays (dpo_step is written with the package's batch_logprobs and dpo_loss).
+EQUIVALENTS: dict[str, tuple[Any, ...]] = {
+    "extract_prompt": (),
+    "PreferenceDataCollator": (SFTDataCollator, merge_pair_batches, collator_right_pad),
+    "sequence_logprobs": (
+        sequence_logprobs_lean,
+        scored_sequence_logprobs,
+        scored_token_logprobs,
+        batch_logprobs,
+        losses_shift,
+        losses_reduce,
+    ),
+    "dpo_loss": (preference_loss,),
+    "dpo_step": (DPOLoop,),
+    "win_rate": (winrate_as_score, wins_ties_losses, elo_games),
+}
+assert REFERENCES.keys() == EXERCISES.keys() == EQUIVALENTS.keys()
 
 
 def reference_object(name: str) -> Any:

@@ -1,21 +1,23 @@
-"""Run a student's exercise cells in a separate, guarded Python process, on the grader's behalf.
+"""The grading worker: runs a student's exercise cells, then runs their objects on the grader's inputs.
 
-The grader (:mod:`dpo_lab.course.grader`) starts ``python -m dpo_lab.course.sandbox JOB.json`` per notebook. The
-worker imports torch and the fixtures first, then *arms* its guards and executes the student's cells
-into one module namespace. Then it serves the grader's requests: "run exercise X's object on these
-inputs" (:class:`dpo_lab.course.rubric.LocalSubject`), answering with plain data. The VERDICT is computed by
-the grader from those answers, in a process where no student code runs: code in a submission can write
-anything to the message channel, but all it can claim is what its own functions returned. While armed:
+The grader (:mod:`dpo_lab.course.grader`) starts ``python -m dpo_lab.course.sandbox JOB.json`` for each group of
+exercises of a notebook, inside the operating-system sandbox of :mod:`dpo_lab.course.isolation` (bubblewrap:
+an empty root with read-only Python, a copy of the package whose graded references are withheld
+(:mod:`dpo_lab.course.withhold`), a small tmpfs working folder, no network, its own PID namespace). That
+sandbox is the security boundary. This module adds, before any student code runs, the limits the kernel
+enforces (:func:`confine`: an unprivileged uid when started as root, CPU time, address space, file size,
+processes) and, inside the process, guards that turn accidents into clear messages:
 
 * a time limit per cell and per exercise (SIGALRM for Python code; the grader kills the process when
   C code does not return, and carries on in a new worker without that cell or exercise);
 * printed output is capped, so a ``while True: print(...)`` ends with a clear message;
-* an audit hook (PEP 578) refuses writes outside the sandbox folder, reads outside it other than the
-  Python installation and this package, subprocesses, sockets, ``ctypes`` and file deletion.
+* an audit hook (PEP 578) refuses writes outside the working folder, subprocesses, sockets, ``ctypes`` and
+  file deletion, with a message naming what was tried.
 
-A guard that fires gives 0 for that exercise (even if the student's code caught the exception). The
-guards stop accidents and casual escapes in course submissions; they are not a security boundary
-against a determined attacker — run the grader as an unprivileged user or in a container for that.
+Code in a submission can switch the in-process guards off; it cannot leave the sandbox, and it cannot set its
+score: the worker only runs the student's objects on inputs the grader sends (:class:`dpo_lab.course.subject.
+LocalSubject`) and answers with plain data; the verdict is computed by the grader, outside. A guard that fires
+gives 0 for that exercise (even if the student's code caught the exception).
 
 Protocol: one JSON object per line. Worker → grader on the worker's original stdout:
 ``{"event": "started"}``, ``{"event": "cell", "index", "error", "guard"}`` per cell, ``{"event": "ready"}``,
@@ -49,7 +51,6 @@ class _State:
     read_roots: tuple[str, ...] = ()
     violation = ""  # first guard message of the current exercise; survives a student's `except`
     grading = ""  # the exercise being graded
-    delegated = ""  # set when the student's code calls the package's own implementation of that exercise
 
 
 _STATE = _State()
@@ -234,72 +235,6 @@ class _NoIPython:
         return lambda *args, **kwargs: None
 
 
-def _reference_sites() -> list[tuple[Any, str, str]]:
-    """Every ``(module, attribute, exercise)`` of the loaded package bound to an exercise's reference.
-
-    Found by identity in ``sys.modules`` (not listed by name), so moving or re-exporting a function
-    cannot silently switch the delegation check off.
-    """
-    from . import rubric
-
-    targets = {id(obj): name for name, obj in rubric.REFERENCES.items() if name != "PreferenceDataCollator"}
-    targets |= {id(obj): name for name, objs in rubric.EQUIVALENTS.items() for obj in objs}
-    return [
-        (module, attr, targets[id(value)])
-        for name, module in sorted(sys.modules.items())
-        if name == "dpo_lab" or name.startswith("dpo_lab.")
-        for attr, value in sorted(vars(module).items())
-        if id(value) in targets
-    ]
-
-
-def _called_from_submission(depth: int = 2) -> bool:
-    return sys._getframe(depth).f_code.co_filename.startswith("<cell ")
-
-
-def _watch(exercise: str, fn):
-    """`fn` unchanged, except that a call made directly by the submission while `exercise` is graded is recorded."""
-    import functools
-
-    @functools.wraps(fn)
-    def watched(*args, **kwargs):
-        if _STATE.grading == exercise and _called_from_submission():
-            _STATE.delegated = (
-                _STATE.delegated or f"calls the package's own {fn.__module__}.{fn.__name__} instead of implementing it"
-            )
-        return fn(*args, **kwargs)
-
-    return watched
-
-
-def _install_tripwires() -> None:
-    """Before the student's cells run (so `from dpo_lab import dpo_loss` binds the watched version)."""
-    from ..core.collator import PreferenceDataCollator
-
-    watched: dict[int, Any] = {}
-    for module, attr, exercise in _reference_sites():
-        original = getattr(module, attr)
-        setattr(module, attr, watched.setdefault(id(original), _watch(exercise, original)))
-    call = PreferenceDataCollator.__call__
-
-    def watched_call(self, examples):
-        if _STATE.grading == "PreferenceDataCollator" and _called_from_submission():
-            _STATE.delegated = (
-                _STATE.delegated or "calls the package's own dpo_lab.PreferenceDataCollator instead of implementing it"
-            )
-        return call(self, examples)
-
-    PreferenceDataCollator.__call__ = watched_call
-
-
-def _delegation(name: str, obj: Any) -> str:
-    from ..core.collator import PreferenceDataCollator
-
-    if name == "PreferenceDataCollator" and isinstance(obj, type) and issubclass(obj, PreferenceDataCollator):
-        return "subclasses the package's own dpo_lab.PreferenceDataCollator instead of implementing it"
-    return _STATE.delegated
-
-
 def _limit_memory(megabytes: int | None) -> None:
     """Cap the address space at what the worker already maps plus `megabytes`: a huge allocation in the
     student's code becomes a MemoryError for that exercise instead of swapping the instructor's machine."""
@@ -332,27 +267,48 @@ def decode(text: str) -> Any:
     return torch.load(io.BytesIO(base64.b64decode(text.encode("ascii"), validate=True)), weights_only=True)
 
 
-def _raised(e: BaseException) -> dict[str, str]:
+def _raised(e: BaseException) -> dict[str, Any]:
+    """The exception as data: its class name, message and the builtin classes it derives from (so the grader
+    can compare with ``isinstance``: a ``ValueError`` subclass is a ``ValueError``)."""
     text = str(e).strip()
-    return {"type": type(e).__name__, "message": text[:4000]}
+    bases = [c.__name__ for c in type(e).__mro__ if c.__module__ == "builtins"]
+    return {"type": type(e).__name__, "message": text[:4000], "bases": bases[:12]}
+
+
+def _withheld_abort() -> str:
+    from . import withheld
+
+    if not withheld.CALLED:
+        return ""
+    return f"calls the package's own {withheld.CALLED[0]} instead of implementing it (withheld while grading)"
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    import importlib
+
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class _Exercise:
     """The exercise being served: its object, its bindings, its printed output and its guard record."""
 
-    def __init__(self, name: str, namespace: dict[str, Any], max_output: int):
-        from . import rubric
+    def __init__(self, name: str, namespace: dict[str, Any], max_output: int, bind: dict[str, list[str]]):
+        from . import withheld
 
         self.name, self.namespace, self.output = name, namespace, _CappedOutput(max_output)
         self.obj = namespace.get(name)
-        uses = rubric.USES.get(name, {})
-        self.saved = {k: namespace.get(k) for k in uses}
-        for key, other in uses.items():  # each exercise is graded on its own: the exercises it calls are the package's
-            namespace[key] = rubric.reference_object(other)
-        _STATE.grading, _STATE.delegated, _STATE.violation = name, "", ""
+        self.saved = {k: namespace.get(k) for k in bind}
+        for key, (module, qualname) in bind.items():  # graded on its own: the exercises it calls are the package's
+            namespace[key] = _lookup(module, qualname)
+        _STATE.grading, _STATE.violation = name, ""
+        withheld.CALLED.clear()
 
     def serve(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
-        from .rubric import LocalSubject
+        from . import withheld
+        from .subject import LocalSubject
 
         args, kwargs = decode(request["payload"])
         method = getattr(LocalSubject(self.obj), op)
@@ -362,39 +318,66 @@ class _Exercise:
                     result = method(*args, **kwargs)
         except GuardTripped:
             return {"abort": _STATE.violation}
+        except withheld.Withheld:
+            return {"abort": _withheld_abort()}
         except Exception as e:  # noqa: BLE001 - the student's function failed: the grader's check reports it
-            if _STATE.violation:
-                return {"abort": _STATE.violation}
+            if _STATE.violation or _withheld_abort():
+                return {"abort": _STATE.violation or _withheld_abort()}
             return {"raised": _raised(e)}
         except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from student code
-            return {"abort": _STATE.violation or _short_error(e, "")}
-        if _STATE.violation:  # tripped, and the student's code swallowed the exception
-            return {"abort": _STATE.violation}
+            return {"abort": _STATE.violation or _withheld_abort() or _short_error(e, "")}
+        if _STATE.violation or _withheld_abort():  # tripped, and the student's code swallowed the exception
+            return {"abort": _STATE.violation or _withheld_abort()}
         return {"ok": encode(result)}
 
     def finish(self) -> dict[str, Any]:
-        delegated = _delegation(self.name, self.obj)
         _STATE.grading = ""
         for key, value in self.saved.items():
             if value is None:
                 self.namespace.pop(key, None)
             else:
                 self.namespace[key] = value
-        return {"delegated": delegated, "printed": self.output.kept.getvalue()[:500]}
+        return {"delegated": _withheld_abort(), "printed": self.output.kept.getvalue()[:500]}
+
+
+def confine(job: dict[str, Any]) -> None:
+    """Kernel-enforced limits, before any student code: drop root, then cap CPU, file size, processes, cores.
+    Soft = hard, so the student's code cannot raise them again."""
+    import resource
+
+    drop = job.get("drop_to")
+    if drop and os.getuid() == 0:
+        uid, gid = drop
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        if os.getuid() == 0 or os.geteuid() == 0:
+            raise PermissionError("could not drop root privileges")
+    for limit, value in (
+        (resource.RLIMIT_CPU, job.get("cpu_seconds")),
+        (resource.RLIMIT_FSIZE, job.get("file_mb") and job["file_mb"] * 2**20),
+        (resource.RLIMIT_NPROC, job.get("max_processes")),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        if value is None:
+            continue
+        _, hard = resource.getrlimit(limit)
+        value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
+        resource.setrlimit(limit, (value, value))
 
 
 def run_job(job: dict[str, Any], emit, requests) -> None:
     """Execute the job's cells, then answer the grader's requests until it closes `requests`."""
     import torch
 
-    from . import grading_fixture, rubric
+    from . import grading_fixture, subject, withheld  # noqa: F401 - imported before the guards go up
 
     torch.set_num_threads(1)
     grading_fixture.fixture_tokenizer()
     grading_fixture.fixture_models()  # load the fixture files before the guards go up
-    _install_tripwires()
-    for name in rubric.EXERCISES:
-        rubric.reference_object(name)
+    for bind in job.get("bind", {}).values():
+        for module, qualname in bind.values():
+            _lookup(module, qualname)
     encode(decode(encode(((torch.zeros(1), "x"), {}))))  # import what (de)serialising needs before the guards go up
     _magic_free("%matplotlib inline")  # import IPython's transformer before the guards go up
     _limit_memory(job.get("memory_mb"))
@@ -430,7 +413,8 @@ def run_job(job: dict[str, Any], emit, requests) -> None:
         request = json.loads(line)
         op, reply = request["op"], {"id": request["id"]}
         if op == "begin":
-            exercise = _Exercise(request["exercise"], namespace, job["max_output"])
+            name = request["exercise"]
+            exercise = _Exercise(name, namespace, job["max_output"], job.get("bind", {}).get(name, {}))
             reply["defined"] = exercise.obj is not None
         elif op == "end" and exercise is not None:
             reply.update(exercise.finish())
@@ -444,9 +428,11 @@ def run_job(job: dict[str, Any], emit, requests) -> None:
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    confine(job)
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
     log = os.open(os.path.join(job["sandbox"], "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # a file grown past the limit ends the worker (reported)
     os.dup2(log, 1)  # printing (also from C) does not reach the protocol by accident
     os.dup2(log, 2)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)

@@ -105,8 +105,8 @@ BUGS = [
     Bug("dpo_step", "no_grad_norm_returned", "loss, rewards and updated weights match the reference step",
         (('return {**metrics, "grad_norm": float(grad_norm)}', "return metrics"),)),
     # ------------------------------------------------------------------ 6 win_rate
-    Bug("win_rate", "ties_as_losses", "['A', 'B', 'tie'] → 0.5", (('"tie": 0.5', '"tie": 0.0'),)),
-    Bug("win_rate", "ties_left_out", "['A', 'tie', 'tie', 'B', 'A'] → 0.6",
+    Bug("win_rate", "ties_as_losses", "'A' / 'B' / 'tie' outcomes", (('"tie": 0.5', '"tie": 0.0'),)),
+    Bug("win_rate", "ties_left_out", "ties count half and stay in the denominator",
         (("return sum(scores) / len(scores)", "decided = [s for s in scores if s != 0.5]\n    return sum(decided) / len(decided)"),)),
     Bug("win_rate", "empty_is_zero", "empty list → ValueError",
         (('raise ValueError("win_rate() needs at least one comparison")', "return 0.0"),)),
