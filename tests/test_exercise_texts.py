@@ -63,10 +63,10 @@ RULES: dict[str, dict[str, list[str]]] = {
         "the reference gets no gradient and does not change": ["`requires_grad` 是 True 也**不能**得到梯度"],
     },
     "win_rate": {
-        "['A', 'B', 'tie'] → 0.5": ["平手算一半"],
-        "[1, 1, 0, 0.5] → 0.625": ["`1`、`0`、`0.5`"],
-        "['A', 'tie', 'tie', 'B', 'A'] → 0.6": ['`"A"`、`"B"`、`"tie"`'],
-        "['tie'] * 4 → 0.5": ["平手算一半"],
+        "'A' / 'B' / 'tie' outcomes": ['`"A"`、`"B"`、`"tie"`'],
+        "numbers are scores: 1, 0, 0.5": ["`1`、`0`、`0.5`"],
+        "ties count half and stay in the denominator": ["平手算一半"],
+        "all ties → 0.5": ["平手算一半"],
         "empty list → ValueError": ["空 list 要 `raise ValueError`"],
     },
 }

@@ -311,19 +311,32 @@ def test_a_hang_in_c_code_costs_only_its_exercise_within_the_limit(tmp_path):
     )
 
 
-def test_delegation_is_watched_wherever_the_package_binds_a_reference(monkeypatch):
-    """The grader finds each exercise's reference by identity in every loaded dpo_lab module: a re-export or a
-    moved module is watched too (the old hand-written list missed `dpo_lab.dpo_step` and went stale on a move)."""
+def test_the_workers_package_copy_has_no_graded_reference_left(tmp_path):
+    """Every reference and equivalent of an exercise raises Withheld in that exercise's copy of the package (called
+    however: the re-export, the module, rubric.REFERENCES, __wrapped__), while another exercise's stays."""
+    import subprocess
     import sys
-    import types
 
-    from dpo_lab.course import sandbox
+    from dpo_lab.course import withhold
 
-    sites = {(module.__name__, attr): exercise for module, attr, exercise in sandbox._reference_sites()}
-    assert sites[("dpo_lab", "dpo_step")] == sites[("dpo_lab.training.dpo", "dpo_step")] == "dpo_step"
-    assert sites[("dpo_lab", "sequence_logprobs_lean")] == "sequence_logprobs"  # an equivalent counts as delegating
-    assert set(sites.values()) == set(rubric.REFERENCES) - {"PreferenceDataCollator"}  # the collator: via __call__
-    moved = types.ModuleType("dpo_lab.somewhere_new")
-    moved.loss = rubric.REFERENCES["dpo_loss"]
-    monkeypatch.setitem(sys.modules, moved.__name__, moved)
-    assert ("dpo_lab.somewhere_new", "loss") in {(m.__name__, a) for m, a, _ in sandbox._reference_sites()}
+    withhold.build(["dpo_step", "win_rate"], tmp_path)
+    code = (
+        "import dpo_lab, dpo_lab.evaluation.winrate as w\n"
+        "from dpo_lab.course import rubric, withheld\n"
+        "assert dpo_lab.__file__.startswith(%r), dpo_lab.__file__\n"
+        "out = []\n"
+        "for f in (lambda: dpo_lab.win_rate(['A']), lambda: w.win_rate(['A']), lambda: rubric.REFERENCES['win_rate'](['A']),\n"
+        "          lambda: getattr(dpo_lab.win_rate, '__wrapped__', dpo_lab.win_rate)(['A']), lambda: w._as_score('A', 0),\n"
+        "          lambda: dpo_lab.dpo_step(None, None, None, None, 0.1), lambda: dpo_lab.training.dpo.DPOLoop.train_step(*[None] * 7)):\n"
+        "    try:\n        f(); out.append('available')\n    except withheld.Withheld:\n        out.append('withheld')\n"
+        "import torch\nx = torch.zeros(2)\nout.append(float(dpo_lab.dpo_loss(x, x, x, x, 0.1)[0][0]))\n"
+        "print(out)\n"
+    ) % str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path)}, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(["withheld"] * 7 + [0.6931471824645996]), done.stdout
+    assert withhold.worker_groups(["dpo_loss", "dpo_step"]) == [["dpo_loss"], ["dpo_step"]]  # dpo_step uses dpo_loss
+    with pytest.raises(LookupError):  # a reference that moved is an error, never silently left in place
+        withhold.stripped_source("def other():\n    pass\n", "m", {"win_rate"})

@@ -319,7 +319,7 @@ class _Exercise:
         except GuardTripped:
             return {"abort": _STATE.violation}
         except withheld.Withheld:
-            return {"abort": _withheld_abort()}
+            return {"abort": _STATE.violation or _withheld_abort()}
         except Exception as e:  # noqa: BLE001 - the student's function failed: the grader's check reports it
             if _STATE.violation or _withheld_abort():
                 return {"abort": _STATE.violation or _withheld_abort()}
