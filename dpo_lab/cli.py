@@ -284,7 +284,8 @@ def _cmd_grade(args) -> int:
     if args.unsafe:
         print("[grade] ⚠ --unsafe：沒有 OS 沙箱，只有 process 內的防護；報告裡已註明")
     print(
-        f"[grade] seed {reports[0]['seed'] if reports else '—'}; {len(reports)} submission(s) in {time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, "
+        f"[grade] seed {reports[0]['seed'] if reports else '—'}; {len(reports)} submission(s) in "
+        f"{time.perf_counter() - t0:.1f} s -> {args.out}/ (summary.md, "
         "class.csv, students/)" + (f", {args.json}" if args.json else "")
     )
     return 0

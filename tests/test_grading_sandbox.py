@@ -91,7 +91,10 @@ def test_switching_the_guards_off_reaches_nothing_outside_and_nothing_outlives_g
 @needs_bwrap
 @pytest.mark.slow
 def test_printing_gigabytes_through_fd_1_is_bounded_and_scores_zero(tmp_path):
-    flood = "import os\n\ndef win_rate(outcomes):\n    for _ in range(1500):\n        os.write(1, b'x' * 2**20)\n    return 0.5\n"
+    flood = (
+        "import os\n\ndef win_rate(outcomes):\n    for _ in range(1500):\n        os.write(1, b'x' * 2**20)\n"
+        "    return 0.5\n"
+    )
     limits = Limits(exercise_timeout=30, cell_timeout=5, kill_grace=3, file_mb=8)
     run = GradingRun.start(seed=3)
     try:
@@ -115,7 +118,10 @@ def test_an_exception_subclass_is_its_base_class(tmp_path):
 
 def test_outputs_hard_coded_for_one_runs_inputs_fail_the_next():
     with rubric.drawing(11):
-        table = {tuple(rubric._outcomes(k)): rubric.win_rate(rubric._outcomes(k)) for k in ("letters", "numbers", "ties", "all ties")}
+        table = {
+            tuple(rubric._outcomes(k)): rubric.win_rate(rubric._outcomes(k))
+            for k in ("letters", "numbers", "ties", "all ties")
+        }
 
     def lookup(outcomes):
         if not outcomes:
@@ -150,7 +156,9 @@ def test_report_file_names_are_unique_and_both_reports_are_safe_to_open(tmp_path
         cells = [row["student"] for row in csv.DictReader(f)]
     assert all(not c.startswith(("=", "+", "-", "@")) for c in cells), cells
     assert "'=1+2" in cells and "'@SUM(A1)" in cells
-    table = [line for line in (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    table = [
+        line for line in (tmp_path / "summary.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")
+    ]
     rows = table[1 : 1 + len(names)]  # after the header
     assert len(rows) == len(names) and all(r.replace("\\|", "").count("|") == 4 for r in rows), rows
 

@@ -22,12 +22,12 @@ import io
 import json
 import os
 import re
+import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
-import secrets
-import signal
 import tempfile
 import threading
 import time
@@ -628,14 +628,16 @@ def _settle(name: str, graded: dict[Path, dict[str, Any]]) -> dict[str, Any]:
     LOWEST, marked ``needs_review`` ("grade by hand"): the grader never picks one silently, and never awards points
     a student could get by handing in many attempts."""
     if len(graded) == 1:
-        (path, result), = graded.items()
+        ((path, result),) = graded.items()
         return {**result, "notebook": path.name}
     scores = {path.name: result["points"] for path, result in graded.items()}
     path, result = min(graded.items(), key=lambda kv: (kv[1]["points"], kv[0].name))
     if len(set(scores.values())) == 1:
         return {**result, "notebook": path.name, "candidates": scores}
     listing = ", ".join(f"{n}: {p}/{result['max_points']}" for n, p in sorted(scores.items()))
-    reason = f"grade by hand: {len(scores)} notebooks define {name} and score differently ({listing}); the lowest is kept"
+    reason = (
+        f"grade by hand: {len(scores)} notebooks define {name} and score differently ({listing}); the lowest is kept"
+    )
     return {
         **result,
         "notebook": path.name,
@@ -792,7 +794,9 @@ def summary_markdown(reports: list[dict[str, Any]]) -> str:
             for n in names
         ]
         flag = " ⚠ grade by hand" if r.get("needs_review") else ""
-        lines.append(f"| {md_text(r['student'])} | " + " | ".join(cells) + f" | **{r['total']}/{r['max_total']}**{flag} |")
+        lines.append(
+            f"| {md_text(r['student'])} | " + " | ".join(cells) + f" | **{r['total']}/{r['max_total']}**{flag} |"
+        )
     lines += [
         "",
         "## Per exercise",

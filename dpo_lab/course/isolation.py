@@ -60,7 +60,7 @@ def bwrap_path() -> str | None:
 
 @lru_cache(maxsize=1)
 def _probe(bwrap: str) -> str:
-    """"" when `bwrap` can create the namespaces the grader uses, else what it printed."""
+    """ "" when `bwrap` can create the namespaces the grader uses, else what it printed."""
     try:
         done = subprocess.run(
             [bwrap, *_namespace_flags(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"],

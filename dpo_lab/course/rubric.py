@@ -37,7 +37,12 @@ from ..data.sources import extract_prompt
 from ..evaluation.elo import _games as elo_games
 from ..evaluation.winrate import _as_score as winrate_as_score
 from ..evaluation.winrate import win_rate, wins_ties_losses
-from ..fast.scored_logprobs import batch_logprobs, scored_sequence_logprobs, scored_token_logprobs, sequence_logprobs_lean
+from ..fast.scored_logprobs import (
+    batch_logprobs,
+    scored_sequence_logprobs,
+    scored_token_logprobs,
+    sequence_logprobs_lean,
+)
 from ..training.dpo import DPOLoop, dpo_step
 from . import grading_fixture as fx
 from .subject import LocalSubject, Subject, plain  # noqa: F401 - plain and Subject are part of the rubric's API

@@ -101,7 +101,12 @@ class LocalSubject(Subject):
 
     def steps(self, batch, steps=1, max_grad_norm=1.0, trainable_reference=False, beta=0.1):
         metrics, policy, reference = run_steps(
-            self.obj, batch, steps=steps, max_grad_norm=max_grad_norm, trainable_reference=trainable_reference, beta=beta
+            self.obj,
+            batch,
+            steps=steps,
+            max_grad_norm=max_grad_norm,
+            trainable_reference=trainable_reference,
+            beta=beta,
         )
         return {
             "metrics": plain(metrics) if isinstance(metrics, Mapping) else f"<{type(metrics).__name__}>",
