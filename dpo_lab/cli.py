@@ -60,15 +60,23 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_from_args(args) -> LabConfig:
+def _set_overrides(items: list[str]) -> dict:
+    """``--set FIELD=VALUE`` items as config overrides (one parser for every command that takes ``--set``)."""
     overrides = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in _CONFIG_FIELDS:
             raise SystemExit(
                 f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}"
             )
         overrides[key] = _parse_value(value)
+    if overrides.get("dpo_adam_betas") is not None:
+        overrides["dpo_adam_betas"] = tuple(overrides["dpo_adam_betas"])
+    return overrides
+
+
+def _config_from_args(args) -> LabConfig:
+    overrides = _set_overrides(args.set)
     for key in ("run_dir", "beta", "seed"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
@@ -91,20 +99,11 @@ def _cmd_data(args, config: LabConfig | None = None) -> int:
 
 def _stage_overrides(args) -> dict:
     """Overrides given on the command line for a stage that reads its config from 01_data's manifest."""
-    overrides = {}
-    for item in getattr(args, "set", []):
-        key, sep, value = item.partition("=")
-        if not sep or key not in _CONFIG_FIELDS:
-            raise SystemExit(
-                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}"
-            )
-        if key == "run_dir":
-            raise SystemExit("--set run_dir=…: use --run-dir to choose the run folder")
-        overrides[key] = _parse_value(value)
+    overrides = _set_overrides(getattr(args, "set", []))
+    if "run_dir" in overrides:
+        raise SystemExit("--set run_dir=…: use --run-dir to choose the run folder")
     if getattr(args, "seed", None) is not None:
         overrides["seed"] = args.seed
-    if overrides.get("dpo_adam_betas") is not None:
-        overrides["dpo_adam_betas"] = tuple(overrides["dpo_adam_betas"])
     return overrides
 
 
@@ -143,8 +142,9 @@ def _cmd_dpo(args) -> int:
 
 def _cmd_round2(args) -> int:
     from .evaluation.onpolicy import run_round2
+    from .run.layout import dpo_run_name
 
-    first = args.first or f"beta_{args.beta:g}"
+    first = args.first or dpo_run_name(args.beta)
     out, result, report = run_round2(
         args.run_dir, first, n_prompts=args.n_prompts, steps=args.steps, progress=not args.quiet
     )
@@ -211,15 +211,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
+    """01 -> 02 -> 03: the ``data`` command, then ``sft`` and ``dpo`` parsed from their own command lines (so each
+    stage gets every option its command defines; the settings travel in 01_data's config)."""
     config = _config_from_args(args)
     _cmd_data(args, config)
-    args.run_dir = config.run_dir
-    _cmd_sft(argparse.Namespace(run_dir=config.run_dir, quiet=args.quiet, set=[], seed=None))
-    _cmd_dpo(
-        argparse.Namespace(
-            run_dir=config.run_dir, beta=config.beta, no_cache=False, quiet=args.quiet, set=[], seed=None
-        )
-    )
+    quiet = ["--quiet"] if args.quiet else []
+    parser = build_parser()
+    _cmd_sft(parser.parse_args(["sft", "--run-dir", str(config.run_dir), *quiet]))
+    _cmd_dpo(parser.parse_args(["dpo", "--run-dir", str(config.run_dir), "--beta", repr(config.beta), *quiet]))
     return 0
 
 
@@ -537,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as e:  # a clear one-line error for the user; papermill's names the failing notebook cell
         if (
-            not isinstance(e, (ValueError, FileNotFoundError, TypeError, RuntimeError))
+            not isinstance(e, (ValueError, OSError, TypeError, RuntimeError))
             and type(e).__name__ != "PapermillExecutionError"
         ):
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import urllib.request
 
 import pytest
 import torch
@@ -102,6 +103,11 @@ def test_transformers_serve_answers_like_the_model_does_locally(trained_run):
     with served(folder, device="cpu") as client:
         assert client.url.startswith("http://127.0.0.1:")
         served_answer = client.chat(messages, max_tokens=12, temperature=0)
+        # issue 29: GET /v1/models answered 500 (transformers lists the Hub cache, which does not exist here) and
+        # never listed the served folder; an OpenAI client lists models first
+        with urllib.request.urlopen(client.url.replace("/chat/completions", "/models"), timeout=30) as response:
+            listed = json.loads(response.read())
+    assert [m["id"] for m in listed["data"]] == [str(folder.resolve())]
     assert isinstance(served_answer, str)
     tok = AutoTokenizer.from_pretrained(folder)
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -14,6 +14,8 @@ preference pairs. With :math:`\pi_\theta` the policy, :math:`\pi_{ref}` the froz
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -92,8 +94,7 @@ def dpo_loss(
     >>> round(chosen.item(), 2), round(rejected.item(), 2), round(losses.item(), 4)  # margin 0.2 → -log σ(0.2)
     (0.1, -0.1, 0.5981)
     """
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    check_beta(beta)
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
     losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
@@ -105,6 +106,15 @@ def dpo_loss(
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "conservative", "robust")
 """The loss variants :func:`preference_loss` knows, under TRL's ``loss_type`` names where TRL has one."""
 SMOOTHED_LOSSES = ("conservative", "robust")  # the two that take ``label_smoothing`` (the assumed flip rate)
+
+
+def check_beta(beta: float) -> None:
+    """beta must be a finite number > 0: 0 removes the preference signal; inf (or nan) gives no trainable loss."""
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(
+            f"beta must be a finite number > 0, got {beta} (beta = 0 removes the preference signal;"
+            " beta = inf makes every loss 0 or inf, nothing to train on)"
+        )
 
 
 def check_loss_type(loss_type: str, label_smoothing: float = 0.0) -> None:
@@ -155,8 +165,7 @@ def preference_loss(
     0.4133
     """
     check_loss_type(loss_type, label_smoothing)
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    check_beta(beta)
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
     margin = chosen_logratios - rejected_logratios

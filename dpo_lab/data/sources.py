@@ -21,6 +21,7 @@ Nothing is ever dropped silently.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -38,6 +39,7 @@ OFFLINE_SOURCE = "offline"  # the dataset name of the offline controlled corpus,
 # Every reason a row can be rejected, with the sentence shown to the user.
 SKIP_REASONS = {
     "malformed_json": "the line is not valid JSON",
+    "not_utf8": "the line is not UTF-8 text (a byte such as 0xff; convert a Big5 / cp950 file to UTF-8)",
     "not_an_object": "the row is not a JSON object",
     "missing_field": "a required field is missing",
     "not_a_string": "a field is not a string (or not a list of {role, content} messages)",
@@ -240,12 +242,34 @@ def _response_text(value: Any, field_name: str) -> str:
 _FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+def _not_utf8(path: Path, raw: bytes, e: UnicodeDecodeError, first_line: int = 1) -> DataValidationError:
+    """The error for bytes that are not UTF-8 text, naming the file, the line and the column of the bad byte.
+
+    `raw`: the bytes `e` was raised for (one line of a JSONL file, or a whole .json file); `first_line`: its line."""
+    line_start = raw.rfind(b"\n", 0, e.start) + 1
+    line = first_line + raw.count(b"\n", 0, e.start)
+    return DataValidationError(
+        "not_utf8",
+        f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column {e.start - line_start + 1}"
+        " (save the file as UTF-8; a Big5 / cp950 file must be converted first)",
+        source=str(path),
+        location=f"line {line}",
+    )
+
+
 def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield ``(location, row)``; a malformed JSONL line yields a DataValidationError as the row."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not part of row 1
-            for lineno, line in enumerate(f, start=1):
+        with open(path, "rb") as f:  # bytes: one line that is not UTF-8 is one bad row, not an unreadable file
+            for lineno, raw in enumerate(f, start=1):
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark (Windows editors) is not part of row 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield f"line {lineno}", _not_utf8(path, raw, e, first_line=lineno)
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -261,8 +285,13 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
                         ),
                     )
     elif suffix == ".json":
+        raw = path.read_bytes()
         try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:  # like broken JSON, a .json file cannot be partly read: always an error
+            raise _not_utf8(path, raw, e) from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as e:  # a broken .json file cannot be partly read: always an error
             raise DataValidationError(
                 "malformed_json",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..infra.checkpoints import verify_checkpoint
-from ..run.layout import DPO_DIR, RUN_02, RUN_03, SFT_DIR, dpo_run_name
+from ..run.layout import DPO_DIR, RUN_02, RUN_03, SFT_DIR, beta_dirs, dpo_run_name
 from .chat_client import ChatClient
 
 LOOPBACK = "127.0.0.1"
@@ -41,7 +41,7 @@ def model_folder(run_dir: str | Path, *, model: str | None = None, beta: float |
     else:
         folder, produced_by = run_dir / DPO_DIR / (model or dpo_run_name(beta)), RUN_03
     if not folder.is_dir():
-        found = sorted(p.name for p in (run_dir / DPO_DIR).glob("*beta_*")) if (run_dir / DPO_DIR).is_dir() else []
+        found = [p.name for p in beta_dirs(run_dir)]
         raise FileNotFoundError(f"{folder} does not exist; DPO runs in {run_dir / DPO_DIR}: {found or 'none'}")
     verify_checkpoint(folder, produced_by=produced_by)
     add_missing_chat_template(folder)
@@ -79,10 +79,37 @@ def chat_pipeline(folder: str | Path, device=None):
 def serve_command(
     folder: str | Path, *, host: str = LOOPBACK, port: int = 8000, device: str | None = None
 ) -> list[str]:
-    """The ``transformers serve`` command line for one checkpoint (run with this Python, so in this venv)."""
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(Path(folder).resolve())]
+    """The ``transformers serve`` command line for one checkpoint (run with this Python, so in this venv), through
+    :func:`main` below so that ``GET /v1/models`` lists the checkpoint it serves."""
+    command = [sys.executable, "-m", "dpo_lab.evaluation.serving", str(Path(folder).resolve())]
     command += ["--host", host, "--port", str(port), "--log-level", "warning"]
     return command + (["--device", device] if device else [])
+
+
+def list_the_pinned_model(folder: str | Path) -> dict:
+    """Make ``GET /v1/models`` of a server pinned to `folder` list that model, and only it.
+
+    transformers serve (5.x) answers ``/v1/models`` from the Hugging Face cache: it never lists the local folder
+    it was started with, and answers 500 when that cache folder does not exist (``CacheNotFound``) — what an
+    OpenAI client calling ``models.list()`` first would see. A pinned server refuses any other model, so the
+    honest list is the one model a client may request: its id is the folder's absolute path.
+    """
+    from transformers.cli.serving.model_manager import ModelManager
+
+    folder = Path(folder).resolve()
+    entry = {"id": str(folder), "object": "model", "created": int(folder.stat().st_mtime), "owned_by": "dpo_lab"}
+    ModelManager.get_gen_models = staticmethod(lambda cache_dir=None: [dict(entry)])
+    return entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dpo_lab.evaluation.serving FOLDER [transformers serve options]``: ``transformers serve FOLDER``
+    with :func:`list_the_pinned_model` applied."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    list_the_pinned_model(argv[0])
+    from transformers.cli.transformers import app
+
+    app(["serve", *argv], prog_name="transformers")
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -140,3 +167,7 @@ def served(
             process.kill()
             process.wait()
         log.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ from ..run.layout import (
     RUN_03,
     SFT_DIR,
     beta_dirs,
+    number_text,
     parse_dpo_run_name,
 )
 from ..run.pipeline import data_id
@@ -62,8 +63,8 @@ def model_label(run: dict[str, Any]) -> str:
     ``cDPO ε=0.1 β=0.1``, ``DPO β=0.1 · round 2``."""
     label = LOSS_LABELS[run["loss_type"]]
     if run["label_smoothing"]:
-        label += f" ε={run['label_smoothing']:g}"
-    label += f" β={run['beta']:g}"
+        label += f" ε={number_text(run['label_smoothing'])}"
+    label += f" β={number_text(run['beta'])}"  # two betas never share a label (nor a folder)
     return label + (" · round 2" if run["round"] == 2 else "")
 
 

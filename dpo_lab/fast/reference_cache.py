@@ -14,7 +14,8 @@ the first run costs no more reference forwards than a live-reference run.
 
 Two runs on one folder at once (two betas in two terminals) may compute entries at the same time: a
 save MERGES its new entries into what is on disk under a file lock, so neither run's entries are lost.
-A damaged cache file (truncated, random bytes) is named, set aside and rebuilt.
+Each file carries a SHA-256 of its numbers (verified like a checkpoint's weights): a damaged or edited cache
+file (truncated, random bytes, one changed log-prob) is named, set aside and rebuilt, never used.
 
 For the held-out KL(policy ‖ reference) the cache also keeps, for each held-out pair, the reference's
 final hidden states at the chosen response's scored positions, plus its LM head: ``hidden @ W.T``
@@ -23,7 +24,6 @@ gives back the reference logits there (checked when computed), so the KL needs n
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -34,11 +34,12 @@ import torch
 
 from ..core.collator import PreferenceDataCollator
 from ..infra.atomic import atomic_write_bytes, atomic_write_text
+from ..infra.locks import file_lock
 from ..infra.precision import choose_precision
 from .scored_logprobs import sequence_logprobs_lean
 
 CACHE_DIR = "ref_cache"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: files carry a digest of their numbers
 
 
 def example_hash(ex: dict[str, Any]) -> str:
@@ -68,6 +69,21 @@ def _empty(key: dict[str, Any]) -> dict[str, Any]:
     return {"key": key, "logps": {}, "hidden": {}, "lm_head": None}
 
 
+def _tensor_bytes(t: torch.Tensor | None) -> bytes:
+    return b"none" if t is None else repr((t.dtype, tuple(t.shape))).encode() + t.contiguous().numpy().tobytes()
+
+
+def content_digest(cache: dict[str, Any]) -> str:
+    """SHA-256 of everything a cache file holds: its key, every log-prob, hidden state and the LM head."""
+    h = hashlib.sha256(json.dumps(cache["key"], sort_keys=True).encode())
+    h.update(json.dumps(sorted((k, list(v)) for k, v in cache["logps"].items())).encode())
+    for name in sorted(cache["hidden"]):
+        h.update(name.encode() + _tensor_bytes(cache["hidden"][name]))
+    head = cache["lm_head"] or {}
+    h.update(_tensor_bytes(head.get("weight")) + _tensor_bytes(head.get("bias")))
+    return h.hexdigest()
+
+
 def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
     """The cache file for `key` (empty if none). A file whose recorded key differs is rejected loudly; a damaged
     one (unreadable, not a cache) is renamed to ``<name>.damaged`` with a printed message, and rebuilt."""
@@ -83,6 +99,8 @@ def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
             and isinstance(cache.get("hidden"), dict)
         ):
             raise ValueError("not a reference cache")
+        if cache.get("digest") != content_digest(cache):
+            raise ValueError("its numbers do not match its SHA-256 (edited or corrupted)")
     except Exception as e:  # noqa: BLE001 - truncated, random bytes, another format: every one is rebuilt
         damaged = path.with_name(path.name + ".damaged")
         path.replace(damaged)
@@ -100,31 +118,15 @@ def load_cache_file(sft_dir: str | Path, key: dict[str, Any]) -> dict[str, Any]:
     return cache
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``<path>.lock`` while a save reads, merges and writes (POSIX; elsewhere no lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: merging still keeps the window small
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def save_cache_file(sft_dir: str | Path, cache: dict[str, Any]) -> Path:
     """Merge `cache`'s entries into the file on disk (another run may have added some since it was read), atomically."""
     path = cache_path(sft_dir, cache["key"])
-    with _locked(path):
+    with file_lock(path.with_name(path.name + ".lock")):  # one saver at a time: read, merge, write
         merged = load_cache_file(sft_dir, cache["key"])
         merged["logps"].update(cache["logps"])
         merged["hidden"].update(cache["hidden"])
         merged["lm_head"] = merged["lm_head"] if merged["lm_head"] is not None else cache["lm_head"]
+        merged["digest"] = content_digest(merged)
         buffer = io.BytesIO()
         torch.save(merged, buffer)
         atomic_write_bytes(path, buffer.getvalue())

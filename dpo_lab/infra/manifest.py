@@ -15,7 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, recover_interrupted_save
+from .locks import file_lock, lock_path
 
 TRACKED_PACKAGES = (
     "torch",
@@ -87,9 +88,15 @@ class StaleCheckpointError(RuntimeError):
 
 def read_manifest(folder: str | Path, *, produced_by: str) -> dict[str, Any]:
     """The manifest of a stage folder, or an error that names the file and says which notebook/command produces it."""
-    path = Path(folder) / MANIFEST
+    folder = Path(folder)
+    path = folder / MANIFEST
+    hidden_copies = [*folder.parent.glob(f".{folder.name}.*.ready"), *folder.parent.glob(f".{folder.name}.*.old")]
+    if not folder.exists() and hidden_copies:
+        with file_lock(lock_path(folder), wait=False) as nobody_writing:
+            if nobody_writing:  # a save killed between its two renames: put its complete copy back
+                recover_interrupted_save(folder)
     if not path.exists():
-        state = "is missing" if not Path(folder).exists() else "has no manifest.json (it was not completed)"
+        state = "is missing" if not folder.exists() else "has no manifest.json (it was not completed)"
         raise FileNotFoundError(f"{folder} {state}: run {produced_by} first.")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

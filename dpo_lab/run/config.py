@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -247,15 +248,17 @@ def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
         }.get(kind, True)
         if not ok:
             raise ValueError(f"config field {name} must be {_KINDS.get(kind, kind)}, got {value!r}")
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ValueError(f"config field {name} must be a finite number, got {value!r}")
         out[name] = value
     return out
 
 
 def _validate(cfg: LabConfig) -> None:
-    from ..core.losses import check_loss_type
+    from ..core.losses import check_beta, check_loss_type
 
-    if cfg.beta <= 0:
-        raise ValueError(f"beta must be > 0 (got {cfg.beta}); beta = 0 removes the DPO signal entirely")
+    check_beta(cfg.beta)
     check_loss_type(cfg.loss_type, cfg.label_smoothing)
     for name in (
         "sft_steps",

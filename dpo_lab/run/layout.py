@@ -37,11 +37,19 @@ RUN_02 = "02-SFT_Baseline.ipynb (or `python -m dpo_lab sft`)"
 RUN_03 = "03-DPO_Training.ipynb (or `python -m dpo_lab dpo --beta B`)"
 
 
+def number_text(value: float) -> str:
+    """``0.1`` → ``"0.1"``, ``0.10`` → ``"0.1"``, ``0.1000001`` → ``"0.1000001"``: short (``:g``) where that reads
+    back as the same number, else the exact shortest form — two different values never get the same text."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
+
+
 def dpo_run_name(beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> str:
     """The folder name of one DPO run: ``beta_0.1`` for the DPO loss (as before), ``ipo_beta_0.1``,
-    ``conservative-ls0.1_beta_0.1`` for a variant (``:g`` formatting, so 0.10 and 0.1 are one folder)."""
-    prefix = "" if loss_type == "sigmoid" else loss_type + (f"-ls{label_smoothing:g}" if label_smoothing else "") + "_"
-    return f"{prefix}beta_{beta:g}"
+    ``conservative-ls0.1_beta_0.1`` for a variant (0.10 and 0.1 are one folder; 0.1 and 0.1000001 are two)."""
+    smoothing = f"-ls{number_text(label_smoothing)}" if label_smoothing else ""
+    prefix = "" if loss_type == "sigmoid" else f"{loss_type}{smoothing}_"
+    return f"{prefix}beta_{number_text(beta)}"
 
 
 def parse_dpo_run_name(name: str) -> dict:

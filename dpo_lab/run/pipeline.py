@@ -27,6 +27,7 @@ from ..infra.checkpoints import (
 from ..infra.console import quiet_hf
 from ..infra.device import environment_report, pick_device
 from ..infra.distributed import distributed, is_main_process
+from ..infra.locks import stage_lock
 from ..infra.manifest import build_manifest, read_manifest
 from ..infra.precision import choose_precision
 from ..training.batching import visited_indices
@@ -203,60 +204,61 @@ def run_sft_stage(
         tokenize_sft_example(tok, p["prompt"], p["chosen"], config.max_length)
         for p in prepared.splits["pairs_test"][: config.eval_pairs]
     ]
-    inputs = {DATA_DIR: data_id(run_dir)}
-    state = state_dir(run_dir, SFT_DIR)
-    names = ("model_name", "n_layer", "n_embd", "n_head", "vocab_size", "load_in_4bit", "lora_r")
-    model_fields = {k: getattr(config, k) for k in names}
-    _start_stage(
-        run_dir,
-        run_dir / SFT_DIR,
-        state,
-        _fingerprint(
-            SFT_DIR, inputs, sft_args(config), model=model_fields, implementations={"sequence_logprobs": source}
-        ),
-    )
-    model = build_base_model(config, tok)
-    base_source, precision = None, choose_precision(pick_device(device), config.precision)
-    if config.load_in_4bit:  # LoRA on a 4-bit base here too: a 7B model cannot be fine-tuned in full on 16 GB
-        from .lora import load_quantized
-
-        base_source = _full_precision_source(config, model, state)
-        model = add_lora(load_quantized(base_source, pick_device(device), precision), config.lora_r)
-    t0 = time.perf_counter()
-    result = sft_train(
-        model,
-        tok,
-        train,
-        held_out,
-        sft_args(config, progress),
-        device=device,
-        state_dir=state,
-        logprobs_fn=sequence_logprobs if source == "student" else None,
-    )
-    seconds = time.perf_counter() - t0
-    last_eval = [r for r in result.history if "eval_loss" in r]
-    metrics = {
-        "best_step": result.best_step,
-        "best_eval_loss": result.best_eval_loss,
-        "best_eval_perplexity": None
-        if result.best_eval_loss is None
-        else float(torch.tensor(result.best_eval_loss).exp()),
-        "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None,
-        "train_seconds": seconds,
-        "train_examples": len(train),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "implementations": {"sequence_logprobs": source},
-        "precision": precision.label,
-    }
-    if base_source is not None:  # 03 starts from (and loads in 4-bit) full weights: merge the adapters
-        model = model_to_save(
-            model, how="merged", base_source=base_source, dtype=precision.autocast_dtype or torch.float32
+    with stage_lock(run_dir / SFT_DIR, enabled=is_main_process(distributed())):  # one writer per folder
+        inputs = {DATA_DIR: data_id(run_dir)}
+        state = state_dir(run_dir, SFT_DIR)
+        names = ("model_name", "n_layer", "n_embd", "n_head", "vocab_size", "load_in_4bit", "lora_r")
+        model_fields = {k: getattr(config, k) for k in names}
+        _start_stage(
+            run_dir,
+            run_dir / SFT_DIR,
+            state,
+            _fingerprint(
+                SFT_DIR, inputs, sft_args(config), model=model_fields, implementations={"sequence_logprobs": source}
+            ),
         )
-        metrics.update(load_in_4bit=True, lora_r=config.lora_r)
-    manifest = build_manifest(SFT_DIR, config, inputs=inputs, metrics=metrics)
-    manifest["train_args"] = result.args
-    out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
-    return out, result
+        model = build_base_model(config, tok)
+        base_source, precision = None, choose_precision(pick_device(device), config.precision)
+        if config.load_in_4bit:  # LoRA on a 4-bit base here too: a 7B model cannot be fine-tuned in full on 16 GB
+            from .lora import load_quantized
+
+            base_source = _full_precision_source(config, model, state)
+            model = add_lora(load_quantized(base_source, pick_device(device), precision), config.lora_r)
+        t0 = time.perf_counter()
+        result = sft_train(
+            model,
+            tok,
+            train,
+            held_out,
+            sft_args(config, progress),
+            device=device,
+            state_dir=state,
+            logprobs_fn=sequence_logprobs if source == "student" else None,
+        )
+        seconds = time.perf_counter() - t0
+        last_eval = [r for r in result.history if "eval_loss" in r]
+        metrics = {
+            "best_step": result.best_step,
+            "best_eval_loss": result.best_eval_loss,
+            "best_eval_perplexity": None
+            if result.best_eval_loss is None
+            else float(torch.tensor(result.best_eval_loss).exp()),
+            "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None,
+            "train_seconds": seconds,
+            "train_examples": len(train),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "implementations": {"sequence_logprobs": source},
+            "precision": precision.label,
+        }
+        if base_source is not None:  # 03 starts from (and loads in 4-bit) full weights: merge the adapters
+            model = model_to_save(
+                model, how="merged", base_source=base_source, dtype=precision.autocast_dtype or torch.float32
+            )
+            metrics.update(load_in_4bit=True, lora_r=config.lora_r)
+        manifest = build_manifest(SFT_DIR, config, inputs=inputs, metrics=metrics)
+        manifest["train_args"] = result.args
+        out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
+        return out, result
 
 
 def _full_precision_source(config: LabConfig, built, state: Path) -> str | Path:
@@ -354,164 +356,170 @@ def run_dpo_stage(
         sources = {name: f"reference (loss_type={config.loss_type})" for name in sources}
         dpo_loss = dpo_step = None
     args = dpo_args(config, progress)  # validates beta/lr before any heavy work
-    precision = choose_precision(device, config.precision)
-    if start_from is not None and (Path(start_from) / "adapter_config.json").exists():
-        raise ValueError(
-            f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
-            " weights. Re-run its first round with lora_save='merged'."
-        )
-    budget = device_budget(device)
-    if budget is not None and (run_dir / SFT_DIR / "config.json").is_file():
-        # a GPU: before any weights move, shrink the micro-batch (same effective batch), or stop with the plan
-        mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
-        shape = model_shape(_saved_config(run_dir / SFT_DIR))
-        config, plan = fit_config_to_memory(config, shape, budget, precision.name, mode)
-        card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-        print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
-        require_fit(plan, f"{card}（{config.model_name}，max_length {config.max_length}）")
-        args = dpo_args(config, progress)
-    if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
-        from .lora import load_quantized
-
-        sft_manifest = verify_checkpoint(
-            run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}
-        )
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(run_dir / SFT_DIR)
-        policy = load_quantized((Path(start_from) if start_from else run_dir / SFT_DIR).resolve(), device, precision)
-    else:
-        policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
-    sft_folder = run_dir / SFT_DIR
-    inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
-    out_dir = dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
-    if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
-        sft_folder = Path(start_from)
-        first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
-        if not config.load_in_4bit:
-            policy = load_reference_model(sft_folder, device)
-        inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
-        out_dir = run_dir / DPO_DIR / f"{ROUND2_PREFIX}{sft_folder.name}"
-        use_cache = False
-    if train_pairs is not None:  # pairs made after 01 (on-policy): their content is an input like any stage's
-        inputs["train_pairs"] = hashlib.sha256(json.dumps(train_pairs, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-    state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
-    _start_stage(
-        run_dir,
-        out_dir,
-        state,
-        _fingerprint(
-            DPO_DIR,
-            inputs,
-            args,
-            lora=[config.lora, config.lora_r, config.load_in_4bit, config.lora_save],
-            reference_cache=use_cache,
-            implementations=sources,
-        ),
+    out_dir = (
+        run_dir / DPO_DIR / f"{ROUND2_PREFIX}{Path(start_from).name}"
+        if start_from is not None
+        else dpo_run_dir(run_dir, config.beta, config.loss_type, config.label_smoothing)
     )
-    train = tokenize_pairs(
-        tok, prepared.splits["pairs_train"] if train_pairs is None else train_pairs, max_length=config.max_length
-    )
-    held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
-    if not train:
-        raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
+    with stage_lock(out_dir, enabled=is_main_process(accelerator)):  # a second run at this beta fails, not overwrites
+        precision = choose_precision(device, config.precision)
+        if start_from is not None and (Path(start_from) / "adapter_config.json").exists():
+            raise ValueError(
+                f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
+                " weights. Re-run its first round with lora_save='merged'."
+            )
+        budget = device_budget(device)
+        if budget is not None and (run_dir / SFT_DIR / "config.json").is_file():
+            # a GPU: before any weights move, shrink the micro-batch (same effective batch), or stop with the plan
+            mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
+            shape = model_shape(_saved_config(run_dir / SFT_DIR))
+            config, plan = fit_config_to_memory(config, shape, budget, precision.name, mode)
+            card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+            print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
+            require_fit(plan, f"{card}（{config.model_name}，max_length {config.max_length}）")
+            args = dpo_args(config, progress)
+        if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
+            from .lora import load_quantized
 
-    reference, cache_status, lm_head, eval_hidden = None, "off", None, None
-    if config.lora and sources["dpo_step"] == "student":
-        sources["dpo_step"] = (
-            "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
-        )
-    if config.lora:
-        policy = add_lora(policy, config.lora_r)  # reference = the same weights with the adapters disabled
-    elif not use_cache or sources["dpo_step"] == "student":
-        reference = load_reference_model(sft_folder, device)
-        if use_cache:
-            cache_status = "off: your dpo_step runs the reference model itself"
-    else:
-        visited = visited_indices(
-            train,
-            args.batch_size,
-            args.steps * args.grad_accum * world,
-            seed=args.seed,
-            shuffle=args.shuffle,
-            bucket=args.bucket,
-        )
-        key = cache_key(
-            sft_manifest["id"],
-            average=args.average_logps,
-            max_length=args.max_length,
-            precision=choose_precision(device, config.precision).cache_tag,
-        )
+            sft_manifest = verify_checkpoint(
+                run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}
+            )
+            from transformers import AutoTokenizer
 
-        def fill_cache():
-            return ensure_reference_logps(
-                sft_folder,
-                key,
-                [train[i] for i in visited],
-                held_out,
-                lambda: load_reference_model(sft_folder, device),
-                tokenizer=tok,
-                batch_size=args.batch_size,
-                device=device,
+            tok = AutoTokenizer.from_pretrained(run_dir / SFT_DIR)
+            base = Path(start_from) if start_from else run_dir / SFT_DIR
+            policy = load_quantized(base.resolve(), device, precision)
+        else:
+            policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+        sft_folder = run_dir / SFT_DIR
+        inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
+        if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
+            sft_folder = Path(start_from)
+            first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
+            if not config.load_in_4bit:
+                policy = load_reference_model(sft_folder, device)
+            inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
+            use_cache = False
+        if train_pairs is not None:  # pairs made after 01 (on-policy): their content is an input like any stage's
+            pairs_json = json.dumps(train_pairs, sort_keys=True).encode("utf-8")
+            inputs["train_pairs"] = hashlib.sha256(pairs_json).hexdigest()[:16]
+        state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
+        _start_stage(
+            run_dir,
+            out_dir,
+            state,
+            _fingerprint(
+                DPO_DIR,
+                inputs,
+                args,
+                lora=[config.lora, config.lora_r, config.load_in_4bit, config.lora_save],
+                reference_cache=use_cache,
+                implementations=sources,
+            ),
+        )
+        train = tokenize_pairs(
+            tok, prepared.splits["pairs_train"] if train_pairs is None else train_pairs, max_length=config.max_length
+        )
+        held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
+        if not train:
+            raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
+
+        reference, cache_status, lm_head, eval_hidden = None, "off", None, None
+        if config.lora and sources["dpo_step"] == "student":
+            sources["dpo_step"] = (
+                "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
+            )
+        if config.lora:
+            policy = add_lora(policy, config.lora_r)  # reference = the same weights with the adapters disabled
+        elif not use_cache or sources["dpo_step"] == "student":
+            reference = load_reference_model(sft_folder, device)
+            if use_cache:
+                cache_status = "off: your dpo_step runs the reference model itself"
+        else:
+            visited = visited_indices(
+                train,
+                args.batch_size,
+                args.steps * args.grad_accum * world,
+                seed=args.seed,
+                shuffle=args.shuffle,
+                bucket=args.bucket,
+            )
+            key = cache_key(
+                sft_manifest["id"],
                 average=args.average_logps,
                 max_length=args.max_length,
-                precision=config.precision,
+                precision=choose_precision(device, config.precision).cache_tag,
             )
 
-        cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read
-        if accelerator is not None:
-            accelerator.wait_for_everyone()
-            cached = cached or fill_cache()
-        cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
-        for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
-            train[i] = ex
-        held_out = attach_reference_logps(held_out, cached["held_out"])
-        lm_head, eval_hidden = cached["lm_head"], cached["held_out_hidden"]
-        if eval_hidden is None:  # this architecture's logits are not hidden @ W.T: the KL needs the live reference
-            reference = cached["reference"] or load_reference_model(sft_folder, device)
+            def fill_cache():
+                return ensure_reference_logps(
+                    sft_folder,
+                    key,
+                    [train[i] for i in visited],
+                    held_out,
+                    lambda: load_reference_model(sft_folder, device),
+                    tokenizer=tok,
+                    batch_size=args.batch_size,
+                    device=device,
+                    average=args.average_logps,
+                    max_length=args.max_length,
+                    precision=config.precision,
+                )
 
-    t0 = time.perf_counter()
-    result = dpo_train(
-        policy,
-        reference,
-        tok,
-        train,
-        held_out,
-        args,
-        device=device,
-        state_dir=state,
-        ref_lm_head=lm_head,
-        eval_ref_hidden=eval_hidden,
-        loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
-        step_fn=dpo_step if sources["dpo_step"] == "student" else None,
-    )
-    seconds = time.perf_counter() - t0
-    if config.lora:  # merged: a plain model again, which 04 loads like any other; or the adapters alone
-        policy = model_to_save(
+            cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
+                cached = cached or fill_cache()
+            cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
+            for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
+                train[i] = ex
+            held_out = attach_reference_logps(held_out, cached["held_out"])
+            lm_head, eval_hidden = cached["lm_head"], cached["held_out_hidden"]
+            if eval_hidden is None:  # this architecture's logits are not hidden @ W.T: the KL needs the live reference
+                reference = cached["reference"] or load_reference_model(sft_folder, device)
+
+        t0 = time.perf_counter()
+        result = dpo_train(
             policy,
-            how=config.lora_save,
-            base_source=sft_folder.resolve(),
-            dtype=(precision.autocast_dtype or torch.float32) if config.load_in_4bit else torch.float32,
+            reference,
+            tok,
+            train,
+            held_out,
+            args,
+            device=device,
+            state_dir=state,
+            ref_lm_head=lm_head,
+            eval_ref_hidden=eval_hidden,
+            loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
+            step_fn=dpo_step if sources["dpo_step"] == "student" else None,
         )
-    metrics = {
-        "stop_reason": result.stop_reason,
-        "steps_run": len(result.history),
-        "train_seconds": seconds,
-        "stage_seconds": time.perf_counter() - stage_start,
-        "reference_cache": cache_status,
-        "initial_eval": result.initial_eval,
-        "final_eval": result.final_eval,
-        "implementations": sources,
-        "precision": precision.label,
-        **({"lora_save": config.lora_save, "load_in_4bit": config.load_in_4bit} if config.lora else {}),
-        **(extra_metrics or {}),
-    }
-    if start_from is not None:
-        metrics.update(round=2, first_round=sft_folder.name)
-    manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
-    manifest["train_args"] = result.args
-    out = _save_on_main(out_dir, policy, tok, manifest, result.history, run_dir, state)
-    return out, result
+        seconds = time.perf_counter() - t0
+        if config.lora:  # merged: a plain model again, which 04 loads like any other; or the adapters alone
+            policy = model_to_save(
+                policy,
+                how=config.lora_save,
+                base_source=sft_folder.resolve(),
+                dtype=(precision.autocast_dtype or torch.float32) if config.load_in_4bit else torch.float32,
+            )
+        metrics = {
+            "stop_reason": result.stop_reason,
+            "steps_run": len(result.history),
+            "train_seconds": seconds,
+            "stage_seconds": time.perf_counter() - stage_start,
+            "reference_cache": cache_status,
+            "initial_eval": result.initial_eval,
+            "final_eval": result.final_eval,
+            "implementations": sources,
+            "precision": precision.label,
+            **({"lora_save": config.lora_save, "load_in_4bit": config.load_in_4bit} if config.lora else {}),
+            **(extra_metrics or {}),
+        }
+        if start_from is not None:
+            metrics.update(round=2, first_round=sft_folder.name)
+        manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
+        manifest["train_args"] = result.args
+        out = _save_on_main(out_dir, policy, tok, manifest, result.history, run_dir, state)
+        return out, result
 
 
 def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, state: Path) -> Path:
