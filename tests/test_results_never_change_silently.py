@@ -86,6 +86,51 @@ def test_one_edited_number_in_the_reference_cache_is_caught_and_rebuilt(run, tmp
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_an_edited_training_state_is_not_resumed(tmp_path, monkeypatch, capsys):
+    from conftest import Interrupted, interrupt_after
+
+    import dpo_lab
+    from dpo_lab.run.prepare import prepare_data, save_prepared_data
+
+    for name in ("edited", "clean"):
+        save_prepared_data(prepare_data(dpo_lab.get_config("smoke", run_dir=str(tmp_path / name))))
+    with monkeypatch.context() as m:
+        interrupt_after(m, torch.nn.utils, "clip_grad_norm_", 7)  # the state of step 6 is on disk (save_every=2)
+        with pytest.raises(Interrupted):
+            pipeline.run_sft_stage(tmp_path / "edited", progress=False, sft_steps=12)
+    state = tmp_path / "edited" / ".state" / "02_sft" / "train_state" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a saved tensor: torch.load would accept it
+    state.write_bytes(bytes(data))
+    capsys.readouterr()
+    pipeline.run_sft_stage(tmp_path / "edited", progress=False, sft_steps=12)
+    assert "SHA-256" in capsys.readouterr().out  # said, and trained from scratch instead
+    pipeline.run_sft_stage(tmp_path / "clean", progress=False, sft_steps=12)
+    a, b = _weights(tmp_path / "edited" / "02_sft"), _weights(tmp_path / "clean" / "02_sft")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_edited_cached_answer_is_regenerated_not_scored(tokenizer, tmp_path, capsys):
+    from dpo_lab.evaluation.answers import cached_answers
+    from dpo_lab.run.models import tiny_random_model
+
+    prompts = ["\n\nHuman: What is a rainbow?\n\nAssistant:", "\n\nHuman: How do magnets work?\n\nAssistant:"]
+    loads = []
+
+    def load():
+        loads.append(1)
+        return tiny_random_model(tokenizer, seed=0)
+
+    kwargs = dict(cache_dir=tmp_path, max_new_tokens=6, do_sample=False)
+    first = cached_answers("model-1", load, tokenizer, prompts, **kwargs)
+    (path,) = tmp_path.glob("*.json")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved["answers"][0] = "A perfect answer, typed in by hand."
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    assert cached_answers("model-1", load, tokenizer, prompts, **kwargs) == first and len(loads) == 2
+    assert "SHA-256" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------- one writer per folder
 def test_a_second_run_into_the_same_folder_fails_at_once_and_the_first_one_is_kept(run, tmp_path):
     copy = _copy(run, tmp_path)
@@ -214,6 +259,20 @@ def test_a_byte_that_is_not_utf8_names_the_file_and_line_and_skip_mode_counts_it
         assert "not_utf8: 1" in out
     else:  # a .json file cannot be read in part, as with broken JSON: it stops, naming the place
         assert code == 2 and f"{path}, line {line}" in err
+
+
+def test_a_damaged_parquet_file_is_named_instead_of_a_pyarrow_traceback(tmp_path, capsys):
+    import pandas as pd
+
+    path = tmp_path / "prefs.parquet"
+    pd.DataFrame([json.loads(r) for r in _rows(40)]).to_parquet(path)
+    data = bytearray(path.read_bytes())
+    data[-12] ^= 0xFF  # the footer: pyarrow cannot even open it
+    path.write_bytes(bytes(data))
+    base = ["data", "--profile", "smoke", "--set", f"dataset={path}", "--set", "dataset_subsets=[]", "--quiet"]
+    assert main([*base, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: not a readable Parquet file" in err and "Traceback" not in err
 
 
 def test_a_full_disk_during_sft_says_so_and_where(run, tmp_path):

@@ -39,6 +39,7 @@ OFFLINE_SOURCE = "offline"  # the dataset name of the offline controlled corpus,
 # Every reason a row can be rejected, with the sentence shown to the user.
 SKIP_REASONS = {
     "malformed_json": "the line is not valid JSON",
+    "unreadable_file": "the file cannot be read as its type (a damaged Parquet file)",
     "not_utf8": "the line is not UTF-8 text (a byte such as 0xff; convert a Big5 / cp950 file to UTF-8)",
     "not_an_object": "the row is not a JSON object",
     "missing_field": "a required field is missing",
@@ -310,7 +311,13 @@ def _iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
     elif suffix == ".parquet":
         import pandas as pd
 
-        for i, row in enumerate(pd.read_parquet(path).to_dict(orient="records")):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow's many errors for a damaged file: one clear message
+            raise DataValidationError(
+                "unreadable_file", f"not a readable Parquet file ({type(e).__name__}: {e})", source=str(path)
+            ) from None
+        for i, row in enumerate(frame.to_dict(orient="records")):
             yield f"row {i}", {k: _from_arrow(v) for k, v in row.items()}
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(_FILE_SUFFIXES)}")

@@ -31,6 +31,11 @@ def base_model_id(config) -> str:
     return "base-" + hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _digest(content: dict) -> str:
+    """SHA-256 of a cache entry's content: an answer edited by hand (or damaged) is regenerated, never scored."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def cached_answers(
     model_key: str,
     load_model: Callable[[], Any],
@@ -61,13 +66,17 @@ def cached_answers(
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved["model"] == model_key and saved["prompts"] == prompts and saved["settings"] == settings:
+            content = {k: saved[k] for k in ("model", "settings", "prompts", "answers")}
+            if saved["sha256"] != _digest(content):
+                print(f"[answers] {path}：內容與它記錄的 SHA-256 不符（被改過或損壞），重新生成")
+            elif saved["model"] == model_key and saved["prompts"] == prompts and saved["settings"] == settings:
                 return saved["answers"]
-        except (json.JSONDecodeError, KeyError):
+        except (json.JSONDecodeError, KeyError, TypeError):
             pass  # unreadable cache entry: regenerate and overwrite it
     model = load_model()
     answers = generate(model, tokenizer, prompts, device=device, progress=progress, **settings)
     payload = {"model": model_key, "settings": settings, "prompts": prompts, "answers": answers}
+    payload["sha256"] = _digest(payload)
     atomic_write_text(path, json.dumps(payload, ensure_ascii=False) + "\n")
     return answers
 

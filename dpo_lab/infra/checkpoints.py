@@ -29,6 +29,7 @@ from .seeding import rng_state, set_rng_state
 HISTORY = "history.jsonl"
 TRAIN_STATE = "train_state"
 FINGERPRINT = "fingerprint.json"
+STATE_DIGESTS = "sha256.json"  # inside train_state/: the SHA-256 of state.pt and history.jsonl
 
 
 __all__ = ["StaleCheckpointError"]  # defined with the manifests; imported from here by older code
@@ -137,7 +138,22 @@ def save_training_state(
             tmp / "state.pt",
         )
         write_history(tmp, history)
+        files = {name: sha256_file(tmp / name) for name in ("state.pt", HISTORY)}
+        atomic_write_text(tmp / STATE_DIGESTS, json.dumps(files, indent=2, sort_keys=True) + "\n")
     return target
+
+
+def _state_is_intact(target: Path) -> bool:
+    """Every file of a saved training state matches the SHA-256 recorded when it was saved (like a checkpoint)."""
+    try:
+        files = json.loads((target / STATE_DIGESTS).read_text(encoding="utf-8"))
+        return (
+            isinstance(files, dict)
+            and bool(files)
+            and all(sha256_file(target / name) == digest for name, digest in files.items())
+        )
+    except (OSError, ValueError):
+        return False
 
 
 def load_training_state(folder: str | Path) -> dict[str, Any] | None:
@@ -179,7 +195,12 @@ def claim_training_state(state_dir: str | Path, fingerprint: dict[str, Any]) -> 
     state_dir = Path(state_dir)
     now = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
     reason = None
-    if (state_dir / TRAIN_STATE).exists():
+    if (state_dir / TRAIN_STATE).exists() and not _state_is_intact(state_dir / TRAIN_STATE):
+        reason = (
+            f"{state_dir / TRAIN_STATE}: the saved training state does not match the SHA-256 recorded when it was"
+            " saved (edited or damaged)"
+        )
+    elif (state_dir / TRAIN_STATE).exists():
         try:
             saved = json.loads((state_dir / FINGERPRINT).read_text(encoding="utf-8"))
         except (OSError, ValueError):
