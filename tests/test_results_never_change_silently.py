@@ -267,7 +267,8 @@ def test_a_damaged_parquet_file_is_named_instead_of_a_pyarrow_traceback(tmp_path
     path = tmp_path / "prefs.parquet"
     pd.DataFrame([json.loads(r) for r in _rows(40)]).to_parquet(path)
     data = bytearray(path.read_bytes())
-    data[-12] ^= 0xFF  # the footer: pyarrow cannot even open it
+    data[-10] ^= 0xFF  # the footer's metadata: pyarrow cannot even open it
+    data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     base = ["data", "--profile", "smoke", "--set", f"dataset={path}", "--set", "dataset_subsets=[]", "--quiet"]
     assert main([*base, "--run-dir", str(tmp_path / "run")]) == 2
