@@ -86,7 +86,7 @@ def test_profiles_differ_and_overrides_apply():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"beta": 0}, "beta must be > 0"),
+        ({"beta": 0}, "beta must be a finite number > 0"),
         ({"dpo_lr": -1e-6}, "dpo_lr must be > 0"),
         ({"max_prompt_length": 600, "max_length": 512}, "max_prompt_length"),
         ({"bogus": 1}, "unknown config field"),

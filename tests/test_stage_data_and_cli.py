@@ -80,7 +80,7 @@ def test_cli_help_lists_options_and_bad_values_fail_clearly():
     for option in ("--profile", "--run-dir", "--beta", "--set", "--errors"):
         assert option in help_text
     bad = _cli("data", "--profile", "smoke", "--beta", "0", check=False)
-    assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
+    assert bad.returncode == 2 and "beta must be a finite number > 0" in bad.stderr
     bad = _cli("data", "--profile", "smoke", "--set", "nonsense=1", check=False)
     assert bad.returncode != 0 and "FIELD=VALUE" in bad.stderr
 

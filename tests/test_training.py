@@ -67,7 +67,11 @@ def test_reference_must_not_be_the_policy_object(tokenizer):
 
 @pytest.mark.parametrize(
     "kw, message",
-    [({"beta": 0.0}, "beta must be > 0"), ({"beta": -1.0}, "beta must be > 0"), ({"lr": 0.0}, "lr must be > 0")],
+    [
+        ({"beta": 0.0}, "beta must be a finite number > 0"),
+        ({"beta": -1.0}, "beta must be a finite number > 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+    ],
 )
 def test_bad_hyperparameters(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -531,7 +535,7 @@ def test_cli_sft_and_dpo_on_a_run_folder(tmp_path):
     assert bad.returncode == 2 and "02-SFT_Baseline.ipynb" in bad.stderr
     assert run("sft", "--run-dir", str(tmp_path), "--quiet").returncode == 0
     bad = run("dpo", "--run-dir", str(tmp_path), "--beta", "-1")
-    assert bad.returncode == 2 and "beta must be > 0" in bad.stderr
+    assert bad.returncode == 2 and "beta must be a finite number > 0" in bad.stderr
     bad = run("dpo", "--run-dir", str(tmp_path), "--set", "run_dir=elsewhere")
     assert bad.returncode != 0 and "use --run-dir" in bad.stderr
     bad = run("dpo", "--run-dir", str(tmp_path), "--set", "dpo_lr=0")
