@@ -60,7 +60,9 @@ PARSE_ONLY = {
 RUN_FOLDER_OPTIONS = ("--run-dir", "--from")  # options whose value is an existing run folder
 CREATES_RUN = {"pipeline", "data"}  # subcommands that make their run folder from nothing
 SHAPE_VALUES = ("--only",)  # options whose value changes what runs (others: only the numbers differ)
-EXIT_CODES = {"doctor": (0, 1)}  # doctor: 1 = it found problems (offline: the Hub), which it reports per line
+EXIT_CODES = {"doctor": (0, 1), "round2": (0, 1)}  # doctor: 1 = problems found (offline: the Hub), one line each
+# round2: 1 = every sampled pair tied, nothing to learn (the smoke model's answers all score the same); it must say so
+EXIT_SAYS = {("round2", 1): "不訓練第二輪"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +224,8 @@ def _prepare(workspace: Path, base: Path, argv: list[str]) -> None:
 
 
 def _python(argv: list[str]) -> list[str]:
+    if argv[0] == "python" and argv[1].startswith("scripts/"):
+        return [sys.executable, str(ROOT / argv[1]), *argv[2:]]  # the docs run them from the checkout
     if argv[0] == "python":
         return [sys.executable, *argv[1:]]
     if argv[0] == "papermill":
@@ -249,7 +253,8 @@ def _run(number: int, command: Command, workspace: Path, base: Path, timeout: fl
         _python(argv), cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
     allowed = EXIT_CODES.get(command.subcommand, (0,))
-    if done.returncode not in allowed or "Traceback (most recent call last)" in done.stderr:
+    says = EXIT_SAYS.get((command.subcommand, done.returncode), "")
+    if done.returncode not in allowed or says not in done.stdout or "Traceback (most recent call last)" in done.stderr:
         return (
             f"{command.source}: `{command.text}` exited {done.returncode} after {time.perf_counter() - started:.0f} s"
             f"\n--- stdout (end)\n{done.stdout[-1500:]}\n--- stderr (end)\n{done.stderr[-3000:]}"
