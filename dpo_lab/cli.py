@@ -26,7 +26,7 @@ import json
 import sys
 import time
 
-from .core.losses import LOSS_TYPES
+from .core.losses import LOSSES
 from .evaluation.judges import GPU_REWARD_MODEL
 from .run.config import PROFILES, LabConfig, get_config
 
@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--no-cache", action="store_true", help="run the reference model live instead of the log-prob cache"
             )
-            p.add_argument("--loss-type", default=None, choices=LOSS_TYPES, help="DPO (sigmoid, default) or a variant")
+            p.add_argument(
+                "--loss-type", default=None, choices=tuple(LOSSES), help="DPO (sigmoid, default) or a variant"
+            )
             p.add_argument(
                 "--label-smoothing", type=float, default=None, help="conservative / robust: the assumed flip rate"
             )

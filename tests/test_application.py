@@ -16,7 +16,7 @@ import torch
 import dpo_lab
 from dpo_lab.core.hh_format import ASSISTANT_TAG, HH_CHAT_TEMPLATE, with_hh_chat_template
 from dpo_lab.infra.checkpoints import verify_checkpoint
-from dpo_lab.run.layout import dpo_run_name, parse_dpo_run_name
+from dpo_lab.run.layout import dpo_run_name, run_identity
 
 
 @pytest.fixture(scope="module")
@@ -119,18 +119,26 @@ def test_transformers_serve_answers_like_the_model_does_locally(trained_run):
 
 
 # ------------------------------------------------------------------------------------------ loss variants
-def test_run_folder_names_round_trip():
-    for args in [(0.1,), (0.5, "ipo"), (0.1, "conservative", 0.1), (1.0, "robust", 0.2), (0.05, "hinge")]:
-        name = dpo_run_name(*args)
-        parsed = parse_dpo_run_name(name)
-        assert (parsed["beta"], parsed["loss_type"], parsed["label_smoothing"]) == (
-            args + ("sigmoid", 0.0)[len(args) - 1 :]
-        )[:3]
-    assert dpo_run_name(0.10) == "beta_0.1"  # the folder every earlier run wrote
-    assert parse_dpo_run_name("round2_beta_0.1")["round"] == 2
-    for bad in ("beta_oops", "xbeta_0.1", "beta_0.10"):
-        with pytest.raises(ValueError, match="not a DPO run folder name"):
-            parse_dpo_run_name(bad)
+def test_run_folder_names_are_distinct_and_identity_comes_from_the_manifest():
+    runs = [(0.1,), (0.5, "ipo"), (0.1, "conservative", 0.1), (1.0, "robust", 0.2), (0.05, "hinge"), (0.1, "ipo")]
+    names = [dpo_run_name(*args) for args in runs]
+    assert len(set(names)) == len(names) and names[:2] == ["beta_0.1", "ipo_beta_0.5"]
+    manifest = {"config": {"beta": 0.5, "loss_type": "robust", "label_smoothing": 0.2}, "metrics": {}}
+    assert run_identity(manifest) == {
+        "round": 1,
+        "loss_type": "robust",
+        "label_smoothing": 0.2,
+        "beta": 0.5,
+        "first_round": None,
+    }
+    second = {"config": {"beta": 0.1}, "metrics": {"round": 2, "first_round": "beta_0.1"}}  # an older manifest
+    assert run_identity(second) == {
+        "round": 2,
+        "loss_type": "sigmoid",
+        "label_smoothing": 0.0,
+        "beta": 0.1,
+        "first_round": "beta_0.1",
+    }
 
 
 def test_loss_type_and_label_smoothing_are_checked():
@@ -229,8 +237,11 @@ def test_round2_trains_from_the_first_round_on_its_own_labelled_samples(trained_
     models, _ = discover_models(run_dir)
     assert list(models) == ["SFT", "DPO β=0.1", "DPO β=0.1 · round 2"]
     from dpo_lab.evaluation.methods import first_rounds
+    from dpo_lab.evaluation.stage import run_identities
 
-    assert first_rounds(models) == {"DPO β=0.1 · round 2": "DPO β=0.1"}  # 04 plays these two head to head
+    assert first_rounds(run_identities(models), models) == {
+        "DPO β=0.1 · round 2": "DPO β=0.1"
+    }  # 04 plays these two head to head
     # a new first round makes the second round stale: it is skipped, not compared
     shutil.copytree(run_dir / "03_dpo" / "beta_0.1", tmp_path / "keep")
     (run_dir / "03_dpo" / "beta_0.1" / "manifest.json").write_text(

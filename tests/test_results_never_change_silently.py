@@ -29,7 +29,7 @@ from dpo_lab.cli import main
 from dpo_lab.infra.atomic import atomic_directory, recover_interrupted_save, remove_leftovers
 from dpo_lab.infra.locks import file_lock, lock_path
 from dpo_lab.run import pipeline
-from dpo_lab.run.layout import dpo_run_name, number_text, parse_dpo_run_name
+from dpo_lab.run.layout import dpo_run_name, number_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,6 @@ def test_distinct_betas_never_share_a_folder_or_a_label(run, tmp_path):
     assert number_text(0.1) == number_text(0.10) == "0.1" and number_text(1.0) == "1"
     for a, b in ((0.1, 0.1000001), (0.5, 0.5000000000000001), (1e-5, 1.0000001e-5)):
         assert dpo_run_name(a) != dpo_run_name(b)
-        assert parse_dpo_run_name(dpo_run_name(b))["beta"] == b
     assert dpo_run_name(0.1, "conservative", 0.1) != dpo_run_name(0.1, "conservative", 0.1000001)
     copy = _copy(run, tmp_path)
     assert main(["dpo", "--run-dir", str(copy), "--beta", "0.1000001", "--quiet"]) == 0
@@ -182,6 +181,20 @@ def test_distinct_betas_never_share_a_folder_or_a_label(run, tmp_path):
     assert kept["id"] == original["id"]
     models, _ = discover_models(copy)
     assert list(models) == ["SFT", "DPO β=0.1", "DPO β=0.1000001"]
+    assert json.loads((copy / "03_dpo" / "beta_0.1000001" / "manifest.json").read_text())["config"]["beta"] == 0.1000001
+
+
+def test_a_run_is_what_its_manifest_says_not_what_its_folder_is_called(run, tmp_path):
+    """A copied or renamed run folder is named by its manifest (the beta it was trained with) and compared once."""
+    from dpo_lab.evaluation.stage import discover_models
+
+    copy = _copy(run, tmp_path)
+    shutil.copytree(copy / "03_dpo" / "beta_0.1", copy / "03_dpo" / "beta_0.7")  # a copy under another beta's name
+    (copy / "03_dpo" / "beta_0.1").rename(copy / "03_dpo" / "ipo_beta_0.3")  # and the original renamed
+    models, skipped = discover_models(copy)
+    assert list(models) == ["SFT", "DPO β=0.1"]  # trained with the DPO loss at beta 0.1, whatever the folder says
+    assert models["DPO β=0.1"].name == "beta_0.7"
+    assert skipped == ["ipo_beta_0.3: the same run as beta_0.7 (DPO β=0.1, by its manifest)"]
 
 
 # ------------------------------------------------------------------------------------------- a killed save

@@ -15,6 +15,8 @@ preference pairs. With :math:`\pi_\theta` the policy, :math:`\pi_{ref}` the froz
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +105,64 @@ def dpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-LOSS_TYPES = ("sigmoid", "ipo", "hinge", "conservative", "robust")
-"""The loss variants :func:`preference_loss` knows, under TRL's ``loss_type`` names where TRL has one."""
-SMOOTHED_LOSSES = ("conservative", "robust")  # the two that take ``label_smoothing`` (the assumed flip rate)
+@dataclass(frozen=True)
+class LossVariant:
+    """One preference loss, registered once: everything the package needs to train, name and draw it.
+
+    ``per_pair(margin, beta, eps)`` maps the log-ratio margin h (``[B]``) to per-pair losses; ``label`` is how
+    stage 04 names its runs; ``smoothed``: it takes ``label_smoothing`` (the assumed flip rate ε);
+    ``average_logps``: it is defined on length-averaged (per-token) log-probs, so its β lives on that scale
+    and every run of it uses ``average_logps=True``.
+    """
+
+    name: str  # TRL's loss_type where TRL has one: the config value, the CLI choice, the folder prefix
+    label: str
+    per_pair: Callable[[torch.Tensor, float, float], torch.Tensor]
+    smoothed: bool = False
+    average_logps: bool = False
+
+    @property
+    def beta_scale(self) -> str:
+        return "per-token log-ratio margin" if self.average_logps else "summed log-ratio margin (nats)"
+
+
+LOSSES: dict[str, LossVariant] = {}
+"""Every loss :func:`preference_loss` knows, by name. A new variant is a function of the margin plus one
+:func:`register_loss` line below; the config, the CLI, the loop, 04's labels and the plots read it from here."""
+
+
+def register_loss(variant: LossVariant) -> LossVariant:
+    if variant.name in LOSSES:
+        raise ValueError(f"loss_type {variant.name!r} is already registered")
+    LOSSES[variant.name] = variant
+    return variant
+
+
+def _sigmoid(h, beta, eps):
+    return -F.logsigmoid(beta * h)
+
+
+def _ipo(h, beta, eps):
+    return (h - 1 / (2 * beta)) ** 2
+
+
+def _hinge(h, beta, eps):
+    return torch.relu(1 - beta * h)
+
+
+def _conservative(h, beta, eps):
+    return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+
+
+def _robust(h, beta, eps):
+    return (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+
+register_loss(LossVariant("sigmoid", "DPO", _sigmoid))
+register_loss(LossVariant("ipo", "IPO", _ipo, average_logps=True))
+register_loss(LossVariant("hinge", "hinge", _hinge))
+register_loss(LossVariant("conservative", "cDPO", _conservative, smoothed=True))
+register_loss(LossVariant("robust", "rDPO", _robust, smoothed=True))
 
 
 def check_beta(beta: float) -> None:
@@ -119,16 +176,17 @@ def check_beta(beta: float) -> None:
 
 def check_loss_type(loss_type: str, label_smoothing: float = 0.0) -> None:
     """A clear error for an unknown variant or a label-smoothing value it cannot take."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if loss_type in SMOOTHED_LOSSES:
+    if loss_type not in LOSSES:
+        raise ValueError(f"loss_type must be one of {tuple(LOSSES)}, got {loss_type!r}")
+    if LOSSES[loss_type].smoothed:
         if not 0.0 < label_smoothing < 0.5:
             raise ValueError(
                 f"loss_type={loss_type!r} needs 0 < label_smoothing < 0.5 (the share of flipped labels it assumes),"
                 f" got {label_smoothing}"
             )
     elif label_smoothing != 0.0:
-        raise ValueError(f"label_smoothing is used by {SMOOTHED_LOSSES} only; loss_type={loss_type!r} ignores it")
+        smoothed = tuple(name for name, v in LOSSES.items() if v.smoothed)
+        raise ValueError(f"label_smoothing is used by {smoothed} only; loss_type={loss_type!r} ignores it")
 
 
 def preference_loss(
@@ -168,18 +226,7 @@ def preference_loss(
     check_beta(beta)
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    margin = chosen_logratios - rejected_logratios
-    eps = label_smoothing
-    if loss_type == "sigmoid":
-        losses = -F.logsigmoid(beta * margin)
-    elif loss_type == "ipo":
-        losses = (margin - 1 / (2 * beta)) ** 2
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * margin)
-    elif loss_type == "conservative":
-        losses = -(1 - eps) * F.logsigmoid(beta * margin) - eps * F.logsigmoid(-beta * margin)
-    else:  # robust
-        losses = (-(1 - eps) * F.logsigmoid(beta * margin) + eps * F.logsigmoid(-beta * margin)) / (1 - 2 * eps)
+    losses = LOSSES[loss_type].per_pair(chosen_logratios - rejected_logratios, beta, label_smoothing)
     return losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
 

@@ -26,30 +26,26 @@ def _f(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def first_rounds(models: dict[str, Any]) -> dict[str, str]:
-    """``{second round's name: its first round's name}`` for every second round whose first round is compared too."""
-    from pathlib import Path
+def first_rounds(runs: dict[str, dict[str, Any]], models: dict[str, Any]) -> dict[str, str]:
+    """``{second round's name: its first round's name}`` for every second round whose first round is compared too.
 
-    from ..run.layout import ROUND2_PREFIX
+    ``runs``: :func:`dpo_lab.evaluation.stage.run_identities` (from the manifests); ``models``: name → folder."""
+    from pathlib import Path
 
     by_folder = {Path(folder).name: name for name, folder in models.items()}
     return {
-        name: by_folder[Path(folder).name.removeprefix(ROUND2_PREFIX)]
-        for name, folder in models.items()
-        if Path(folder).name.startswith(ROUND2_PREFIX) and Path(folder).name.removeprefix(ROUND2_PREFIX) in by_folder
+        name: by_folder[run["first_round"]]
+        for name, run in runs.items()
+        if run["round"] == 2 and run["first_round"] in by_folder
     }
 
 
-def method_notes(methods, models: dict[str, Any]) -> list[str]:
+def method_notes(methods, runs: dict[str, dict[str, Any]], models: dict[str, Any]) -> list[str]:
     """One sentence per comparison the table allows: each variant against DPO at the same beta, each second round
-    against its first round and SFT. Says which runs are missing when there is nothing to compare."""
-    from pathlib import Path
-
-    from ..run.layout import parse_dpo_run_name
-
+    against its first round and SFT. Says which runs are missing when there is nothing to compare.
+    ``runs``/``models``: as :func:`first_rounds` takes them."""
     rows = methods.set_index("model")
-    runs = {name: parse_dpo_run_name(Path(folder).name) for name, folder in models.items() if name != "SFT"}
-    firsts = first_rounds(models)
+    firsts = first_rounds(runs, models)
     notes = []
     for name, run in runs.items():
         if run["round"] == 1 and run["loss_type"] != "sigmoid":

@@ -332,23 +332,21 @@ def plot_loss_variants(beta: float = 0.1, label_smoothing: float = 0.1, span: fl
     The slope (−dL/dh) is how hard a pair still pushes: DPO's never reaches 0 (it keeps widening every
     margin), hinge's stops at 1/β, conservative DPO's reaches 0 at the finite margin ln((1−ε)/ε)/β —
     what limits the damage a flipped label can do — and robust DPO's stays above DPO's. IPO is left
-    out: it is a parabola in a PER-TOKEN margin (length-averaged log-probs), another axis altogether.
+    out, as is every variant defined on length-averaged log-probs: a PER-TOKEN margin is another axis altogether.
     """
     import matplotlib.pyplot as plt
     import torch
 
-    from ..core.losses import preference_loss
+    from ..core.losses import LOSSES, preference_loss
 
     span = span or 4.0 / beta
     h = torch.linspace(-span, span, 401, requires_grad=True)
     zero = torch.zeros_like(h)
     fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind, eps in (
-        ("sigmoid", 0.0),
-        ("hinge", 0.0),
-        ("conservative", label_smoothing),
-        ("robust", label_smoothing),
-    ):
+    for kind, variant in LOSSES.items():
+        if variant.average_logps:  # another axis (per-token margins): see the docstring
+            continue
+        eps = label_smoothing if variant.smoothed else 0.0
         loss = preference_loss(h, zero, zero, zero, beta, kind, label_smoothing=eps)[0]
         (grad,) = torch.autograd.grad(loss.sum(), h)
         label = kind + (f" (ε={eps:g})" if eps else "")

@@ -110,13 +110,14 @@ def build_report(
     best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
     if primary:
         best = best[best["judge"] == primary]
-    dpo = best[best["model"].str.startswith("DPO")]
+    trained = set(summary.loc[summary["round"] >= 1, "model"])  # every DPO run, each loss and round (manifests)
+    dpo = best[best["model"].isin(trained)]
     if len(dpo):
         top = dpo.loc[dpo["win_rate"].idxmax()]
         truth = "（corpus-fact oracle，依語料的已知事實逐句判分）" if top["judge"] == "oracle" else ""
         lines.append(
             ("" if headline else "**結論。** ")
-            + f"依 {top['judge']}{truth}，win rate 最高的 DPO 模型是 **{top['model']}**：對 SFT 的 win rate "
+            + f"依 {top['judge']}{truth}，win rate 最高的 DPO run 是 **{top['model']}**：對 SFT 的 win rate "
             f"{top['win_rate']:.1%}（95 % 信賴區間 "
             f"{top['win_ci_low']:.1%}–{top['win_ci_high']:.1%}，{int(top['n_judged'])} 個 prompt）"
             + (

@@ -22,13 +22,12 @@ from ..run.layout import (
     DPO_DIR,
     EVAL_DIR,
     FIGURES_DIR,
-    ROUND2_PREFIX,
     RUN_02,
     RUN_03,
     SFT_DIR,
     beta_dirs,
     number_text,
-    parse_dpo_run_name,
+    run_identity,
 )
 from ..run.pipeline import data_id
 from .judging import (
@@ -53,15 +52,15 @@ from .metrics import (
     summarize_runs,
 )
 
-LOSS_LABELS = {"sigmoid": "DPO", "ipo": "IPO", "hinge": "hinge", "conservative": "cDPO", "robust": "rDPO"}
-
 NO_ORACLE_VERDICT = "（這份資料沒有 corpus-fact oracle：結論以第 5 節主要 judge 的 win rate 與區間為準）"
 
 
 def model_label(run: dict[str, Any]) -> str:
-    """How 04 names a DPO run (:func:`dpo_lab.run.layout.parse_dpo_run_name`): ``DPO β=0.1``, ``IPO β=0.1``,
-    ``cDPO ε=0.1 β=0.1``, ``DPO β=0.1 · round 2``."""
-    label = LOSS_LABELS[run["loss_type"]]
+    """How 04 names a DPO run (:func:`dpo_lab.run.layout.run_identity`): ``DPO β=0.1``, ``IPO β=0.1``,
+    ``cDPO ε=0.1 β=0.1``, ``DPO β=0.1 · round 2``. A display name only: nothing parses it back."""
+    from ..core.losses import LOSSES
+
+    label = LOSSES[run["loss_type"]].label
     if run["label_smoothing"]:
         label += f" ε={number_text(run['label_smoothing'])}"
     label += f" β={number_text(run['beta'])}"  # two betas never share a label (nor a folder)
@@ -71,10 +70,11 @@ def model_label(run: dict[str, Any]) -> str:
 def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     """``{"SFT": 02_sft, "DPO β=0.1": 03_dpo/beta_0.1, …}``, and the folders skipped, with why.
 
+    Each run is identified by its manifest (:func:`dpo_lab.run.layout.run_identity`), not its folder's name.
     Order: the DPO (sigmoid) runs by increasing beta, then the loss variants, then the second rounds.
     A DPO folder counts only if it is complete and was trained from the CURRENT 02_sft and 01_data
-    (a second round: from its first round as it is now); an incomplete or stale one is listed in the
-    second value, never silently compared.
+    (a second round: from its first round as it is now); an incomplete or stale one — or a copy of a run
+    already found — is listed in the second value, never silently compared.
     """
     run_dir = Path(run_dir)
     sft = verify_checkpoint(run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)})
@@ -83,14 +83,10 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
     found = []
     for folder in beta_dirs(run_dir):
         try:
-            run = parse_dpo_run_name(folder.name)
-        except ValueError as e:
-            skipped.append(f"{folder.name}: {e}")
-            continue
-        try:
+            run = run_identity(read_manifest(folder, produced_by=RUN_03))
             expected = {DATA_DIR: data_id(run_dir), SFT_DIR: sft["id"]}
             if run["round"] == 2:
-                first = folder.parent / folder.name.removeprefix(ROUND2_PREFIX)
+                first = folder.parent / run["first_round"]
                 expected = {DATA_DIR: expected[DATA_DIR], first.name: read_manifest(first, produced_by=RUN_03)["id"]}
             verify_checkpoint(folder, produced_by=RUN_03, expected_inputs=expected)
         except (FileNotFoundError, StaleCheckpointError) as e:
@@ -99,8 +95,20 @@ def discover_models(run_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
         order = (run["round"], run["loss_type"] != "sigmoid", run["loss_type"], run["label_smoothing"], run["beta"])
         found.append((order, model_label(run), folder))
     for _, label, folder in sorted(found):
+        if label in models:  # a copied or renamed folder: its manifest says it is a run already compared
+            skipped.append(f"{folder.name}: the same run as {models[label].name} ({label}, by its manifest)")
+            continue
         models[label] = folder
     return models, skipped
+
+
+def run_identities(models: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """``{model name: run_identity}`` of every DPO run in ``models`` (SFT has none)."""
+    return {
+        name: run_identity(read_manifest(folder, produced_by=RUN_03))
+        for name, folder in models.items()
+        if name != "SFT"
+    }
 
 
 def save_evaluation(
@@ -338,7 +346,12 @@ class Evaluation:
     @property
     def focus(self) -> str:
         """The DPO model the cases and the human A/B test look at: the course rule's pick, else the first."""
-        return self.pick or [m for m in self.models if m != "SFT"][0]
+        return self.pick or self.dpo_models[0]
+
+    @property
+    def dpo_models(self) -> list[str]:
+        """Every trained run compared here (each loss variant and round), as discover_models found them."""
+        return [m for m in self.models if m != "SFT"]
 
     # ------------------------------------------------------------------ §1-3: no judge needed
     def heldout_metrics(self):
@@ -562,7 +575,8 @@ class Evaluation:
 
         primary = self.judged["primary"]
         vs_round1 = {}
-        for name, first in first_rounds(self.models).items():
+        runs = run_identities(self.models)
+        for name, first in first_rounds(runs, self.models).items():
             result = compare(
                 self.judged["judges"][primary],
                 self.judge_prompts,
@@ -572,7 +586,7 @@ class Evaluation:
             )
             vs_round1[name] = win_rate_row(name, result, seed=self.config.seed).get("win_rate")
         self.methods = methods_table(self.summary, self.implicit_by_split, vs_round1)
-        for note in method_notes(self.methods, self.models):
+        for note in method_notes(self.methods, runs, self.models):
             self.log(note)
         return self.methods
 

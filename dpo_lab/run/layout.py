@@ -52,27 +52,19 @@ def dpo_run_name(beta: float, loss_type: str = "sigmoid", label_smoothing: float
     return f"{prefix}beta_{number_text(beta)}"
 
 
-def parse_dpo_run_name(name: str) -> dict:
-    """``{"round": 1|2, "loss_type", "label_smoothing", "beta"}`` from a folder name, or ValueError."""
-    round_ = 1
-    if name.startswith(ROUND2_PREFIX):
-        round_, name = 2, name.removeprefix(ROUND2_PREFIX)
-    loss_part, sep, beta = name.rpartition("beta_")
-    if not sep or (loss_part and not loss_part.endswith("_")):
-        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)")
-    loss_type, _, smoothing = loss_part.rstrip("_").partition("-ls")
-    try:
-        out = {
-            "round": round_,
-            "loss_type": loss_type or "sigmoid",
-            "label_smoothing": float(smoothing) if smoothing else 0.0,
-            "beta": float(beta),
-        }
-    except ValueError:
-        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)") from None
-    if dpo_run_name(out["beta"], out["loss_type"], out["label_smoothing"]) != name:
-        raise ValueError(f"{name!r} is not a DPO run folder name (beta_<b> or <loss>_beta_<b>)")
-    return out
+def run_identity(manifest: dict) -> dict:
+    """``{"round": 1|2, "loss_type", "label_smoothing", "beta", "first_round"}`` of a DPO run, from its manifest —
+    the facts it was trained with. The folder name is only where it was saved: never parsed back (a renamed or
+    copied folder still says what it holds). ``first_round``: the folder name of a second round's first round."""
+    config, metrics = manifest["config"], manifest.get("metrics", {})
+    second = metrics.get("round") == 2
+    return {
+        "round": 2 if second else 1,
+        "loss_type": config.get("loss_type", "sigmoid"),  # manifests older than the loss variants: DPO's loss
+        "label_smoothing": float(config.get("label_smoothing", 0.0)),
+        "beta": float(config["beta"]),
+        "first_round": metrics.get("first_round") if second else None,
+    }
 
 
 def dpo_run_dir(run_dir: str | Path, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> Path:

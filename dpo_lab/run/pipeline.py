@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..core.hh_format import with_hh_chat_template
+from ..core.losses import LOSSES
 from ..core.tokenization import tokenize_pairs, tokenize_sft_example
 from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
 from ..infra.atomic import remove_leftovers
@@ -104,7 +105,7 @@ def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
         patience=config.early_stopping_patience,
         kl_limit=config.kl_limit,
         train_accuracy_limit=config.train_accuracy_limit,
-        average_logps=config.average_logps or config.loss_type == "ipo",  # IPO is defined on per-token means
+        average_logps=config.average_logps or LOSSES[config.loss_type].average_logps,  # e.g. IPO: per-token means
         loss_type=config.loss_type,
         label_smoothing=config.label_smoothing,
         **_shared_loop_args(config, progress),

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..core.collator import PreferenceDataCollator, merge_pair_batches
-from ..core.losses import check_beta, check_loss_type, dpo_loss, dpo_metrics, preference_loss, token_kl
+from ..core.losses import LOSSES, check_beta, check_loss_type, dpo_loss, dpo_metrics, preference_loss, token_kl
 from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
 from ..infra.checkpoints import resume_training, save_periodic_state
@@ -67,8 +67,10 @@ class DPOArgs(LoopArgs):
     def __post_init__(self):
         check_beta(self.beta)
         check_loss_type(self.loss_type, self.label_smoothing)
-        if self.loss_type == "ipo" and not self.average_logps:
-            raise ValueError("loss_type='ipo' is defined on length-averaged log-probs (as TRL): set average_logps=True")
+        if LOSSES[self.loss_type].average_logps and not self.average_logps:
+            raise ValueError(
+                f"loss_type={self.loss_type!r} is defined on length-averaged log-probs (as TRL): set average_logps=True"
+            )
         super().__post_init__()
 
 
