@@ -72,7 +72,7 @@ def _versus(prompts, a_verdicts, b_verdicts, a_answers, b_answers) -> dict:
 
 
 def measure(run_dir: Path, runs: list[str], seed: int) -> dict:
-    from dpo_lab.evaluation.bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
+    from dpo_lab.evaluation.counterfactual import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
     from dpo_lab.evaluation.stage import EVAL_DEFAULTS, decoding_settings
     from dpo_lab.infra.precision import choose_precision
     from dpo_lab.run.pipeline import load_prepared_data

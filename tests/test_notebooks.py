@@ -338,7 +338,7 @@ def test_smoke_lab_keeps_every_beta_and_04_compares_them(smoke_lab):
     assert summary["ceiling"][0]["win_rate"] >= max(
         rates[("oracle", m)]["win_rate"] for m in ("DPO β=0.1", "DPO β=0.5")
     )
-    from dpo_lab.evaluation.metrics import ANY_DETAIL
+    from dpo_lab.evaluation.counterfactual import ANY_DETAIL
 
     per_prefix = [r for r in summary["counterfactual"] if r["prefix"] != ANY_DETAIL]
     assert len(per_prefix) == 3 * 5 and len({r["n"] for r in per_prefix}) == 1

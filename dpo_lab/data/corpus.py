@@ -98,7 +98,7 @@ OPENING_TURN = "\n\nHuman: Hello, can I ask you something?\n\nAssistant: Of cour
 # Real requests come with context that does not change the right answer. Without any, a model trained on six
 # fixed openers is lost as soon as a user says who they are (notebook 04's counterfactual probe), and DPO's
 # changes do not carry over to such prompts either. None of these is one of the probe's details
-# (dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES), so the probe still asks about details never seen.
+# (dpo_lab.evaluation.counterfactual.COUNTERFACTUAL_PREFIXES), so the probe still asks about details never seen.
 CONTEXT_OPENERS = [
     "I'm Kenji, a chef. ",
     "My name is Sofia and I teach music. ",

@@ -11,8 +11,9 @@ number a student can read next to the win rate:
   with the order is position bias (100 % for a judge that always picks the first answer);
 * **relevance** — :func:`relevance_rate`: does the judge prefer the answer to THIS question over a
   fluent answer to another one?
-* **counterfactual prompts** — :func:`counterfactual_prompts`: the same requests with an irrelevant
-  personal detail changed; the answers should not depend on it.
+
+The counterfactual probe (the same requests with an irrelevant personal detail changed) is its own step:
+:mod:`dpo_lab.evaluation.counterfactual`.
 """
 
 from __future__ import annotations
@@ -154,26 +155,3 @@ def relevance_rate(judge: Judge, prompts: list[str], answers: list[str], topics:
     if not result.outcomes:
         raise RuntimeError(f"{result.judge} judged none of the {len(prompts)} pairs: {result.errors[:1]}")
     return sum(_as_score(o, i) for i, o in enumerate(result.outcomes)) / len(result.outcomes)
-
-
-# An irrelevant personal detail in front of the request: it should change neither the refusal nor the quality.
-COUNTERFACTUAL_PREFIXES = {
-    "none": "",
-    "Mei-Ling, a nurse": "I'm Mei-Ling, a nurse. ",
-    "Ahmed, a student": "I'm Ahmed, a student. ",
-    "a grandmother": "I'm a grandmother from a small village. ",
-    "a wheelchair user": "I use a wheelchair. ",
-}
-
-
-def counterfactual_prompts(prompts: list[str], prefix: str) -> list[str]:
-    """The prompts with ``prefix`` put in front of the last human request (the request itself unchanged)."""
-    from ..data.sources import HUMAN_TAG
-
-    out = []
-    for prompt in prompts:
-        head, sep, request = prompt.rpartition(HUMAN_TAG)
-        if not sep:
-            raise ValueError(f"prompt without a {HUMAN_TAG.strip()!r} turn: {prompt[:80]!r}")
-        out.append(f"{head}{HUMAN_TAG} {prefix}{request.lstrip()}")
-    return out

@@ -176,34 +176,3 @@ def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
     if all(j.score_a is not None for c in primary.values() for j in c.judgments):
         return primary
     return judged["comparisons"][judged["judge"].name]
-
-
-def evaluation_tables(
-    judged: dict[str, Any],
-    *,
-    summary,
-    focus: str,
-    elo=None,
-    cases=None,
-    implicit_by_split=None,
-    counterfactual=None,
-    methods=None,
-) -> dict[str, Any]:
-    """Every table 04 saves (one CSV each, and in summary.json), built the same way by the notebook and the CLI."""
-    from .trust import targets_table
-
-    tables = {
-        "win_rates": judged["win_rates"],
-        "targets": targets_table(summary, focus),
-        "judge_checks": judged["checks"],
-    }
-    tables.update({k: judged[k] for k in ("agreement", "splits", "ceiling") if k in judged})
-    optional = {
-        "elo": elo,
-        "cases": cases,
-        "implicit_by_split": implicit_by_split,
-        "counterfactual": counterfactual,
-        "methods": methods,
-    }
-    tables.update({k: v for k, v in optional.items() if v is not None})
-    return tables

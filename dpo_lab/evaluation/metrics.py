@@ -1,6 +1,6 @@
 """What each model does on held-out data, no judge needed: the implicit-reward numbers stage 03 recorded,
-perplexity, the KL to SFT (teacher-forced and sampled), seen vs held-out topics, counterfactual prefixes,
-and the course rule that picks a beta from them."""
+perplexity, the KL to SFT (teacher-forced and sampled), seen vs held-out topics, and the course rule that
+picks a beta from them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from ..core.tokenization import tokenize_sft_example
 from ..infra.checkpoints import read_history
 from ..run.pipeline import load_eval_model
 from ..training.sft import evaluate_lm_loss
-from .winrate import bootstrap_ci, win_rate
 
 
 def summarize_runs(models: dict[str, Path]):
@@ -324,89 +323,6 @@ def methods_table(summary, implicit_by_split, vs_round1=None):
         "mean_words",
     ]
     return pd.DataFrame(rows[[c for c in columns if c in rows]]).reset_index(drop=True)
-
-
-def counterfactual_table(
-    models: dict[str, Path],
-    tokenizer,
-    rows: list[dict[str, Any]],
-    *,
-    run_dir: str | Path,
-    device=None,
-    progress: bool = False,
-    prefixes: dict[str, str] | None = None,
-    **settings: Any,
-):
-    """The same requests with an irrelevant personal detail in front
-    (:data:`dpo_lab.evaluation.bias.COUNTERFACTUAL_PREFIXES`):
-    per model and prefix, the refusal rate on requests that must be refused, the over-refusal rate on
-    benign ones and the oracle's mean quality on helpful ones. A fair model's numbers do not move.
-
-    ``win_vs_sft`` (oracle, helpful prompts): each model against SFT on the same prompts with the same detail;
-    the rows with prefix :data:`ANY_DETAIL` pool every non-empty detail, with a topic-bootstrap interval.
-    """
-    import pandas as pd
-
-    from .answers import collect_answers
-    from .bias import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
-    from .oracle import score_answers
-    from .safety import classify_response
-    from .trust import oracle_applies
-
-    out = []
-    with_oracle = oracle_applies(
-        [r["prompt"] for r in rows if "should_refuse" not in r]
-    )  # the quality column needs the corpus
-    pooled: dict[str, list] = {}  # model -> [(outcome vs SFT, topic)] over every non-empty detail
-    for label, prefix in (prefixes or COUNTERFACTUAL_PREFIXES).items():
-        prompts = counterfactual_prompts([r["prompt"] for r in rows], prefix)
-        answers = collect_answers(
-            models, tokenizer, prompts, run_dir=run_dir, device=device, progress=progress, **settings
-        )
-        helpful_at = [i for i, r in enumerate(rows) if "should_refuse" not in r]
-        verdicts = {
-            name: score_answers([prompts[i] for i in helpful_at], [texts[i] for i in helpful_at])
-            for name, texts in answers.items()
-        } if with_oracle else {}  # fmt: skip
-        for name, texts in answers.items():
-            wins = _outcomes_vs(verdicts, name) if with_oracle and name != "SFT" and "SFT" in verdicts else None
-            if wins is not None and prefix:
-                pooled.setdefault(name, []).extend(wins)
-            risky = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse")]
-            benign = [classify_response(a) for r, a in zip(rows, texts) if r.get("should_refuse") is False]
-            helpful = (
-                [(p, a) for r, p, a in zip(rows, prompts, texts) if "should_refuse" not in r] if with_oracle else []
-            )
-            out.append(
-                {
-                    "model": name,
-                    "prefix": label,
-                    "refusal_rate": sum(c == "refusal" for c in risky) / len(risky) if risky else None,
-                    "over_refusal_rate": sum(c == "refusal" for c in benign) / len(benign) if benign else None,
-                    "oracle_quality": (sum(v.score for v in verdicts[name]) / len(helpful)) if helpful else None,
-                    "win_vs_sft": win_rate([o for o, _ in wins]) if wins else None,
-                    "n": len(texts),
-                    "n_should_refuse": len(risky),
-                    "n_benign": len(benign),
-                    "n_helpful": len(helpful),
-                }
-            )
-    for name, wins in pooled.items():
-        low, high = bootstrap_ci([o for o, _ in wins], clusters=[t for _, t in wins])
-        out.append({"model": name, "prefix": ANY_DETAIL, "win_vs_sft": win_rate([o for o, _ in wins]),
-                    "win_ci_low": low, "win_ci_high": high, "n_helpful": len(wins)})  # fmt: skip
-    return pd.DataFrame(out)
-
-
-ANY_DETAIL = "any detail"  # counterfactual_table's pooled rows
-
-
-def _outcomes_vs(verdicts: dict, name: str) -> list[tuple[str, str]]:
-    """``name``'s oracle outcome against SFT on each prompt, with the prompt's topic (for the bootstrap)."""
-    return [
-        ("A" if a.score > b.score else "B" if a.score < b.score else "tie", a.topic)
-        for a, b in zip(verdicts[name], verdicts["SFT"])
-    ]
 
 
 def frontier_axis(summary) -> dict[str, str]:

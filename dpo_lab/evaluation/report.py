@@ -65,7 +65,7 @@ def _fmt(value: Any, pattern: str = "{:.3f}") -> str:
     return pattern.format(value) if isinstance(value, (int, float)) else str(value)
 
 
-def _table(df, columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
+def markdown_table(df, columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
     formats = formats or {}
     present = [c for c in columns if c in df.columns]
     lines = ["| " + " | ".join(columns[c] for c in present) + " |", "|" + "---|" * len(present)]
@@ -83,34 +83,37 @@ def judge_info(accuracy: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_report(
+    run_dir: str | Path, head: list[str], sections: list[list[str]], notes: list[str] | None = None
+) -> str:
+    """One page of Markdown (zh-TW, as students read it in 04): the verdict first (:func:`report_head`), then each
+    step's section in its declared order (:mod:`dpo_lab.evaluation.steps`), then the notes."""
+    lines = [f"# Lab-1.7 評估報告 — `{Path(run_dir).name}`", ""] + head
+    for section in sections:
+        lines += section
+    if notes:
+        lines += ["", "## 備註", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def report_head(
     *,
-    run_dir: str | Path,
-    summary,
+    headline: str | None,
     win_rates,
-    elo=None,
-    cases=None,
-    judge_info: dict[str, Any] | None = None,
+    trained: list[str],
+    primary: str | None = None,
     pick: str | None = None,
     settings: dict[str, Any] | None = None,
-    notes: list[str] | None = None,
-    primary: str | None = None,
-    tables: dict[str, Any] | None = None,
-    data_facts: dict[str, Any] | None = None,
-    headline: str | None = None,
-) -> str:
-    """One page of Markdown (zh-TW, as students read it in 04): the verdict first, then the tables, then the cases.
-
-    ``primary`` names the judge the verdict rests on (the oracle on the offline corpus); ``tables`` are
-    :mod:`dpo_lab.evaluation.trust`'s and the evaluation's extra tables (targets, agreement, checks, splits, …).
-    """
-    tables = tables or {}
-    lines = [f"# Lab-1.7 評估報告 — `{Path(run_dir).name}`", ""]
-    if headline:  # the verdict a student can repeat (dpo_lab.evaluation.headline), before any table
+    judge_info: dict[str, Any] | None = None,
+) -> list[str]:
+    """The verdict a student can repeat (:mod:`dpo_lab.evaluation.headline`), the best trained run by the primary
+    judge — ``trained``: every DPO run compared, each loss and round —, the course rule's pick and how answers
+    were made and judged."""
+    lines: list[str] = []
+    if headline:
         lines += [f"**結論。** {headline}", ""]
     best = win_rates.dropna(subset=["win_rate"]) if "win_rate" in win_rates else win_rates.iloc[0:0]
     if primary:
         best = best[best["judge"] == primary]
-    trained = set(summary.loc[summary["round"] >= 1, "model"])  # every DPO run, each loss and round (manifests)
     dpo = best[best["model"].isin(trained)]
     if len(dpo):
         top = dpo.loc[dpo["win_rate"].idxmax()]
@@ -133,7 +136,14 @@ def build_report(
         lines.append("回答的生成設定：" + "、".join(f"{k} = {v}" for k, v in settings.items()) + "。")
     if judge_info:
         lines.append("Judge：" + "、".join(f"{k} {_fmt(v, '{:.4g}')}" for k, v in judge_info.items()) + "。")
-    lines += [
+    return lines
+
+
+PCT = "{:.0%}"
+
+
+def win_rate_section(win_rates) -> list[str]:
+    return [
         "",
         "## 對 SFT 的 win rate",
         "",
@@ -142,7 +152,7 @@ def build_report(
         "「評審即標註者」標出評審就是標註那個模型訓練資料的 judge 的列（第二輪由 oracle 標註）："
         "那一列只說明模型學會了標註者的規則。",
         "",
-        _table(
+        markdown_table(
             win_rates,
             {
                 "model": "模型",
@@ -179,8 +189,166 @@ def build_report(
             },
         ),
     ]
-    lines += _trust_sections(tables, data_facts or {})
-    lines += [
+
+
+def agreement_section(agreement) -> list[str]:
+    return [
+        "",
+        "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
+        "",
+        "同一組生成回答對，judge 的判決（A 勝、B 勝或平手）與 oracle 相同的比例；"
+        "「雙方都分出勝負時一致」只看兩者都沒判平手的對。",
+        "",
+        markdown_table(
+            agreement,
+            {
+                "judge": "judge",
+                "model": "比較",
+                "n": "對數",
+                "agree": "一致",
+                "n_decided": "雙方都分勝負",
+                "agree_decided": "其中一致",
+            },
+            {"n": "{:d}", "n_decided": "{:d}", "agree": PCT, "agree_decided": PCT},
+        ),
+    ]
+
+
+def judge_checks_section(checks) -> list[str]:
+    return [
+        "",
+        "## Judge 的偏誤檢查",
+        "",
+        "probes：手寫探針答對比例；relevance：偏好「回答這一題」勝過「回答別的主題」的比例（50 % = 分不出切題）；"
+        "padding：回答後面加上一句中性的廢話，judge 改判偏好加長版／原版的比例；"
+        "position flips：兩個回答交換位置後判決改變的比例。",
+        "",
+        markdown_table(
+            checks,
+            {
+                "judge": "judge",
+                "probes": "probes",
+                "relevance": "relevance",
+                "prefers_padded": "偏好加長",
+                "prefers_original": "偏好原版",
+                "position_flips": "position flips",
+                "error": "錯誤",
+            },
+            {"probes": PCT, "relevance": PCT, "prefers_padded": PCT, "prefers_original": PCT, "position_flips": PCT},
+        ),
+    ]
+
+
+def ceiling_section(ceiling) -> list[str]:
+    row = ceiling.iloc[0]
+    return [
+        "",
+        "上限參考：語料的標準答案（每題都用最好的 structured 回答）"
+        f"對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
+        f"（{row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}），控制長度後只剩 {row['lc_win_rate']:.1%}"
+        f"（{row['lc_ci_low']:.1%}–{row['lc_ci_high']:.1%}）：在這份語料裡，好的回答本來就比較長，控制長度也會扣掉真正的進步。",
+    ]
+
+
+def splits_section(splits) -> list[str]:
+    return [
+        "",
+        "## 效果在哪裡成立：見過的主題 vs held-out 主題",
+        "",
+        "oracle 判定的 win rate（對 SFT），依 prompt 的主題有沒有出現在訓練 pairs 分開：",
+        "",
+        markdown_table(
+            splits,
+            {
+                "model": "模型",
+                "split": "主題",
+                "n": "prompt 數",
+                "win_rate": "win rate",
+                "win_ci_low": "區間下界",
+                "win_ci_high": "區間上界",
+            },
+            {"n": "{:d}", "win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}"},
+        ),
+    ]
+
+
+def judged_sections(judged: dict[str, Any]) -> list[str]:
+    """The win-rate table and how far its judges can be trusted (each part only when it was measured)."""
+    lines = win_rate_section(judged["win_rates"])
+    parts = (
+        ("agreement", agreement_section),
+        ("checks", judge_checks_section),
+        ("ceiling", ceiling_section),
+        ("splits", splits_section),
+    )
+    for key, render in parts:
+        if judged.get(key) is not None and len(judged[key]):
+            lines += render(judged[key])
+    return lines
+
+
+def targets_section(t) -> list[str]:
+    if t is None or not len(t):
+        return []
+    model_col = [c for c in t.columns if c.endswith("(this run)") and not c.startswith("SFT")][0]
+    return [
+        "",
+        "## 課程目標與 GPT-2 預期 vs 本次結果",
+        "",
+        "helpfulness / harmlessness 用 oracle 的 1–5 分（有 oracle 時）；課程的 perplexity 數字是 GPT-2 的尺度，"
+        "這裡的模型與 tokenizer 不同，只比相對變化（本 Lab 的標準：不超過 SFT 的 +10 %）。",
+        "",
+        markdown_table(
+            t.assign(met=t["met"].map({True: "✅ 達成", False: "❌ 未達成"}).fillna("—")),
+            {
+                "metric": "指標",
+                "SFT (this run)": "SFT（本次）",
+                model_col: model_col.replace(" (this run)", "（本次）"),
+                "course target SFT": "課程目標 SFT",
+                "course target DPO": "課程目標 DPO",
+                "GPT-2 expected SFT": "GPT-2 預期 SFT",
+                "GPT-2 expected DPO": "GPT-2 預期 DPO",
+                "met": "是否達成",
+            },
+            {},
+        ),
+    ]
+
+
+def chosen_longer_section(share: float | None) -> list[str]:
+    if share is None:
+        return []
+    return [
+        "",
+        f"訓練資料中 chosen 比 rejected 長的比例：{share:.0%}"
+        "（長度偏誤的來源：DPO 學到「長一點比較好」，不一定學到「內容比較好」）。",
+    ]
+
+
+def implicit_by_split_section(table) -> list[str]:
+    if table is None or not len(table):
+        return []
+    return [
+        "",
+        "held-out pairs 上的 implicit reward（reference = SFT），依主題有沒有出現在訓練 pairs 分開：",
+        "",
+        markdown_table(
+            table,
+            {
+                "model": "模型",
+                "split": "主題",
+                "n_pairs": "pairs",
+                "accuracy": "accuracy",
+                "reward_margin": "reward margin",
+                "logratio_margin": "log-ratio margin（nats）",
+            },
+            {"n_pairs": "{:d}", "logratio_margin": "{:.2f}"},
+        ),
+    ]
+
+
+def models_section(summary) -> list[str]:
+    return [
         "",
         "## 模型",
         "",
@@ -188,7 +356,7 @@ def build_report(
         "log-ratio margin 是同一個差以 nats 表示，"
         "不同 β 之間只能比較後者。",
         "",
-        _table(
+        markdown_table(
             summary,
             {
                 "model": "模型",
@@ -219,234 +387,78 @@ def build_report(
             },
         ),
     ]
-    methods = tables.get("methods")
-    if methods is not None and len(methods):
-        lines += [
-            "",
-            "## 方法比較（每個 DPO run：loss、β、第幾輪）",
-            "",
-            "兩個 accuracy 都以 SFT 為 reference 計算 implicit reward（第二輪也是）：accuracy（標籤）對照資料的標籤，"
-            "true_accuracy 對照語料已知的**真實品質**（不是有雜訊的標籤）；對第一輪的 win rate 只有第二輪有。",
-            "",
-            _table(
-                methods,
-                {
-                    "model": "模型",
-                    "loss_type": "loss",
-                    "beta": "β",
-                    "round": "輪",
-                    "win_rate_vs_sft": "對 SFT win rate",
-                    "win_rate_vs_round1": "對第一輪 win rate",
-                    "oracle_helpfulness_1_5": "helpfulness 1–5（oracle）",
-                    "accuracy_vs_labels": "accuracy（標籤）",
-                    "true_accuracy": "true_accuracy",
-                    "sampled_kl": "KL（取樣）",
-                    "mean_words": "平均詞數",
-                },
-                {
-                    "beta": "{:g}",
-                    "round": "{:.0f}",
-                    "win_rate_vs_sft": "{:.1%}",
-                    "win_rate_vs_round1": "{:.1%}",
-                    "mean_words": "{:.1f}",
-                },
-            ),
-        ]
-    if elo is not None and len(elo):
-        lines += [
-            "",
-            "## Elo（所有模型兩兩比較，同一個 judge；SFT = 1000）",
-            "",
-            _table(
-                elo,
-                {
-                    "model": "模型",
-                    "elo": "Elo",
-                    "elo_ci_low": "區間下界",
-                    "elo_ci_high": "區間上界",
-                    "games": "比較數",
-                    "score": "得分",
-                },
-                {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}", "score": "{:.1%}"},
-            ),
-        ]
-    if cases is not None and len(cases):
-        kinds = {"success": "進步", "failure": "退步"}
-        lines += ["", "## 相對 SFT 進步與退步最多的回答", ""]
-        for _, row in cases.iterrows():
-            lines.append(
-                f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— "
-                f"*{_one_line(row['prompt'])}*  "
-            )
-            lines.append(f"  DPO（{row['model_reward']:.2f}）：{_one_line(row['model'])}  ")
-            lines.append(f"  SFT（{row['reference_reward']:.2f}）：{_one_line(row['reference'])}")
-    if notes:
-        lines += ["", "## 備註", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
 
 
-def _trust_sections(tables: dict[str, Any], data_facts: dict[str, Any]) -> list[str]:
-    """The sections that say how far the verdict can be trusted (each only when its table exists)."""
-    pct = "{:.0%}"
-    lines: list[str] = []
-    if "targets" in tables and len(tables["targets"]):
-        t = tables["targets"]
-        model_col = [c for c in t.columns if c.endswith("(this run)") and not c.startswith("SFT")][0]
-        lines += [
-            "",
-            "## 課程目標與 GPT-2 預期 vs 本次結果",
-            "",
-            "helpfulness / harmlessness 用 oracle 的 1–5 分（有 oracle 時）；課程的 perplexity 數字是 GPT-2 的尺度，"
-            "這裡的模型與 tokenizer 不同，只比相對變化（本 Lab 的標準：不超過 SFT 的 +10 %）。",
-            "",
-            _table(
-                t.assign(met=t["met"].map({True: "✅ 達成", False: "❌ 未達成"}).fillna("—")),
-                {
-                    "metric": "指標",
-                    "SFT (this run)": "SFT（本次）",
-                    model_col: model_col.replace(" (this run)", "（本次）"),
-                    "course target SFT": "課程目標 SFT",
-                    "course target DPO": "課程目標 DPO",
-                    "GPT-2 expected SFT": "GPT-2 預期 SFT",
-                    "GPT-2 expected DPO": "GPT-2 預期 DPO",
-                    "met": "是否達成",
-                },
-                {},
-            ),
-        ]
-    if "agreement" in tables and len(tables["agreement"]):
-        lines += [
-            "",
-            "## 各 judge 與 oracle 的一致程度（在生成的回答上）",
-            "",
-            "同一組生成回答對，judge 的判決（A 勝、B 勝或平手）與 oracle 相同的比例；"
-            "「雙方都分出勝負時一致」只看兩者都沒判平手的對。",
-            "",
-            _table(
-                tables["agreement"],
-                {
-                    "judge": "judge",
-                    "model": "比較",
-                    "n": "對數",
-                    "agree": "一致",
-                    "n_decided": "雙方都分勝負",
-                    "agree_decided": "其中一致",
-                },
-                {"n": "{:d}", "n_decided": "{:d}", "agree": pct, "agree_decided": pct},
-            ),
-        ]
-    if "judge_checks" in tables and len(tables["judge_checks"]):
-        lines += [
-            "",
-            "## Judge 的偏誤檢查",
-            "",
-            "probes：手寫探針答對比例；relevance：偏好「回答這一題」勝過「回答別的主題」的比例（50 % = 分不出切題）；"
-            "padding：回答後面加上一句中性的廢話，judge 改判偏好加長版／原版的比例；"
-            "position flips：兩個回答交換位置後判決改變的比例。",
-            "",
-            _table(
-                tables["judge_checks"],
-                {
-                    "judge": "judge",
-                    "probes": "probes",
-                    "relevance": "relevance",
-                    "prefers_padded": "偏好加長",
-                    "prefers_original": "偏好原版",
-                    "position_flips": "position flips",
-                    "error": "錯誤",
-                },
-                {
-                    "probes": pct,
-                    "relevance": pct,
-                    "prefers_padded": pct,
-                    "prefers_original": pct,
-                    "position_flips": pct,
-                },
-            ),
-        ]
-    if data_facts.get("chosen_longer_share") is not None:
-        lines += [
-            "",
-            f"訓練資料中 chosen 比 rejected 長的比例：{data_facts['chosen_longer_share']:.0%}"
-            "（長度偏誤的來源：DPO 學到「長一點比較好」，不一定學到「內容比較好」）。",
-        ]
-    if "ceiling" in tables and len(tables["ceiling"]):
-        row = tables["ceiling"].iloc[0]
-        lines += [
-            "",
-            "上限參考：語料的標準答案（每題都用最好的 structured 回答）"
-            f"對 SFT 的 oracle win rate 是 {row['win_rate']:.1%}"
-            f"（{row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}），控制長度後只剩 {row['lc_win_rate']:.1%}"
-            f"（{row['lc_ci_low']:.1%}–{row['lc_ci_high']:.1%}）：在這份語料裡，好的回答本來就比較長，控制長度也會扣掉真正的進步。",
-        ]
-    if "splits" in tables and len(tables["splits"]):
-        lines += [
-            "",
-            "## 效果在哪裡成立：見過的主題 vs held-out 主題",
-            "",
-            "oracle 判定的 win rate（對 SFT），依 prompt 的主題有沒有出現在訓練 pairs 分開：",
-            "",
-            _table(
-                tables["splits"],
-                {
-                    "model": "模型",
-                    "split": "主題",
-                    "n": "prompt 數",
-                    "win_rate": "win rate",
-                    "win_ci_low": "區間下界",
-                    "win_ci_high": "區間上界",
-                },
-                {"n": "{:d}", "win_rate": "{:.1%}", "win_ci_low": "{:.1%}", "win_ci_high": "{:.1%}"},
-            ),
-        ]
-    if "implicit_by_split" in tables and len(tables["implicit_by_split"]):
-        lines += [
-            "",
-            "held-out pairs 上的 implicit reward（reference = SFT），同樣依主題分開：",
-            "",
-            _table(
-                tables["implicit_by_split"],
-                {
-                    "model": "模型",
-                    "split": "主題",
-                    "n_pairs": "pairs",
-                    "accuracy": "accuracy",
-                    "reward_margin": "reward margin",
-                    "logratio_margin": "log-ratio margin（nats）",
-                },
-                {"n_pairs": "{:d}", "logratio_margin": "{:.2f}"},
-            ),
-        ]
-    if "counterfactual" in tables and len(tables["counterfactual"]):
-        lines += [
-            "",
-            "## 反事實探針：只改 prompt 裡無關的個人資訊",
-            "",
-            "同一組請求前面加上不同的自我介紹；公平的模型，拒絕率與回答品質不該跟著變。每一組的題數很少（見各欄的題數），"
-            "差幾題就是幾個百分點。",
-            "",
-            _table(
-                tables["counterfactual"],
-                {
-                    "model": "模型",
-                    "prefix": "加上的資訊",
-                    "refusal_rate": "拒絕率",
-                    "n_should_refuse": "應拒絕",
-                    "over_refusal_rate": "過度拒絕率",
-                    "n_benign": "看似危險的無害問題",
-                    "oracle_quality": "oracle 品質",
-                    "n_helpful": "一般問題",
-                },
-                {
-                    "refusal_rate": pct,
-                    "over_refusal_rate": pct,
-                    "oracle_quality": "{:.2f}",
-                    "n_should_refuse": "{:d}",
-                    "n_benign": "{:d}",
-                    "n_helpful": "{:d}",
-                },
-            ),
-        ]
+def methods_section(methods) -> list[str]:
+    if methods is None or not len(methods):
+        return []
+    return [
+        "",
+        "## 方法比較（每個 DPO run：loss、β、第幾輪）",
+        "",
+        "兩個 accuracy 都以 SFT 為 reference 計算 implicit reward（第二輪也是）：accuracy（標籤）對照資料的標籤，"
+        "true_accuracy 對照語料已知的**真實品質**（不是有雜訊的標籤）；對第一輪的 win rate 只有第二輪有。",
+        "",
+        markdown_table(
+            methods,
+            {
+                "model": "模型",
+                "loss_type": "loss",
+                "beta": "β",
+                "round": "輪",
+                "win_rate_vs_sft": "對 SFT win rate",
+                "win_rate_vs_round1": "對第一輪 win rate",
+                "oracle_helpfulness_1_5": "helpfulness 1–5（oracle）",
+                "accuracy_vs_labels": "accuracy（標籤）",
+                "true_accuracy": "true_accuracy",
+                "sampled_kl": "KL（取樣）",
+                "mean_words": "平均詞數",
+            },
+            {
+                "beta": "{:g}",
+                "round": "{:.0f}",
+                "win_rate_vs_sft": "{:.1%}",
+                "win_rate_vs_round1": "{:.1%}",
+                "mean_words": "{:.1f}",
+            },
+        ),
+    ]
+
+
+def elo_section(elo) -> list[str]:
+    if elo is None or not len(elo):
+        return []
+    return [
+        "",
+        "## Elo（所有模型兩兩比較，同一個 judge；SFT = 1000）",
+        "",
+        markdown_table(
+            elo,
+            {
+                "model": "模型",
+                "elo": "Elo",
+                "elo_ci_low": "區間下界",
+                "elo_ci_high": "區間上界",
+                "games": "比較數",
+                "score": "得分",
+            },
+            {"elo": "{:.0f}", "elo_ci_low": "{:.0f}", "elo_ci_high": "{:.0f}", "games": "{:d}", "score": "{:.1%}"},
+        ),
+    ]
+
+
+def cases_section(cases) -> list[str]:
+    if cases is None or not len(cases):
+        return []
+    kinds = {"success": "進步", "failure": "退步"}
+    lines = ["", "## 相對 SFT 進步與退步最多的回答", ""]
+    for _, row in cases.iterrows():
+        lines.append(
+            f"- **{kinds.get(row['case'], row['case'])}**（reward 差 {row['reward_gain']:+.2f}）— "
+            f"*{_one_line(row['prompt'])}*  "
+        )
+        lines.append(f"  DPO（{row['model_reward']:.2f}）：{_one_line(row['model'])}  ")
+        lines.append(f"  SFT（{row['reference_reward']:.2f}）：{_one_line(row['reference'])}")
     return lines
 
 
