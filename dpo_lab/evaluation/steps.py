@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import counterfactual
+from .counterfactual import STEP as COUNTERFACTUAL_STEP
+from .counterfactual import pooled_row
 from .judging import case_comparisons, judge_answers, length_table, safety_table, with_win_rates
 from .methods import first_rounds, method_notes, shipping_checks
 from .metrics import (
@@ -267,7 +268,7 @@ def verdict(ctx: Context, view: View) -> str | None:
         oracle.loc[focus].to_dict(),
         win_breakdown(ctx.judge_prompts, view["answers"][focus], view["answers"]["SFT"]),
         noise=float(noise.iloc[0]) if len(noise) else None,
-        counterfactual=counterfactual.pooled_row(view.get("counterfactual"), focus),
+        counterfactual=pooled_row(view.get("counterfactual"), focus),
         n_topics=len(set(prompt_clusters(ctx.judge_prompts))),
     )
 
@@ -369,7 +370,7 @@ STEPS: list[Step] = [
     Step("answers", answers, kind="value"),
     Step("redteam_answers", redteam_answers, kind="value"),
     Step("safety", safety, reads=("redteam_answers",), joins_summary=_join_safety),
-    counterfactual.STEP,
+    COUNTERFACTUAL_STEP,
     Step("lengths", lengths, reads=("answers",), joins_summary=_merge, section=_lengths_section, section_order=30),
     Step(
         "judged",
