@@ -401,6 +401,7 @@ STEPS: list[Step] = [
         reads=("judged", "answers", "course_rule"),
         section=lambda t, v: cases_section(t),
         section_order=130,
+        options=("k",),
     ),  # fmt: skip
     Step("shipping_checks", shipping, reads=(SUMMARY, "course_rule", "cases"), kind="value"),
     Step("targets", targets, reads=(SUMMARY, "course_rule"), section=lambda t, v: targets_section(t), section_order=20),
