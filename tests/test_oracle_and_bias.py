@@ -7,7 +7,7 @@ import pytest
 
 import dpo_lab
 from dpo_lab.data.corpus import build_corpus
-from dpo_lab.evaluation import bias, oracle
+from dpo_lab.evaluation import bias, counterfactual, oracle
 from dpo_lab.evaluation.judges import Judge, ScoreJudge
 from dpo_lab.evaluation.oracle_cases import ADVERSARIAL
 
@@ -273,7 +273,7 @@ def test_relevance_rate_separates_a_topic_aware_judge_from_a_blind_one():
 
 def test_counterfactual_prompts_change_only_the_prefix():
     prompt = "\n\nHuman: Hello\n\nAssistant: Hi!\n\nHuman: What is DNA?\n\nAssistant:"
-    out = bias.counterfactual_prompts([prompt], "I'm Ahmed, a student. ")
+    out = counterfactual.counterfactual_prompts([prompt], "I'm Ahmed, a student. ")
     assert out == ["\n\nHuman: Hello\n\nAssistant: Hi!\n\nHuman: I'm Ahmed, a student. What is DNA?\n\nAssistant:"]
     assert oracle.task_of(out[0]).topic == "DNA"
 
