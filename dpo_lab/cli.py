@@ -28,7 +28,7 @@ import time
 
 from .core.losses import LOSSES
 from .evaluation.judges import GPU_REWARD_MODEL
-from .run.config import PROFILES, LabConfig, get_config
+from .run.config import EVAL_FIELDS, PROFILES, LabConfig, get_config
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(LabConfig) if f.name not in ("profile", "extras")}
 
@@ -70,8 +70,6 @@ def _set_overrides(items: list[str]) -> dict:
                 f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(_CONFIG_FIELDS))}"
             )
         overrides[key] = _parse_value(value)
-    if overrides.get("dpo_adam_betas") is not None:
-        overrides["dpo_adam_betas"] = tuple(overrides["dpo_adam_betas"])
     return overrides
 
 
@@ -293,7 +291,8 @@ def _cmd_grade(args) -> int:
 def _cmd_corpus(args) -> int:
     from .data.corpus import write_corpus
 
-    paths = write_corpus(args.out, seed=args.seed)
+    seed = get_config("cpu").data_seed if args.data_seed is None else args.data_seed  # the corpus the cpu profile reads
+    paths = write_corpus(args.out, seed=seed)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -318,12 +317,13 @@ def _cmd_plan(args) -> int:
     if args.recommended:
         print(memory.recommended_table(memory.recommended_plans()))
         return 0
+    gpu = get_config("gpu")  # the profile a 16 GB GPU runs
     plan = memory.plan_dpo_batch(
-        memory.model_shape(args.model),
-        effective_batch=args.effective_batch,
-        seq_len=args.max_length,
+        memory.model_shape(args.model or gpu.model_name),
+        effective_batch=args.effective_batch or gpu.dpo_batch_size * gpu.grad_accum,
+        seq_len=args.max_length or gpu.max_length,
         budget=int(args.budget_gb * memory.GIB) - memory.SAFETY_MARGIN,
-        precision=args.precision,
+        precision=args.precision or "bf16",
         lora_r=args.lora_r,
         load_in_4bit=args.load_in_4bit,
         reference=args.reference,
@@ -348,11 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("plan", help="estimate DPO peak memory by part and pick dpo_batch_size x grad_accum for a GPU")
-    p.add_argument("--model", default="gpt2", help="a Hub id, a local folder, or a name in dpo_lab.run.memory")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--effective-batch", type=int, default=16, help="dpo_batch_size x grad_accum to keep")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a Hub id, a local folder, or a name in dpo_lab.run.memory (default: the gpu profile's)",
+    )
+    p.add_argument("--max-length", type=int, default=None, help="default: the gpu profile's")
+    p.add_argument(
+        "--effective-batch",
+        type=int,
+        default=None,
+        help="dpo_batch_size x grad_accum to keep (default: the gpu profile's)",
+    )
     p.add_argument("--budget-gb", type=float, default=16.0, help="the GPU's memory (1.5 GiB is kept as a margin)")
-    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--precision", default=None, choices=("fp32", "bf16", "fp16"), help="default: bf16 (what auto picks on Ampere+)"
+    )
     p.add_argument("--lora-r", type=int, default=None)
     p.add_argument("--load-in-4bit", action="store_true")
     p.add_argument("--reference", default="cached", choices=("cached", "live", "adapters"))
@@ -435,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="an evaluation setting, e.g. --param n_judge_prompts=200 --param temperature=0"
-        " (see evaluation.EVAL_DEFAULTS)",
+        f" (default: the run's config; fields: {', '.join(EVAL_FIELDS)})",
     )
     p.add_argument(
         "--reward-model",
@@ -517,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", dest="data_seed", type=int, default=None, help="the corpus' seed (default: the config's data_seed)"
+    )
     p.set_defaults(func=_cmd_corpus)
 
     p = sub.add_parser(

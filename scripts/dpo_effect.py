@@ -73,13 +73,14 @@ def _versus(prompts, a_verdicts, b_verdicts, a_answers, b_answers) -> dict:
 
 def measure(run_dir: Path, runs: list[str], seed: int) -> dict:
     from dpo_lab.evaluation.counterfactual import COUNTERFACTUAL_PREFIXES, counterfactual_prompts
-    from dpo_lab.evaluation.stage import EVAL_DEFAULTS, decoding_settings
+    from dpo_lab.evaluation.step import decoding_settings
     from dpo_lab.infra.precision import choose_precision
+    from dpo_lab.run.config import eval_settings
     from dpo_lab.run.pipeline import load_prepared_data
 
     prepared = load_prepared_data(run_dir)
     tokenizer = prepared.tokenizer
-    p = EVAL_DEFAULTS
+    p = eval_settings(prepared.config)  # notebook 04's settings, as the run's config holds them
     settings = {
         **decoding_settings(p["temperature"], p["max_new_tokens"], seed),
         "precision": choose_precision("cpu").name,

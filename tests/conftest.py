@@ -119,6 +119,18 @@ def stub_server():
     server.server_close()
 
 
+def loop_args(kind: str, **overrides):
+    """SFTArgs / DPOArgs (``kind`` "sft" or "dpo") as the run layer builds them from the smoke profile, with the
+    loop as these unit tests drive it (no warm-up, no periodic saves, seed 0, no truncation) and ``overrides``."""
+    import dataclasses
+
+    from dpo_lab.run import pipeline
+
+    make = {"sft": pipeline.sft_args, "dpo": pipeline.dpo_args}[kind]
+    base = dict(warmup_steps=0, save_every=0, seed=0, max_length=None)
+    return dataclasses.replace(make(dpo_lab.get_config("smoke"), progress=False), **{**base, **overrides})
+
+
 def make_smoke_run(run_dir, betas=()):
     """A smoke-profile run folder: 01_data and 02_sft, then stage 03 at each beta given (seconds, not minutes)."""
     from dpo_lab.run.pipeline import run_dpo_stage, run_sft_stage

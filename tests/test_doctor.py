@@ -76,9 +76,8 @@ def test_too_little_disk_is_a_problem(monkeypatch, tmp_path):
 def test_expected_wall_time_is_the_measured_step_times_times_the_profiles_steps():
     config = get_config("cpu")
     steps = {"sft_step": 0.5, "dpo_step": 0.4, "forward_16": 0.1, "token_16": 0.01}
-    stages = doctor.expected_lab_seconds(
-        config, steps, {"n_judge_prompts": 200, "n_safety": 200, "max_new_tokens": 128}
-    )
+    stages = doctor.expected_lab_seconds(config, steps)
+    assert (config.n_judge_prompts, config.n_safety, config.max_new_tokens) == (200, 200, 128)
     assert stages["02 SFT"] == pytest.approx(1500 * 0.5 + 60 * 8 * 0.1)  # 1500 steps, an evaluation every 25
     assert stages["03 DPO"] == pytest.approx(200 * 0.4 + 8 * 4 * 8 * 0.1)
     assert stages["04 evaluation"] == pytest.approx(100 * 128 * 0.01)  # 1600 answers, 16 per batch

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import loop_args
 
 import dpo_lab
 from dpo_lab.infra.device import environment_report
@@ -70,7 +71,7 @@ def test_the_config_overrides_the_policy_and_says_so(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of"):
         dpo_lab.get_config("smoke", precision="half")
     with pytest.raises(ValueError, match="precision must be one of"):
-        DPOArgs(beta=0.1, lr=1e-3, steps=1, batch_size=1, precision="half")
+        loop_args("dpo", precision="half")
 
 
 def test_environment_report_and_doctor_print_the_chosen_precision(monkeypatch):
@@ -152,10 +153,10 @@ def test_fp16_autocast_with_the_scaler_matches_fp32_and_without_it_loses_small_g
 
 
 def _args(cls, **kw):
-    base = dict(lr=5e-3, steps=3, batch_size=2, eval_every=3, progress=False, bucket=False)
+    base = dict(lr=5e-3, steps=3, batch_size=2, eval_every=3, bucket=False)
     if cls is DPOArgs:
         base.update(beta=0.1, kl_limit=None, train_accuracy_limit=None)
-    return cls(**{**base, **kw})
+    return loop_args("dpo" if cls is DPOArgs else "sft", **{**base, **kw})
 
 
 def test_both_loops_train_in_fp16_with_the_scaler_on_cpu(tokenizer, tokenized_pairs):

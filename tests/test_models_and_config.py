@@ -150,3 +150,89 @@ def test_auto_profile_can_be_steered_from_the_environment_without_editing_a_note
     assert resolve_profile("auto") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_profile("auto") == "gpu"
+
+
+# ------------------------------------------------------------------------------- one source of defaults
+def _config_fields():
+    import dataclasses
+
+    from dpo_lab.run.config import LabConfig
+
+    return {f.name: f for f in dataclasses.fields(LabConfig)}
+
+
+def test_loop_arguments_take_every_lab_setting_from_the_config_and_default_none_of_them():
+    """A loop argument the config owns has no default of its own (a second default once disagreed: eval_every 25
+    vs 50, seed 42 vs 0, AdamW betas), and every loop argument named like a config field is in the table."""
+    import dataclasses
+
+    from dpo_lab.run.pipeline import DPO_LOOP_FIELDS, SFT_LOOP_FIELDS, dpo_args, sft_args
+    from dpo_lab.training.dpo import DPOArgs
+    from dpo_lab.training.sft import SFTArgs
+
+    fields = _config_fields()
+    for cls, table, build in ((SFTArgs, SFT_LOOP_FIELDS, sft_args), (DPOArgs, DPO_LOOP_FIELDS, dpo_args)):
+        args = {f.name: f for f in dataclasses.fields(cls)}
+        for arg, field in table.items():
+            assert field in fields, f"{cls.__name__}.{arg} <- LabConfig.{field}: no such config field"
+            assert args[arg].default is dataclasses.MISSING and args[arg].default_factory is dataclasses.MISSING, (
+                f"{cls.__name__}.{arg} has a default of its own; LabConfig.{field} is its only default"
+            )
+        required = {n for n, f in args.items() if f.default is dataclasses.MISSING}
+        assert required == set(table), f"{cls.__name__}: required fields not filled from the config"
+        shared_names = (set(args) & set(fields)) - set(table)
+        assert not shared_names, f"{cls.__name__} and LabConfig both define {sorted(shared_names)}"
+        for profile in ("cpu", "gpu", "smoke"):
+            config = get_config(profile)
+            built = build(config, progress=False)
+            for arg, field in table.items():
+                if arg != "average_logps":  # the loss may imply it (IPO): tested with the losses
+                    assert getattr(built, arg) == getattr(config, field), (profile, arg)
+
+
+def test_no_profile_repeats_a_default_the_config_already_has():
+    """A profile names only what differs from LabConfig's own default: a copy would silently disagree once one
+    of the two is edited."""
+    import dataclasses
+
+    from dpo_lab.run.config import _PROFILE_DEFAULTS
+
+    fields = _config_fields()
+    for profile, values in _PROFILE_DEFAULTS.items():
+        for name, value in values.items():
+            default = fields[name].default
+            assert default is dataclasses.MISSING or value != default, (
+                f"profile {profile!r} sets {name}={value!r}, which is already LabConfig's default"
+            )
+
+
+def test_the_command_line_and_the_notebooks_leave_config_defaults_to_the_config():
+    """An argparse option for a config field defaults to None (the config decides); a notebook parameter named like
+    a config field is None or the config's value in every profile (04's table of settings, seeds, losses)."""
+    import argparse
+
+    from dpo_lab.cli import build_parser
+    from dpo_lab.course.notebooks import master_notebooks, notebook_parameters
+
+    fields = set(_config_fields()) - {"profile"}  # `profile = "auto"` picks a profile, it is no default of one
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    configs = [get_config(p) for p in ("cpu", "gpu", "smoke")]
+    checked = 0
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest in fields:
+                checked += 1
+                option = f"`{name} {action.option_strings[0]}`"
+                if action.nargs == 0:  # a switch (store_true): off must be what every profile has
+                    assert all(getattr(c, action.dest) == action.default for c in configs), option
+                else:
+                    assert action.default is None, f"{option} defaults to {action.default!r}"
+    assert checked >= 10
+    aliases = {"learning_rate": "dpo_lr", "steps": "dpo_steps"}  # notebook 03's names for them
+    for path in master_notebooks():
+        for name, value in notebook_parameters(path).items():
+            field = aliases.get(name, name) if path.name.startswith("03") else name
+            if field in fields and value is not None:
+                differs = [c.profile for c in configs if getattr(c, field) != value]
+                assert not differs, f"{path.name}: {name} = {value!r} is not the config's default ({differs})"

@@ -381,18 +381,20 @@ def test_course_rule_compares_log_ratio_margins_not_beta_scaled_rewards():
     # the README's cpu runs before this rule was fixed: reward margins 0.612 (β=0.1) and 1.519 (β=0.5)
     # are 6.12 and 3.04 nats; in nats β=0.1 moved the log-ratios twice as far, at a KL well under 10
     table = _sweep([(0.1, 0.612, 2.48), (0.5, 1.519, 0.89)])
-    assert course_rule_pick(table) == "DPO β=0.1"
+    assert course_rule_pick(table, 10.0) == "DPO β=0.1"
     assert (
         table.loc[table["heldout_reward_margin"].idxmax(), "model"] == "DPO β=0.5"
     )  # what the β-scaled margin would pick
     # the KL limit excludes a run whatever its margin; nothing under the limit -> None
-    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)])) == "DPO β=0.5"
-    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0)])) is None
+    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)]), 10.0) == "DPO β=0.5"
+    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0)]), 10.0) is None
+    # the limit is the caller's (stage 04 passes LabConfig.course_kl_limit), not a number inside the rule
+    assert course_rule_pick(_sweep([(0.05, 0.9, 12.0), (0.5, 1.519, 0.89)]), 15.0) == "DPO β=0.05"
     # a loss variant or a second round is not part of the beta sweep, however large its margin
     table.loc[len(table)] = {"model": "IPO β=0.1", "beta": 0.1, "loss_type": "ipo", "round": 1}
     table.loc[len(table)] = {"model": "DPO β=0.1 · round 2", "beta": 0.1, "loss_type": "sigmoid", "round": 2}
     table.loc[table.index[-2:], ["heldout_reward_margin", "heldout_logratio_margin", "heldout_kl"]] = [5.0, 50.0, 1.0]
-    assert course_rule_pick(table) == "DPO β=0.1"
+    assert course_rule_pick(table, 10.0) == "DPO β=0.1"
 
 
 def test_summary_reports_both_margins(evaluated_run):

@@ -75,13 +75,14 @@ def test_parameters_cell_comes_first_and_papermill_can_read_every_line(name):
 
 def test_notebook_04_defaults_are_the_evaluate_commands_defaults():
     """Same defaults, same numbers: `python -m dpo_lab evaluate` without --param measures what 04 measures."""
-    from dpo_lab.evaluation.stage import EVAL_DEFAULTS
+    from dpo_lab.run.config import EVAL_FIELDS, eval_settings, get_config
 
     params = {}
     exec(_nb("04-Evaluation_and_Compare.ipynb").cells[1].source, {}, params)  # the parameters cell: plain assignments
-    missing = set(EVAL_DEFAULTS) - set(params)
+    missing = set(EVAL_FIELDS) - set(params)
     assert not missing, f"evaluation settings that 04's parameters cell does not declare: {sorted(missing)}"
-    assert {k: params[k] for k in EVAL_DEFAULTS} == EVAL_DEFAULTS
+    for profile in ("cpu", "gpu", "smoke"):
+        assert {k: params[k] for k in EVAL_FIELDS} == eval_settings(get_config(profile)), profile
 
 
 def test_notebook_03_exposes_its_training_knobs():
@@ -452,7 +453,7 @@ def test_evaluate_command_reproduces_notebook_04(smoke_lab):
     from dpo_lab.evaluation.stage import evaluate_run
 
     notebook = json.loads((run_dir / "04_eval" / "summary.json").read_text())
-    result = evaluate_run(run_dir, progress=False, log=lambda *_: None)  # the notebook's defaults are EVAL_DEFAULTS
+    result = evaluate_run(run_dir, progress=False, log=lambda *_: None)  # the notebook's defaults are the config's
     cli = json.loads((run_dir / "04_eval" / "summary.json").read_text())
     assert cli["models"] == notebook["models"] and cli["course_rule_pick"] == notebook["course_rule_pick"]
     assert cli["primary_judge"] == notebook["primary_judge"] == "oracle"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_smoke_run
+from conftest import loop_args, make_smoke_run
 
 from dpo_lab.cli import main
 from dpo_lab.infra.atomic import atomic_directory, recover_interrupted_save, remove_leftovers
@@ -318,11 +318,10 @@ def test_a_beta_that_is_not_a_finite_positive_number_is_refused_before_training(
     assert [p.name for p in (run / "03_dpo").iterdir() if p.is_dir()] == ["beta_0.1"]  # nothing trained or written
     from dpo_lab import get_config
     from dpo_lab.core.losses import dpo_loss
-    from dpo_lab.training.dpo import DPOArgs
 
     with pytest.raises(ValueError, match="beta"):
         get_config("smoke", beta=float(value))
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
-        DPOArgs(beta=float(value), steps=1, lr=1e-4, batch_size=1)
+        loop_args("dpo", beta=float(value))
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
         dpo_loss(*[torch.zeros(1)] * 4, beta=float(value))

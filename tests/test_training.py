@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Interrupted, count_calls, interrupt_after
+from conftest import Interrupted, count_calls, interrupt_after, loop_args
 
 import dpo_lab
 from dpo_lab.evaluation.stage import discover_models
 from dpo_lab.infra.checkpoints import StaleCheckpointError, load_model_checkpoint, verify_checkpoint
 from dpo_lab.run import pipeline
 from dpo_lab.run.prepare import prepare_data, save_prepared_data
-from dpo_lab.training.dpo import DPOArgs, DPOLoop, dpo_train
-from dpo_lab.training.sft import SFTArgs, TrainingDivergedError, sft_train
+from dpo_lab.training.dpo import DPOLoop, dpo_train
+from dpo_lab.training.sft import TrainingDivergedError, sft_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def _dpo_args(**kw):
     base = dict(
         beta=0.1, lr=5e-3, steps=6, batch_size=2, eval_every=3, progress=False, kl_limit=None, train_accuracy_limit=None
     )
-    return DPOArgs(**{**base, **kw})
+    return loop_args("dpo", **{**base, **kw})
 
 
 # ------------------------------------------------------------------ the DPO loop itself
@@ -475,7 +475,7 @@ def test_dpo_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, tokeni
 
 def test_sft_resume_reproduces_the_uninterrupted_run(tmp_path, tokenizer, pairs, monkeypatch):
     examples = [dpo_lab.tokenize_sft_example(tokenizer, p["prompt"], p["chosen"]) for p in pairs]
-    args = SFTArgs(steps=6, lr=1e-3, batch_size=2, eval_every=2, save_every=2, progress=False)
+    args = loop_args("sft", steps=6, lr=1e-3, batch_size=2, eval_every=2, save_every=2)
     full_model = dpo_lab.tiny_random_model(tokenizer, seed=5)  # dropout ON: the RNG state must be restored too
     full = sft_train(full_model, tokenizer, examples, examples[:3], args, device="cpu")
     with monkeypatch.context() as m:
@@ -511,7 +511,7 @@ def test_sft_lowers_held_out_loss_and_keeps_the_best(tokenizer, pairs):
         tokenizer,
         examples,
         examples[:4],
-        SFTArgs(steps=12, lr=5e-3, batch_size=4, eval_every=3, progress=False),
+        loop_args("sft", steps=12, lr=5e-3, batch_size=4, eval_every=3),
         device="cpu",
     )
     evals = [r["eval_loss"] for r in result.history if "eval_loss" in r]

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from ..data.sources import OFFLINE_SOURCE
-from ..evaluation.stage import EVAL_DEFAULTS
 from ..infra.console import duration
 from ..infra.precision import choose_precision
 from ..run.config import PROFILE_ENV, LabConfig, get_config, resolve_profile
@@ -320,7 +319,7 @@ def measure_step_seconds(config: LabConfig, device: torch.device | None = None) 
     }
 
 
-def expected_lab_seconds(config: LabConfig, steps: dict[str, float], evaluation: dict = EVAL_DEFAULTS) -> dict:
+def expected_lab_seconds(config: LabConfig, steps: dict[str, float]) -> dict:
     """The lab's expected wall time per stage from measured step times (see :func:`measure_step_seconds`).
 
     02: SFT steps + held-out evaluations. 03: DPO steps + evaluations (policy and reference) + the reference
@@ -330,12 +329,12 @@ def expected_lab_seconds(config: LabConfig, steps: dict[str, float], evaluation:
     sft_evals = math.ceil(config.sft_steps / config.eval_every)
     dpo_evals = math.ceil(config.dpo_steps / config.eval_every)
     eval_batches = math.ceil(config.eval_pairs / 16)
-    answers = 4 * (evaluation["n_judge_prompts"] + evaluation["n_safety"])
+    answers = 4 * (config.n_judge_prompts + config.n_safety)
     return {
         "01 + start-up": 60.0,
         "02 SFT": config.sft_steps * steps["sft_step"] + sft_evals * eval_batches * steps["forward_16"],
         "03 DPO": config.dpo_steps * steps["dpo_step"] + dpo_evals * 4 * eval_batches * steps["forward_16"],
-        "04 evaluation": math.ceil(answers / 16) * evaluation["max_new_tokens"] * steps["token_16"],
+        "04 evaluation": math.ceil(answers / 16) * config.max_new_tokens * steps["token_16"],
     }
 
 

@@ -332,9 +332,6 @@ def frontier_axis(summary) -> dict[str, str]:
     return {"reward": "gold_reward", "label": "gold-judge reward (mean over prompts)"}
 
 
-COURSE_KL_LIMIT = 10.0
-
-
 def beta_sweep_rows(summary):
     """The rows the beta sweep and the course rule compare: the first-round runs of DPO's own (sigmoid) loss.
     A variant's loss and a second round's starting point differ, so their margins are not the same quantity."""
@@ -342,13 +339,14 @@ def beta_sweep_rows(summary):
     return summary[is_sweep]
 
 
-def course_rule_pick(summary) -> str | None:
-    """The course's rule: among DPO runs with held-out KL < 10, the largest held-out margin (None if none).
+def course_rule_pick(summary, kl_limit: float) -> str | None:
+    """The course's rule: among DPO runs with held-out KL < ``kl_limit`` (LabConfig.course_kl_limit: 10), the
+    largest held-out margin (None if none).
 
     The margin compared is the LOG-RATIO margin in nats, not TRL's reward margin: the reward margin is
     β × the log-ratio margin, so across betas it mostly measures β itself (a larger β multiplies a
     smaller movement). KL is in nats too, so the rule trades like against like.
     """
     dpo = beta_sweep_rows(summary)
-    eligible = dpo[dpo["heldout_kl"] < COURSE_KL_LIMIT]
+    eligible = dpo[dpo["heldout_kl"] < kl_limit]
     return None if eligible.empty else str(eligible.loc[eligible["heldout_logratio_margin"].idxmax(), "model"])

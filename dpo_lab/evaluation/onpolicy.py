@@ -27,12 +27,6 @@ from ..run.prepare import load_prepared_data
 from .generation import generate
 
 ONPOLICY_DIR = "onpolicy_pairs"  # runs/<run>/onpolicy_pairs/<first-round run>.jsonl (+ .report.json)
-ROUND2_DEFAULTS = {
-    # cpu: 400 prompts → 2 × 400 sampled answers, then at most 100 steps of 8 pairs (measured: 80 s in all)
-    "cpu": {"n_prompts": 400, "steps": 100},
-    "smoke": {"n_prompts": 8, "steps": 2},
-    "gpu": {"n_prompts": 2000, "steps": 250},
-}
 
 
 def labeller(config, device=None, reward_model: str | None = None):
@@ -115,8 +109,8 @@ def generate_onpolicy_pairs(
     *,
     n_prompts: int | None = None,
     answers_per_prompt: int = 2,
-    temperature: float = 1.0,
-    max_new_tokens: int = 128,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
     reward_model: str | None = None,
     judge=None,
     device=None,
@@ -138,7 +132,9 @@ def generate_onpolicy_pairs(
     config = prepared.config
     folder = run_dir / DPO_DIR / first
     verify_checkpoint(folder, produced_by=RUN_03)
-    n_prompts = n_prompts or ROUND2_DEFAULTS.get(config.profile, ROUND2_DEFAULTS["cpu"])["n_prompts"]
+    n_prompts = n_prompts or config.round2_prompts
+    temperature = config.round2_temperature if temperature is None else temperature
+    max_new_tokens = max_new_tokens or config.max_new_tokens
     if answers_per_prompt < 2:
         raise ValueError(f"answers_per_prompt must be >= 2 to make a pair (got {answers_per_prompt})")
     rows = sample_prompts(prepared.splits["pairs_train"], n_prompts, seed=config.seed)
@@ -187,7 +183,7 @@ def run_round2(
 
     Returns ``(folder, DPOResult, report)``, or ``(None, None, report)`` when every pair was a tie (nothing to
     learn: said in the log, not an error). The round uses the first round's config (beta, loss, lr) with
-    ``steps`` (default: :data:`ROUND2_DEFAULTS` for the profile) and writes ``03_dpo/round2_<first>/``.
+    ``steps`` (default: the config's ``round2_steps``) and writes ``03_dpo/round2_<first>/``.
     """
     from ..run.config import get_config
     from ..run.pipeline import run_dpo_stage
@@ -205,7 +201,7 @@ def run_round2(
     recorded = dict(verify_checkpoint(run_dir / DPO_DIR / first, produced_by=RUN_03)["config"])
     recorded["run_dir"] = str(run_dir)  # the folder as it is now (it may have been moved since round 1)
     first_config = get_config(recorded.pop("profile"), **recorded)
-    steps = steps or ROUND2_DEFAULTS.get(first_config.profile, ROUND2_DEFAULTS["cpu"])["steps"]
+    steps = steps or first_config.round2_steps
     folder, result = run_dpo_stage(
         run_dir,
         config=first_config,

@@ -102,11 +102,13 @@ def report_head(
     trained: list[str],
     primary: str | None = None,
     pick: str | None = None,
+    kl_limit: float | None = None,
     settings: dict[str, Any] | None = None,
     judge_info: dict[str, Any] | None = None,
 ) -> list[str]:
     """The verdict a student can repeat (:mod:`dpo_lab.evaluation.headline`), the best trained run by the primary
-    judge — ``trained``: every DPO run compared, each loss and round —, the course rule's pick and how answers
+    judge — ``trained``: every DPO run compared, each loss and round —, the course rule's pick (under
+    ``kl_limit``) and how answers
     were made and judged."""
     lines: list[str] = []
     if headline:
@@ -131,7 +133,7 @@ def report_head(
             + "。"
         )
     if pick:
-        lines.append(f"課程規則（held-out KL < 10 之下 log-ratio margin（nats）最大）選 **{pick}**。")
+        lines.append(f"課程規則（held-out KL < {kl_limit:g} 之下 log-ratio margin（nats）最大）選 **{pick}**。")
     if settings:
         lines.append("回答的生成設定：" + "、".join(f"{k} = {v}" for k, v in settings.items()) + "。")
     if judge_info:

@@ -15,13 +15,13 @@ from typing import Any
 from ..infra.atomic import atomic_directory
 from ..infra.manifest import build_manifest, read_manifest
 from ..infra.tables import write_table
+from ..run.config import eval_settings
 from ..run.layout import DATA_DIR, DPO_DIR, EVAL_DIR, FIGURES_DIR, RUN_03
 from .runs import discover_models, model_label, run_identities
 from .step import Context, Step, View, decoding_settings, expand_reads, run_order, view_for
 from .steps import STEPS
 
 __all__ = [
-    "EVAL_DEFAULTS",
     "Evaluation",
     "decoding_settings",
     "discover_models",
@@ -80,20 +80,6 @@ def save_evaluation(
 
 
 # ---------------------------------------------------------------------------------------------------- the whole of 04
-EVAL_DEFAULTS: dict[str, Any] = dict(
-    n_judge_prompts=200,  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
-    judge_pairs=2000,  # training pairs the gold judge is fitted on
-    max_new_tokens=128,  # complete answers: the corpus' best (structured) answers run up to ~100 tokens
-    temperature=0.7,  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
-    n_safety=200,  # red-team prompts for the refusal rates
-    perplexity_pairs=128,
-    n_kl_prompts=32,
-    include_base=True,  # the untrained base model joins the Elo round robin
-    n_split_pairs=600,  # held-out pairs for accuracy and margin on seen vs held-out topics
-    n_counterfactual=60,  # prompts (half helpful, half red-team) asked again with each personal detail
-)
-
-
 class Evaluation:
     """Stage 04 over one read-only :class:`~dpo_lab.evaluation.step.Context`: runs declared steps, keeps results.
 
@@ -122,18 +108,13 @@ class Evaluation:
         steps: list[Step] | None = None,
         **params: Any,
     ) -> Evaluation:
-        """Check the parameters (:data:`EVAL_DEFAULTS`), load the run and find the finished models."""
+        """Load the run, apply ``params`` to its evaluation settings (the LabConfig fields named in
+        :data:`dpo_lab.run.config.EVAL_FIELDS`) and find the finished models."""
         from ..infra.seeding import seed_everything
         from ..run.pipeline import open_run
 
-        unknown = set(params) - set(EVAL_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown evaluation parameter(s) {sorted(unknown)}; known: {sorted(EVAL_DEFAULTS)}")
-        p = {**EVAL_DEFAULTS, **params}
-        for key in ("n_judge_prompts", "max_new_tokens", "n_kl_prompts", "perplexity_pairs", "judge_pairs"):
-            if int(p[key]) < 1:
-                raise ValueError(f"{key} must be >= 1 (got {p[key]})")
         prepared, config = open_run(run_dir, profile, seed=seed, log=log)
+        p = eval_settings(config, **params)
         seed_everything(config.seed)
         models, skipped = discover_models(run_dir)
         for line in skipped:
@@ -303,6 +284,7 @@ class Evaluation:
             trained=self.dpo_models,
             primary=judged["primary"] if judged else None,
             pick=self.results.get("course_rule"),
+            kl_limit=self.config.course_kl_limit,
             settings={"prompts": len(self.judge_prompts), **self.ctx.settings},
             judge_info=judge_info(judged["judge_accuracy"]) if judged else None,
         )
@@ -404,9 +386,10 @@ def evaluate_run(
     """Everything notebook 04 measures, without the notebook: ``python -m dpo_lab evaluate`` runs this.
 
     Writes ``04_eval/`` (tables as CSV/JSON, figures as PNG, ``report.md``) and returns the tables.
-    ``params`` override :data:`EVAL_DEFAULTS`. ``reward_model`` (a Hub id or folder; ``"auto"`` = the
-    `gpu` profile's HH-RLHF reward model on `gpu`, none otherwise) and ``llm_judge`` (an
-    :class:`dpo_lab.evaluation.judges.LLMJudge`) add rows judged by those judges next to the gold judge's.
+    ``params`` override the run config's evaluation fields (:data:`dpo_lab.run.config.EVAL_FIELDS`).
+    ``reward_model`` (a Hub id or folder; ``"auto"`` = the `gpu` profile's HH-RLHF reward model on `gpu`, none
+    otherwise) and ``llm_judge`` (an :class:`dpo_lab.evaluation.judges.LLMJudge`) add rows judged by those judges
+    next to the gold judge's.
     """
     import matplotlib.pyplot as plt
 

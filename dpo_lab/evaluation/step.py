@@ -29,7 +29,7 @@ class Context:
     prepared: Any  # dpo_lab.run.prepare.PreparedData
     config: Any  # dpo_lab.run.LabConfig
     models: Mapping[str, Path]  # "SFT" and every finished DPO run (discover_models), in 04's order
-    params: Mapping[str, Any]  # the evaluation parameters (EVAL_DEFAULTS overridden)
+    params: Mapping[str, Any]  # the evaluation settings (run.config.eval_settings)
     device: Any = None
     progress: bool = True
     log: Callable[[str], Any] = print

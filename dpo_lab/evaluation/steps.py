@@ -18,7 +18,6 @@ from .counterfactual import pooled_row
 from .judging import case_comparisons, judge_answers, length_table, safety_table, with_win_rates
 from .methods import first_rounds, method_notes, shipping_checks
 from .metrics import (
-    COURSE_KL_LIMIT,
     beta_sweep_rows,
     course_rule_pick,
     frontier_axis,
@@ -94,25 +93,25 @@ def model_comparison(ctx: Context, view: View):
 
 
 def course_rule(ctx: Context, view: View) -> str | None:
-    """The course rule (largest log-ratio margin with held-out KL < 10), said in words."""
-    s = view.summary
-    pick = course_rule_pick(s)
+    """The course rule (largest log-ratio margin with held-out KL under the config's limit), said in words."""
+    s, limit = view.summary, ctx.config.course_kl_limit
+    pick = course_rule_pick(s, limit)
     for _, row in beta_sweep_rows(s).iterrows():
-        excluded = "" if row["heldout_kl"] < COURSE_KL_LIMIT else f" ← KL ≥ {COURSE_KL_LIMIT:g}: excluded"
+        excluded = "" if row["heldout_kl"] < limit else f" ← KL ≥ {limit:g}: excluded"
         ctx.log(
             f"{row['model']}: log-ratio margin {row['heldout_logratio_margin']:.2f} nats · reward margin"
             f" {row['heldout_reward_margin']:.3f} (= β × nats) · held-out KL {row['heldout_kl']:.2f}{excluded}"
         )
     if pick is None:
-        ctx.log(f"no DPO run has held-out KL < {COURSE_KL_LIMIT:g}: try a larger beta or a smaller learning rate in 03")
+        ctx.log(f"no DPO run has held-out KL < {limit:g}: try a larger beta or a smaller learning rate in 03")
         return None
     row = s.set_index("model").loc[pick]
     ctx.log(
-        f"course rule (largest log-ratio margin with KL < {COURSE_KL_LIMIT:g}) → {pick}:"
+        f"course rule (largest log-ratio margin with KL < {limit:g}) → {pick}:"
         f" {row['heldout_logratio_margin']:.2f} nats, KL {row['heldout_kl']:.2f},"
         f" accuracy {row['heldout_accuracy']:.3f}"
     )
-    eligible = beta_sweep_rows(s)[lambda d: d["heldout_kl"] < COURSE_KL_LIMIT]
+    eligible = beta_sweep_rows(s)[lambda d: d["heldout_kl"] < limit]
     by_reward = eligible.loc[eligible["heldout_reward_margin"].idxmax(), "model"]
     if by_reward != pick:
         ctx.log(
@@ -130,7 +129,7 @@ def beta_sweep(ctx: Context, view: View):
     if len(beta_sweep_rows(s)) <= 1:
         ctx.log("only one beta so far: re-run 03 with another beta (e.g. -p beta 0.5) to see the trade-off")
         return None
-    return plot_beta_sweep(s, kl_limit=COURSE_KL_LIMIT, pick=view.get("course_rule"))
+    return plot_beta_sweep(s, kl_limit=ctx.config.course_kl_limit, pick=view.get("course_rule"))
 
 
 # ------------------------------------------------------------------ §4: answers
@@ -340,7 +339,7 @@ def targets(ctx: Context, view: View):
 
 def shipping(ctx: Context, view: View):
     """The focus model's numbers against what must hold before it is deployed (:func:`.methods.shipping_checks`)."""
-    return shipping_checks(view.summary, view.focus, view.get("cases"))
+    return shipping_checks(view.summary, view.focus, view.get("cases"), kl_limit=ctx.config.course_kl_limit)
 
 
 def _judged_tables(result: dict[str, Any]) -> dict[str, Any]:

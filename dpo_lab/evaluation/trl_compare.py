@@ -222,15 +222,23 @@ def compare_with_trl(
         trl_seconds = time.perf_counter() - t0
     trl_log = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
 
-    args = DPOArgs(
+    args = DPOArgs(  # every setting as TRL's DPOConfig above: one plain DPO run, nothing that TRL does not do
         beta=beta,
         lr=lr,
         steps=steps,
         batch_size=batch_size,
+        grad_accum=1,
         warmup_steps=0,
         schedule="linear",
         betas=(0.9, 0.999),
         max_grad_norm=1.0,
+        average_logps=False,
+        loss_type="sigmoid",
+        label_smoothing=0.0,
+        patience=0,
+        save_every=0,
+        seed=0,
+        gradient_checkpointing=False,
         shuffle=False,
         bucket=False,
         eval_every=10**9,

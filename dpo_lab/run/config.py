@@ -44,8 +44,12 @@ class LabConfig:
     dpo_batch_size: int
     grad_accum: int
     warmup_steps: int
+    # --- iterative DPO (round 2) ---
+    round2_prompts: int  # training prompts sampled from, two answers each
+    round2_steps: int  # DPO steps of the second round
     # --- run ---
     dpo_adam_betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas of the course text
+    sft_adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW's own defaults
     schedule: str = "cosine"
     eval_every: int = 25  # steps between held-out evaluations (SFT and DPO)
     eval_pairs: int = 128  # held-out pairs (and SFT examples) used by those evaluations
@@ -70,12 +74,24 @@ class LabConfig:
     n_layer: int = 4
     n_embd: int = 256
     n_head: int = 4
+    # --- 04: the evaluation (notebook 04's parameters; `dpo-lab evaluate --param`) ---
+    n_judge_prompts: int = 200  # held-out helpful prompts: answers judged for win rates, Elo, the frontier
+    judge_pairs: int = 2000  # training pairs the gold judge is fitted on
+    max_new_tokens: int = 128  # complete answers: the corpus' best (structured) answers run up to ~100 tokens
+    temperature: float = 0.7  # answers are sampled (seeded), as in the DPO paper's win-rate evaluations; 0 = greedy
+    n_safety: int = 200  # red-team prompts for the refusal rates
+    perplexity_pairs: int = 128
+    n_kl_prompts: int = 32
+    include_base: bool = True  # the untrained base model joins the Elo round robin
+    n_split_pairs: int = 600  # held-out pairs for accuracy and margin on seen vs held-out topics
+    n_counterfactual: int = 60  # prompts (half helpful, half red-team) asked again with each personal detail
+    course_kl_limit: float = 10.0  # the course rule: among runs with held-out KL below this, the largest margin
+    # --- iterative DPO (round 2): on-policy pairs sampled from a first-round run ---
+    round2_temperature: float = 1.0  # sampling temperature of the on-policy answers (diverse pairs)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["dataset_subsets"] = list(self.dataset_subsets)
-        d["dpo_adam_betas"] = list(self.dpo_adam_betas)
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
@@ -98,6 +114,8 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         dpo_batch_size=8,
         grad_accum=2,
         warmup_steps=100,
+        round2_prompts=2000,
+        round2_steps=250,
     ),
     "cpu": dict(
         model_name="scratch",
@@ -121,6 +139,9 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         dpo_batch_size=8,
         grad_accum=1,
         warmup_steps=20,
+        # 400 prompts → 2 × 400 sampled answers, then at most 100 steps of 8 pairs (measured: 80 s in all)
+        round2_prompts=400,
+        round2_steps=100,
     ),
     "smoke": dict(
         model_name="tiny-random",
@@ -145,8 +166,34 @@ _PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         n_layer=2,
         n_embd=32,
         n_head=2,
+        round2_prompts=8,
+        round2_steps=2,
     ),
 }
+
+
+# notebook 04's parameters: the fields the evaluation reads (Evaluation.open(**params) overrides them)
+EVAL_FIELDS = (
+    "n_judge_prompts",
+    "judge_pairs",
+    "max_new_tokens",
+    "temperature",
+    "n_safety",
+    "perplexity_pairs",
+    "n_kl_prompts",
+    "include_base",
+    "n_split_pairs",
+    "n_counterfactual",
+)
+
+
+def eval_settings(config: LabConfig, **params: Any) -> dict[str, Any]:
+    """Notebook 04's parameters: ``config``'s evaluation fields with ``params`` applied (checked like ``--set``)."""
+    unknown = sorted(set(params) - set(EVAL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown evaluation parameter(s) {unknown}; known: {sorted(EVAL_FIELDS)}")
+    cfg = with_overrides(config, **params)
+    return {name: getattr(cfg, name) for name in EVAL_FIELDS}
 
 
 PROFILE_ENV = "DPO_LAB_PROFILE"  # what `auto` means when set: `DPO_LAB_PROFILE=smoke jupyter lab` for a dry run
@@ -268,6 +315,13 @@ def _validate(cfg: LabConfig) -> None:
         "grad_accum",
         "eval_every",
         "eval_pairs",
+        "n_judge_prompts",
+        "max_new_tokens",
+        "n_kl_prompts",
+        "perplexity_pairs",
+        "judge_pairs",
+        "round2_prompts",
+        "round2_steps",
     ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1 (got {getattr(cfg, name)})")

@@ -70,9 +70,11 @@ def _fingerprint(stage: str, inputs: dict[str, str], args, **more: Any) -> dict[
     return {"stage": stage, "inputs": inputs, "train_args": train_args, **more}
 
 
-def _shared_loop_args(config: LabConfig, progress: bool) -> dict[str, Any]:
-    """The :class:`LoopArgs` fields both stages take from the same config fields."""
-    names = (
+# Each loop argument and the LabConfig field it comes from: the loops keep no default of their own for these
+# (tests/test_models_and_config.py fails when one is given a default again or left out of this table).
+SHARED_LOOP_FIELDS = {
+    name: name
+    for name in (
         "grad_accum",
         "warmup_steps",
         "schedule",
@@ -83,33 +85,40 @@ def _shared_loop_args(config: LabConfig, progress: bool) -> dict[str, Any]:
         "precision",
         "gradient_checkpointing",
     )
-    return {name: getattr(config, name) for name in names} | {"progress": progress}
+}
+SFT_LOOP_FIELDS = SHARED_LOOP_FIELDS | {
+    "steps": "sft_steps",
+    "lr": "sft_lr",
+    "batch_size": "sft_batch_size",
+    "betas": "sft_adam_betas",
+}
+DPO_LOOP_FIELDS = SHARED_LOOP_FIELDS | {
+    "steps": "dpo_steps",
+    "lr": "dpo_lr",
+    "batch_size": "dpo_batch_size",
+    "betas": "dpo_adam_betas",
+    "beta": "beta",
+    "patience": "early_stopping_patience",
+    "kl_limit": "kl_limit",
+    "train_accuracy_limit": "train_accuracy_limit",
+    "average_logps": "average_logps",
+    "loss_type": "loss_type",
+    "label_smoothing": "label_smoothing",
+}
+
+
+def _loop_fields(config: LabConfig, table: dict[str, str]) -> dict[str, Any]:
+    return {arg: getattr(config, field) for arg, field in table.items()}
 
 
 def sft_args(config: LabConfig, progress: bool = True) -> SFTArgs:
-    return SFTArgs(
-        steps=config.sft_steps,
-        lr=config.sft_lr,
-        batch_size=config.sft_batch_size,
-        **_shared_loop_args(config, progress),
-    )
+    return SFTArgs(**_loop_fields(config, SFT_LOOP_FIELDS), progress=progress)
 
 
 def dpo_args(config: LabConfig, progress: bool = True) -> DPOArgs:
-    return DPOArgs(
-        beta=config.beta,
-        steps=config.dpo_steps,
-        lr=config.dpo_lr,
-        batch_size=config.dpo_batch_size,
-        betas=config.dpo_adam_betas,
-        patience=config.early_stopping_patience,
-        kl_limit=config.kl_limit,
-        train_accuracy_limit=config.train_accuracy_limit,
-        average_logps=config.average_logps or LOSSES[config.loss_type].average_logps,  # e.g. IPO: per-token means
-        loss_type=config.loss_type,
-        label_smoothing=config.label_smoothing,
-        **_shared_loop_args(config, progress),
-    )
+    fields = _loop_fields(config, DPO_LOOP_FIELDS)
+    fields["average_logps"] |= LOSSES[config.loss_type].average_logps  # e.g. IPO: per-token means (as TRL)
+    return DPOArgs(**fields, progress=progress)
 
 
 def build_base_model(config: LabConfig, tokenizer):

@@ -50,17 +50,17 @@ from .optim import (
 class DPOArgs(LoopArgs):
     """The DPO loop's settings: :class:`LoopArgs` plus beta, log-prob averaging and the stopping rules."""
 
+    # --- set from LabConfig ---
     beta: float
-    betas: tuple[float, float] = (0.9, 0.95)  # the course text's AdamW betas
-    eval_every: int = 25
-    average_logps: bool = False  # True = length-normalised log-probs (shrinks the effective beta)
-    loss_type: str = "sigmoid"  # see dpo_lab.core.losses.preference_loss
-    label_smoothing: float = 0.0
-    shuffle: bool = True
+    average_logps: bool  # True = length-normalised log-probs (shrinks the effective beta)
+    loss_type: str  # a name in dpo_lab.core.losses.LOSSES
+    label_smoothing: float
     # early stopping and the course's over-optimisation rules
-    patience: int = 0  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
-    kl_limit: float | None = 20.0  # held-out KL above this = over-optimisation
-    train_accuracy_limit: float | None = 0.95  # moving-average train accuracy above this = overfitting preferences
+    patience: int  # early stopping: stop after this many evaluations without a lower held-out loss (0 = off)
+    kl_limit: float | None  # held-out KL above this = over-optimisation
+    train_accuracy_limit: float | None  # moving-average train accuracy above this = overfitting preferences
+    # --- the loop's own ---
+    shuffle: bool = True
     accuracy_window: int = 20
     compile: bool = False  # CUDA only: torch.compile the policy's transformer body (unverified here: no GPU)
 

@@ -13,23 +13,29 @@ from ..infra.precision import PRECISIONS
 
 @dataclass(kw_only=True)
 class LoopArgs:
+    """The fields without a default are the lab's settings: their one default lives in
+    :class:`dpo_lab.run.LabConfig` (``run.pipeline.sft_args`` / ``dpo_args`` fill them). The loop's own
+    knobs, which no profile changes, keep theirs here."""
+
+    # --- set from LabConfig (no default here: a second default could disagree with the profile's) ---
     steps: int  # optimizer steps
     lr: float
     batch_size: int  # examples (SFT) or preference pairs (DPO) per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # or "linear"; both decay to 0 after the warm-up
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's
+    grad_accum: int  # micro-batches per optimizer step
+    warmup_steps: int
+    schedule: str  # "cosine" or "linear"; both decay to 0 after the warm-up
+    betas: tuple[float, float]  # AdamW's
+    eval_every: int  # steps between held-out evaluations
+    save_every: int  # steps between resumable training states (0 = only at the end)
+    seed: int
+    max_length: int | None
+    precision: str  # fp32 / bf16 / fp16 / auto (by device: dpo_lab.infra.precision.choose_precision)
+    gradient_checkpointing: bool  # recompute each layer's activations in backward: less memory, slower
+    # --- the loop's own ---
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    eval_every: int = 50  # steps between held-out evaluations
-    save_every: int = 0  # steps between resumable training states (0 = only at the end)
-    seed: int = 0
-    max_length: int | None = None
     bucket: bool = True  # batch sequences of similar length together (less padding)
     progress: bool = True
-    precision: str = "auto"  # fp32 / bf16 / fp16 / auto (by device: dpo_lab.infra.precision.choose_precision)
-    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, slower
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
