@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -320,6 +321,31 @@ def test_merged_micro_batches_are_one_batch_with_chosen_rows_first(tokenizer, to
         assert torch.equal(merged[key], whole[key]), key
     keep = whole["attention_mask"].bool()
     assert torch.equal(merged["input_ids"][keep], whole["input_ids"][keep])
+
+
+def test_the_reference_cache_is_filled_from_the_plan_the_loop_trains_with(tokenizer, tokenized_pairs, monkeypatch):
+    """One plan: the examples the pipeline caches (``args.visited``) are exactly those the loop's stream yields, for
+    one process or several, across epochs — and the loop streams from ``args.batch_plan`` itself."""
+    from dpo_lab.training import dpo as dpo_module
+
+    args = _dpo_args(steps=4, batch_size=3, grad_accum=2)  # 24 pair slots over 10 pairs: more than two epochs
+    for world, steps in ((1, 4), (2, 4), (2, 1), (3, 1)):
+        a = dataclasses.replace(args, steps=steps)
+        plan = a.batch_plan(world)
+        streamed = []
+        for rank in range(world):
+            batches = plan.batches(tokenized_pairs, rank=rank)
+            streamed += [i for _ in range(a.steps * a.grad_accum) for i in next(batches)]
+        assert set(a.visited(tokenized_pairs, world)) == set(streamed), world
+    assert len(args.visited(tokenized_pairs)) == len(tokenized_pairs)  # a full run meets every pair
+    assert len(dataclasses.replace(args, steps=1, grad_accum=1).visited(tokenized_pairs)) == 3
+    plans = []
+    original = dpo_module.batch_stream
+    spy = lambda ex, plan, *a, **k: plans.append(plan) or original(ex, plan, *a, **k)  # noqa: E731
+    monkeypatch.setattr(dpo_module, "batch_stream", spy)
+    policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
+    dpo_train(policy, reference, tokenizer, tokenized_pairs, [], dataclasses.replace(args, steps=1), device="cpu")
+    assert plans == [args.batch_plan(1)]
 
 
 def test_sft_on_the_students_sequence_logprobs(smoke_run, tmp_path):

@@ -31,7 +31,6 @@ from ..infra.distributed import distributed, is_main_process
 from ..infra.locks import stage_lock
 from ..infra.manifest import build_manifest, read_manifest
 from ..infra.precision import choose_precision
-from ..training.batching import visited_indices
 from ..training.dpo import DPOArgs, DPOResult, dpo_train
 from ..training.sft import SFTArgs, SFTResult, sft_train
 from .config import LabConfig, with_overrides
@@ -446,14 +445,7 @@ def run_dpo_stage(
             if use_cache:
                 cache_status = "off: your dpo_step runs the reference model itself"
         else:
-            visited = visited_indices(
-                train,
-                args.batch_size,
-                args.steps * args.grad_accum * world,
-                seed=args.seed,
-                shuffle=args.shuffle,
-                bucket=args.bucket,
-            )
+            visited = args.visited(train, world)  # the loop's own plan: the batches it will train on
             key = cache_key(
                 sft_manifest["id"],
                 average=args.average_logps,

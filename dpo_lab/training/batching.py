@@ -7,7 +7,9 @@ The order is a pure function of (seed, epoch), so a resumed run replays exactly 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 
 def _length(ex: dict[str, Any]) -> int:
@@ -42,52 +44,51 @@ def batch_indices(
     return batches
 
 
-def batch_stream(
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    collate: Callable,
-    *,
-    seed: int,
-    shuffle: bool = True,
-    bucket: bool = True,
-    start_batch: int = 0,
-    shard: tuple[int, int] = (0, 1),
-):
-    """Endless stream of collated batches, epoch after epoch.
+@dataclass(frozen=True)
+class BatchPlan:
+    """The loop's batch order, epoch after epoch: which examples each micro-batch holds.
 
-    ``start_batch`` skips that many batches of the global order (resume); ``shard=(rank, world)`` keeps
-    every world-th batch, so each of several processes trains on different data.
+    The training stream and anything prepared ahead for those very batches (the reference log-prob cache)
+    read this one plan — built by :meth:`dpo_lab.training.loop_args.LoopArgs.batch_plan` —, so they cannot
+    drift apart. ``world`` processes take every ``world``-th batch of the one global order.
     """
-    if not examples:
-        raise ValueError("no training examples: check the data stage's output (01_data) and max_pairs")
-    rank, world = shard
-    epoch, produced = 0, 0
-    while True:
-        for idx in batch_indices(examples, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, bucket=bucket):
-            if produced >= start_batch and produced % world == rank:
-                yield collate([examples[i] for i in idx])
-            produced += 1
-        epoch += 1
+
+    batch_size: int
+    seed: int
+    shuffle: bool = True
+    bucket: bool = True
+    world: int = 1
+
+    def batches(self, examples: list[dict[str, Any]], *, start_batch: int = 0, rank: int = 0) -> Iterator[list[int]]:
+        """Endless index lists for process ``rank``; ``start_batch`` skips that many batches of the global order
+        (resume)."""
+        if not examples:
+            raise ValueError("no training examples: check the data stage's output (01_data) and max_pairs")
+        epoch, produced = 0, 0
+        while True:
+            for idx in batch_indices(
+                examples, self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle, bucket=self.bucket
+            ):
+                if produced >= start_batch and produced % self.world == rank:
+                    yield idx
+                produced += 1
+            epoch += 1
+
+    def first_visits(self, examples: list[dict[str, Any]], n_batches: int) -> list[int]:
+        """The example indices the first ``n_batches`` global batches contain, in the order they are first met (a
+        cache computed in this order sees the same batches as training)."""
+        seen: dict[int, None] = {}
+        if examples and n_batches > 0:
+            for produced, idx in enumerate(self.batches(examples)):
+                if produced >= n_batches:
+                    break
+                seen.update(dict.fromkeys(idx))
+        return list(seen)
 
 
-def visited_indices(
-    examples: list[dict[str, Any]],
-    batch_size: int,
-    n_batches: int,
-    *,
-    seed: int,
-    shuffle: bool = True,
-    bucket: bool = True,
-) -> list[int]:
-    """The example indices that the first `n_batches` batches of :func:`batch_stream` will contain, in the
-    order they are first met (so a cache computed in this order sees the same batches as training)."""
-    seen: dict[int, None] = {}
-    produced, epoch = 0, 0
-    while produced < n_batches and examples:
-        for idx in batch_indices(examples, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, bucket=bucket):
-            if produced >= n_batches:
-                break
-            seen.update(dict.fromkeys(idx))
-            produced += 1
-        epoch += 1
-    return list(seen)
+def batch_stream(
+    examples: list[dict[str, Any]], plan: BatchPlan, collate: Callable, *, start_batch: int = 0, rank: int = 0
+) -> Iterator[Any]:
+    """Endless stream of collated batches in ``plan``'s order (see :meth:`BatchPlan.batches`)."""
+    for idx in plan.batches(examples, start_batch=start_batch, rank=rank):
+        yield collate([examples[i] for i in idx])

@@ -60,7 +60,6 @@ class DPOArgs(LoopArgs):
     kl_limit: float | None  # held-out KL above this = over-optimisation
     train_accuracy_limit: float | None  # moving-average train accuracy above this = overfitting preferences
     # --- the loop's own ---
-    shuffle: bool = True
     accuracy_window: int = 20
     compile: bool = False  # CUDA only: torch.compile the policy's transformer body (unverified here: no GPU)
 
@@ -72,6 +71,22 @@ class DPOArgs(LoopArgs):
                 f"loss_type={self.loss_type!r} is defined on length-averaged log-probs (as TRL): set average_logps=True"
             )
         super().__post_init__()
+
+
+def score_pairs(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    loss_fn=dpo_loss,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Log-probs → per-pair losses → TRL's metrics: the middle of every DPO step, shared by :func:`dpo_step`,
+    the loop's training step and its held-out evaluation (only where the log-probs come from differs)."""
+    losses, chosen_rewards, rejected_rewards = loss_fn(
+        policy_chosen, policy_rejected, ref_chosen.to(policy_chosen.dtype), ref_rejected.to(policy_chosen.dtype), beta
+    )
+    return losses, dpo_metrics(policy_chosen, policy_rejected, chosen_rewards, rejected_rewards, losses)
 
 
 def dpo_step(
@@ -93,14 +108,11 @@ def dpo_step(
     optimizer.zero_grad(set_to_none=True)
     policy_chosen, policy_rejected = batch_logprobs(policy, batch)
     ref_chosen, ref_rejected = reference_logprobs(reference, batch)
-    losses, chosen_rewards, rejected_rewards = dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    losses, metrics = score_pairs(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
     losses.mean().backward()
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()
-    return {
-        **dpo_metrics(policy_chosen, policy_rejected, chosen_rewards, rejected_rewards, losses),
-        "grad_norm": float(grad_norm),
-    }
+    return {**metrics, "grad_norm": float(grad_norm)}
 
 
 class DPOLoop:
@@ -166,11 +178,12 @@ class DPOLoop:
 
     # ---------------------------------------------------------------- the loss
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean DPO loss of a collated batch and its metrics (TRL's names)."""
+        """Mean DPO loss of a collated batch and its metrics (TRL's names): :func:`dpo_step`'s first half, with the
+        reference side from the cache, the model or the adapters-off policy."""
         pc, pr = batch_logprobs(self.policy, batch, average=self.average_logps)
         rc, rr = self.reference_side_logps(batch)
-        losses, chosen_rewards, rejected_rewards = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
-        return losses.mean(), dpo_metrics(pc, pr, chosen_rewards, rejected_rewards, losses)
+        losses, metrics = score_pairs(pc, pr, rc, rr, self.beta, self.loss_fn)
+        return losses.mean(), metrics
 
     def train_step(
         self,
@@ -290,8 +303,8 @@ class DPOLoop:
                     batch, b, ref_hidden[hidden_at : hidden_at + b] if ref_hidden else None, device
                 )
             hidden_at += b
-            losses, cr, rj = self.loss_fn(pc, pr, rc.to(pc.dtype), rr.to(pc.dtype), self.beta)
-            for key, value in dpo_metrics(pc, pr, cr, rj, losses).items():
+            _, metrics = score_pairs(pc, pr, rc, rr, self.beta, self.loss_fn)
+            for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + value * b
             n_pairs += b
             if ref_logits is not None:
@@ -467,14 +480,7 @@ def dpo_train(
         (r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window
     )
     stream = batch_stream(
-        train_examples,
-        args.batch_size,
-        collate,
-        seed=args.seed,
-        shuffle=args.shuffle,
-        bucket=args.bucket,
-        start_batch=start_step * args.grad_accum * world,
-        shard=(rank, world),
+        train_examples, args.batch_plan(world), collate, start_batch=start_step * args.grad_accum * world, rank=rank
     )
     progress = track(
         args.progress and is_main_process(accelerator),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..infra.precision import PRECISIONS
+from .batching import BatchPlan
 
 
 @dataclass(kw_only=True)
@@ -34,6 +35,7 @@ class LoopArgs:
     # --- the loop's own ---
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    shuffle: bool = True
     bucket: bool = True  # batch sequences of similar length together (less padding)
     progress: bool = True
 
@@ -47,3 +49,11 @@ class LoopArgs:
                 f"steps, batch_size and grad_accum must all be >= 1, got {self.steps}, {self.batch_size},"
                 f" {self.grad_accum}"
             )
+
+    def batch_plan(self, world: int = 1) -> BatchPlan:
+        """The order in which this loop visits its examples (over ``world`` processes)."""
+        return BatchPlan(self.batch_size, self.seed, shuffle=self.shuffle, bucket=self.bucket, world=world)
+
+    def visited(self, examples: list, world: int = 1) -> list[int]:
+        """The indices of ``examples`` a full run of this loop trains on, in the order it first meets them."""
+        return self.batch_plan(world).first_visits(examples, self.steps * self.grad_accum * world)

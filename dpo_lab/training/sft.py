@@ -136,13 +136,7 @@ def sft_train(
     if accelerator is not None:
         net, optimizer = accelerator.prepare(model, optimizer)
     stream = batch_stream(
-        train_examples,
-        args.batch_size,
-        collate,
-        seed=args.seed,
-        bucket=args.bucket,
-        start_batch=start_step * args.grad_accum * world,
-        shard=(rank, world),
+        train_examples, args.batch_plan(world), collate, start_batch=start_step * args.grad_accum * world, rank=rank
     )
     initial_eval, eval_seconds = {}, None  # one held-out evaluation, timed: the estimate counts those to come
     if resumed is None and eval_examples:
