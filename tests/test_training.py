@@ -326,7 +326,7 @@ def test_merged_micro_batches_are_one_batch_with_chosen_rows_first(tokenizer, to
 def test_the_reference_cache_is_filled_from_the_plan_the_loop_trains_with(tokenizer, tokenized_pairs, monkeypatch):
     """One plan: the examples the pipeline caches (``args.visited``) are exactly those the loop's stream yields, for
     one process or several, across epochs — and the loop streams from ``args.batch_plan`` itself."""
-    from dpo_lab.training import dpo as dpo_module
+    from dpo_lab.training import session as session_module
 
     args = _dpo_args(steps=4, batch_size=3, grad_accum=2)  # 24 pair slots over 10 pairs: more than two epochs
     for world, steps in ((1, 4), (2, 4), (2, 1), (3, 1)):
@@ -340,9 +340,9 @@ def test_the_reference_cache_is_filled_from_the_plan_the_loop_trains_with(tokeni
     assert len(args.visited(tokenized_pairs)) == len(tokenized_pairs)  # a full run meets every pair
     assert len(dataclasses.replace(args, steps=1, grad_accum=1).visited(tokenized_pairs)) == 3
     plans = []
-    original = dpo_module.batch_stream
+    original = session_module.batch_stream
     spy = lambda ex, plan, *a, **k: plans.append(plan) or original(ex, plan, *a, **k)  # noqa: E731
-    monkeypatch.setattr(dpo_module, "batch_stream", spy)
+    monkeypatch.setattr(session_module, "batch_stream", spy)
     policy, reference = dpo_lab.tiny_random_model(tokenizer, seed=1), dpo_lab.tiny_random_model(tokenizer, seed=2)
     dpo_train(policy, reference, tokenizer, tokenized_pairs, [], dataclasses.replace(args, steps=1), device="cpu")
     assert plans == [args.batch_plan(1)]

@@ -27,23 +27,15 @@ from ..core.collator import PreferenceDataCollator, merge_pair_batches
 from ..core.losses import LOSSES, check_beta, check_loss_type, dpo_loss, dpo_metrics, preference_loss, token_kl
 from ..core.model_modes import disable_dropout, freeze
 from ..fast.scored_logprobs import batch_logprobs, plain_causal_lm, reference_logprobs, sequence_logprobs_lean
-from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.console import track
-from ..infra.device import pick_device
-from ..infra.distributed import distributed, is_main_process, mean_across_processes
+from ..infra.distributed import mean_across_processes
 from ..infra.precision import Precision, choose_precision
-from ..infra.seeding import seed_everything
-from .batching import batch_stream
 from .loop_args import LoopArgs
 from .optim import (
     TrainingDivergedError,
-    build_optimizer,
-    build_scheduler,
-    disable_gradient_checkpointing,
-    enable_gradient_checkpointing,
     optimizer_step,
     step_schedule,
 )
+from .session import Session
 
 
 @dataclass(kw_only=True)
@@ -134,8 +126,10 @@ class DPOLoop:
         loss_fn=dpo_loss,
         step_fn=None,
         precision: Precision | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ):
-        """``precision``: the autocast and gradient scaling of every forward/step (None: chosen from the device).
+        """``precision``: the autocast and gradient scaling of every forward/step (None: chosen from the device);
+        ``scaler``: its fp16 gradient scaler when the caller keeps one (a resumable run's).
         ``loss_fn``: the DPO loss used for training and held-out evaluation (a student's ``dpo_loss``).
                 ``step_fn``: when given, every optimizer step IS ``step_fn(policy, reference, batch, optimizer,
                 beta, max_grad_norm)`` (a student's ``dpo_step``), on the micro-batches merged into one batch;
@@ -154,7 +148,7 @@ class DPOLoop:
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         self.precision = precision
-        self.scaler = precision.grad_scaler() if precision is not None else None
+        self.scaler = scaler or (precision.grad_scaler() if precision is not None else None)
         if step_fn is not None and self.reference is None:
             raise ValueError("a dpo_step function needs a live reference model (not cached log-probs or LoRA adapters)")
 
@@ -384,6 +378,103 @@ def _diagnose(step: int, loss: torch.Tensor, metrics: dict[str, float]) -> None:
 _HELD_OUT_SHOWN = {"eval_loss": "eval_loss", "eval_rewards/accuracies": "eval_acc", "eval_kl": "eval_kl"}  # on the bar
 
 
+def _show(progress, row: dict[str, Any]) -> None:
+    """A step's numbers on the progress bar (train loss, margin, accuracy; the held-out ones when evaluated)."""
+    if progress is not None:
+        shown = {"loss": row["loss"], "margin": row["rewards/margins"], "acc": row["rewards/accuracies"]}
+        shown.update({short: row[key] for key, short in _HELD_OUT_SHOWN.items() if key in row})
+        progress.step(**shown)
+
+
+def _open_loop(session: Session, reference, **loop_options) -> DPOLoop:
+    """The DPO loop over the session's policy, in its precision and with its (resumable) gradient scaler."""
+    args, policy = session.args, session.model
+    if reference is not None:
+        reference.to(session.device)
+    if args.compile and session.device.type == "cuda" and plain_causal_lm(policy) is not None:
+        plain_causal_lm(policy).base_model.compile()  # in place: the class is kept, so the scored-head path applies
+    return DPOLoop(
+        policy,
+        reference,
+        beta=args.beta,
+        average_logps=args.average_logps,
+        precision=session.precision,
+        scaler=session.scaler,
+        **loop_options,
+    )
+
+
+def _loss_for(args: DPOArgs, loss_fn, step_fn):
+    """The loss the loop trains with: ``loss_fn`` (a student's ``dpo_loss``) for DPO itself, the package's
+    :func:`~dpo_lab.core.losses.preference_loss` for a variant (which a student's sigmoid code cannot be)."""
+    if args.loss_type == "sigmoid":
+        return loss_fn
+    if loss_fn is not dpo_loss or step_fn is not None:
+        raise ValueError(
+            f"loss_type={args.loss_type!r} trains with the package's preference_loss; your dpo_loss / dpo_step"
+            " implement the sigmoid loss only (use loss_type='sigmoid' to train with them)"
+        )
+    return functools.partial(preference_loss, loss_type=args.loss_type, label_smoothing=args.label_smoothing)
+
+
+@dataclass
+class StopRules:
+    """The course's over-optimisation signs and early stopping, with what they remember across a resume."""
+
+    args: DPOArgs
+    recent_accuracies: deque
+    initial_eval: dict[str, float]
+    best_loss: float = math.inf
+    evals_without_gain: int = 0
+
+    @classmethod
+    def resume(cls, args: DPOArgs, history: list[dict[str, Any]], saved: dict[str, Any] | None) -> StopRules:
+        """Fresh rules, or those of a resumed run (its history and the state :meth:`state` saved)."""
+        saved = saved or {}
+        window = args.accuracy_window
+        return cls(
+            args,
+            deque((r["rewards/accuracies"] for r in history[-window:]), maxlen=window),
+            saved.get("initial_eval", {}),
+            saved.get("best_loss", math.inf),
+            saved.get("evals_without_gain", 0),
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "initial_eval": self.initial_eval,
+            "best_loss": self.best_loss,
+            "evals_without_gain": self.evals_without_gain,
+        }
+
+    def check(self, row: dict[str, Any], held_out: dict[str, float] | None) -> str | None:
+        """Why to stop after this step (None: go on): held-out KL over ``kl_limit``, no held-out gain for
+        ``patience`` evaluations, or the moving train accuracy over ``train_accuracy_limit``."""
+        args = self.args
+        self.recent_accuracies.append(row["rewards/accuracies"])
+        if held_out is not None:
+            if held_out["eval_loss"] < self.best_loss:
+                self.best_loss, self.evals_without_gain = held_out["eval_loss"], 0
+            else:
+                self.evals_without_gain += 1
+            if args.kl_limit is not None and held_out.get("eval_kl", 0.0) > args.kl_limit:
+                return f"over-optimisation: held-out KL {held_out['eval_kl']:.2f} > {args.kl_limit:g}"
+            if args.patience and self.evals_without_gain >= args.patience:
+                return (
+                    f"early stop: held-out loss did not improve for {args.patience} evaluations"
+                    f" (best {self.best_loss:.4f})"
+                )
+        window = self.recent_accuracies
+        if args.train_accuracy_limit is not None and len(window) == args.accuracy_window:
+            mean_acc = sum(window) / len(window)
+            if mean_acc > args.train_accuracy_limit:
+                return (
+                    f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps)"
+                    f" > {args.train_accuracy_limit:.0%}"
+                )
+        return None
+
+
 @dataclass
 class DPOResult:
     history: list[dict[str, Any]]
@@ -418,148 +509,58 @@ def dpo_train(
     ``kl_limit``, ``accuracy_window``-step train accuracy above ``train_accuracy_limit``, and (when
     ``patience`` > 0) a held-out DPO loss that has not improved for ``patience`` evaluations.
     """
-    accelerator = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
-    device = accelerator.device if accelerator is not None else pick_device(device)
-    policy.to(device)
-    if reference is not None:
-        reference.to(device)
-    precision = choose_precision(device, args.precision)
-    if args.gradient_checkpointing:
-        enable_gradient_checkpointing(policy)
-    if args.compile and device.type == "cuda" and plain_causal_lm(policy) is not None:
-        plain_causal_lm(
-            policy
-        ).base_model.compile()  # in place: the class is kept, so the scored-head path still applies
-    if args.loss_type != "sigmoid":
-        if loss_fn is not dpo_loss or step_fn is not None:
-            raise ValueError(
-                f"loss_type={args.loss_type!r} trains with the package's preference_loss; your dpo_loss / dpo_step"
-                " implement the sigmoid loss only (use loss_type='sigmoid' to train with them)"
-            )
-        loss_fn = functools.partial(preference_loss, loss_type=args.loss_type, label_smoothing=args.label_smoothing)
-    loop = DPOLoop(
-        policy,
-        reference,
-        beta=args.beta,
-        average_logps=args.average_logps,
-        ref_lm_head=ref_lm_head,
-        loss_fn=loss_fn,
-        step_fn=step_fn,
-        precision=precision,
-    )
-    seed_everything(args.seed)
+    loss_fn = _loss_for(args, loss_fn, step_fn)
+    session = Session.open(policy, args, device, state_dir)
+    device, precision = session.device, session.precision
+    loop = _open_loop(session, reference, ref_lm_head=ref_lm_head, loss_fn=loss_fn, step_fn=step_fn)
     collate = PreferenceDataCollator(tokenizer, max_length=args.max_length)
-    optimizer = build_optimizer(policy, args.lr, args.betas, args.weight_decay)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.steps, args.schedule)
     eval_batches = [
         collate(eval_examples[s : s + args.batch_size]) for s in range(0, len(eval_examples), args.batch_size)
     ]
-
-    history: list[dict[str, Any]] = []
-    start_step, initial_eval = 0, {}
-    best_loss, evals_without_gain = math.inf, 0
-    resumed = resume_training(state_dir, model=policy, optimizer=optimizer, scheduler=scheduler)
-    if resumed is not None:
-        start_step, history, extra = resumed
-        initial_eval, best_loss, evals_without_gain = (
-            extra["initial_eval"],
-            extra["best_loss"],
-            extra["evals_without_gain"],
-        )
-        if loop.scaler.is_enabled() and extra.get("grad_scaler"):
-            loop.scaler.load_state_dict(extra["grad_scaler"])
-    eval_seconds = None  # one held-out evaluation, timed: the announced duration includes those still to come
-    if resumed is None and eval_batches:
+    rules = StopRules.resume(args, session.history, session.extra)
+    initial_eval, eval_seconds = rules.initial_eval, None  # the announced duration counts the evaluations to come
+    if not session.resumed and eval_batches:
         t0 = time.perf_counter()
-        initial_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
+        initial_eval = rules.initial_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
         eval_seconds = time.perf_counter() - t0
-    world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
-    if accelerator is not None:
-        loop.policy, optimizer = accelerator.prepare(loop.policy, optimizer)  # gradients are averaged across processes
-    recent_acc: deque = deque(
-        (r["rewards/accuracies"] for r in history[-args.accuracy_window :]), maxlen=args.accuracy_window
-    )
-    stream = batch_stream(
-        train_examples, args.batch_plan(world), collate, start_batch=start_step * args.grad_accum * world, rank=rank
-    )
-    progress = track(
-        args.progress and is_main_process(accelerator),
-        total=args.steps,
-        initial=start_step,
-        desc=f"DPO beta={args.beta:g}" + ("" if args.loss_type == "sigmoid" else f" {args.loss_type}"),
-        eval_every=args.eval_every if eval_batches else None,
-        eval_seconds=eval_seconds,
-    )
+    loop.policy = session.distribute(loop.policy)  # gradients are averaged across processes
+    stream = session.stream(train_examples, collate)
+    desc = f"DPO beta={args.beta:g}" + ("" if args.loss_type == "sigmoid" else f" {args.loss_type}")
+    progress = session.progress(desc, evaluates=bool(eval_batches), eval_seconds=eval_seconds)
     stop_reason = "completed all steps"
     final_eval: dict[str, float] = {}
-    for step in range(start_step, args.steps):
+    for step in range(session.start_step + 1, args.steps + 1):
         t0 = time.perf_counter()
         row = loop.train_step(
-            [next(stream) for _ in range(args.grad_accum)], optimizer, scheduler, args.max_grad_norm, step + 1, device
-        )
-        row = {"step": step + 1, **row, "tokens_per_s": world * row.pop("tokens") / (time.perf_counter() - t0)}
-        row = mean_across_processes(accelerator, row)
-        recent_acc.append(row["rewards/accuracies"])
-        reason = None
-        if eval_batches and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
-            final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
-            row.update(final_eval)
-            if final_eval["eval_loss"] < best_loss:
-                best_loss, evals_without_gain = final_eval["eval_loss"], 0
-            else:
-                evals_without_gain += 1
-            if args.kl_limit is not None and final_eval.get("eval_kl", 0.0) > args.kl_limit:
-                reason = f"over-optimisation: held-out KL {final_eval['eval_kl']:.2f} > {args.kl_limit:g}"
-            elif args.patience and evals_without_gain >= args.patience:
-                reason = (
-                    f"early stop: held-out loss did not improve for {args.patience} evaluations (best {best_loss:.4f})"
-                )
-        if reason is None and args.train_accuracy_limit is not None and len(recent_acc) == args.accuracy_window:
-            mean_acc = sum(recent_acc) / len(recent_acc)
-            if mean_acc > args.train_accuracy_limit:
-                reason = (
-                    f"over-optimisation: train accuracy {mean_acc:.1%} (last {args.accuracy_window} steps)"
-                    f" > {args.train_accuracy_limit:.0%}"
-                )
-        history.append(row)
-        if progress is not None:
-            shown = {"loss": row["loss"], "margin": row["rewards/margins"], "acc": row["rewards/accuracies"]}
-            shown.update({short: row[key] for key, short in _HELD_OUT_SHOWN.items() if key in row})
-            progress.step(**shown)
+            [next(stream) for _ in range(args.grad_accum)], session.optimizer, session.scheduler, args.max_grad_norm,
+            step, device,
+        )  # fmt: skip
+        row = {"step": step, **row, "tokens_per_s": session.world * row.pop("tokens") / (time.perf_counter() - t0)}
+        row = mean_across_processes(session.accelerator, row)
+        held_out = None
+        if eval_batches and session.evaluates_after(step):
+            held_out = final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
+            row.update(held_out)
+        reason = rules.check(row, held_out)
+        session.history.append(row)
+        _show(progress, row)
         if reason is not None:
             stop_reason = reason
             break
-        save_periodic_state(
-            state_dir,
-            step + 1,
-            args.steps,
-            args.save_every,
-            accelerator,
-            model=policy,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            history=history,
-            extra={
-                "initial_eval": initial_eval,
-                "best_loss": best_loss,
-                "evals_without_gain": evals_without_gain,
-                "grad_scaler": loop.scaler.state_dict(),
-            },
-        )
+        session.save(step, rules.state())
     if progress is not None:
         progress.close()
     if eval_batches and not final_eval:
         final_eval = loop.evaluate(eval_batches, device, eval_ref_hidden)
     loop.policy = policy  # unwrap: the caller gets its own model back, trained in place
-    if args.gradient_checkpointing:
-        disable_gradient_checkpointing(policy)
+    session.close()
     used = {"precision_used": precision.label}
     if step_fn is not None:
         used["dpo_step_precision"] = loop.step_fn_precision(device).label
     return DPOResult(
-        history=history,
+        history=session.history,
         stop_reason=stop_reason,
         final_eval=final_eval,
         initial_eval=initial_eval,
-        args={**asdict(args), "world_size": world, **used},
+        args={**asdict(args), "world_size": session.world, **used},
     )

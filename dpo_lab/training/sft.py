@@ -15,23 +15,15 @@ from typing import Any
 import torch
 
 from ..core.collator import SFTDataCollator
-from ..infra.checkpoints import resume_training, save_periodic_state
-from ..infra.console import track
-from ..infra.device import autocast, pick_device
-from ..infra.distributed import distributed, is_main_process, mean_across_processes
-from ..infra.precision import choose_precision
-from ..infra.seeding import seed_everything
-from .batching import batch_stream
+from ..infra.device import autocast
+from ..infra.distributed import mean_across_processes
 from .loop_args import LoopArgs
 from .optim import (
     TrainingDivergedError,
-    build_optimizer,
-    build_scheduler,
-    disable_gradient_checkpointing,
-    enable_gradient_checkpointing,
     optimizer_step,
     step_schedule,
 )
+from .session import Session
 
 
 @dataclass(kw_only=True)
@@ -111,112 +103,81 @@ def sft_train(
     ``state_dir``: where the periodic training state goes; if it already holds one, the run RESUMES
     from it (same batches, same RNG) and ends exactly where an uninterrupted run would.
     """
-    accelerator = distributed()  # several processes (accelerate launch / torchrun): DDP; one process: None
-    device = accelerator.device if accelerator is not None else pick_device(device)
-    model.to(device).train()
-    precision = choose_precision(device, args.precision)
-    scaler = precision.grad_scaler()  # a no-op unless fp16
-    if args.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    seed_everything(args.seed)
+    session = Session.open(model, args, device, state_dir)
+    model.train()
+    device, precision = session.device, session.precision
     collate = SFTDataCollator(tokenizer, max_length=args.max_length)
-    optimizer = build_optimizer(model, args.lr, args.betas, args.weight_decay)
-    scheduler = build_scheduler(optimizer, args.warmup_steps, args.steps, args.schedule)
-    history: list[dict[str, Any]] = []
-    best = {"loss": math.inf, "step": None, "weights": None}
-    start_step = 0
-    resumed = resume_training(state_dir, model=model, optimizer=optimizer, scheduler=scheduler)
-    if resumed is not None:
-        start_step, history, extra = resumed
-        best = extra.get("best", best)
-        if scaler.is_enabled() and extra.get("grad_scaler"):
-            scaler.load_state_dict(extra["grad_scaler"])
-    world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
-    net = model  # what forward/backward go through: a DDP wrapper when distributed
-    if accelerator is not None:
-        net, optimizer = accelerator.prepare(model, optimizer)
-    stream = batch_stream(
-        train_examples, args.batch_plan(world), collate, start_batch=start_step * args.grad_accum * world, rank=rank
-    )
+    best = (session.extra or {}).get("best", {"loss": math.inf, "step": None, "weights": None})
+    net = session.distribute(model)  # what forward/backward go through: a DDP wrapper when distributed
+    stream = session.stream(train_examples, collate)
     initial_eval, eval_seconds = {}, None  # one held-out evaluation, timed: the estimate counts those to come
-    if resumed is None and eval_examples:
+    if not session.resumed and eval_examples:
         t0 = time.perf_counter()
         initial_eval = evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device, precision.name)
         eval_seconds = time.perf_counter() - t0
-    progress = track(
-        args.progress and is_main_process(accelerator),
-        total=args.steps,
-        initial=start_step,
-        desc="SFT",
-        eval_every=args.eval_every if eval_examples else None,
-        eval_seconds=eval_seconds,
-    )
-    for step in range(start_step, args.steps):
-        t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_sum, n_tokens = 0.0, 0
-        for _ in range(args.grad_accum):
-            batch = {k: v.to(device) for k, v in next(stream).items()}
-            with precision.autocast():
-                loss = sft_loss(net, batch, logprobs_fn)  # mean NLL over response tokens (labels = -100 elsewhere)
-            scaler.scale(loss / args.grad_accum).backward()  # fp16: scaled so small gradients survive
-            loss_sum += loss.detach().float().item()
-            n_tokens += int(batch["attention_mask"].sum())
-        check_finite(step + 1, loss=loss_sum)
-        lr = scheduler.get_last_lr()[0]  # the rate THIS update uses
-        grad_norm, stepped = optimizer_step(
-            optimizer, [p for p in model.parameters() if p.requires_grad], args.max_grad_norm, scaler
-        )
-        if stepped:
-            check_finite(step + 1, grad_norm=grad_norm)
-        step_schedule(scheduler)
-        row = {
-            "step": step + 1,
-            "loss": loss_sum / args.grad_accum,
-            "lr": lr,
-            "grad_norm": float(grad_norm),
-            "tokens_per_s": world * n_tokens / (time.perf_counter() - t0),
-            **({"grad_scale": scaler.get_scale(), "skipped_step": not stepped} if scaler.is_enabled() else {}),
-        }
-        row = mean_across_processes(accelerator, row)
-        if eval_examples and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
+    progress = session.progress("SFT", evaluates=bool(eval_examples), eval_seconds=eval_seconds)
+    for step in range(session.start_step + 1, args.steps + 1):
+        row = sft_step(session, net, [next(stream) for _ in range(args.grad_accum)], step, logprobs_fn)
+        if eval_examples and session.evaluates_after(step):
             row.update(evaluate_lm_loss(model, eval_examples, collate, args.batch_size, device, precision.name))
-            if row["eval_loss"] < best["loss"]:
-                best = {
-                    "loss": row["eval_loss"],
-                    "step": step + 1,
-                    "weights": {  # what training can change (LoRA: the adapters), not a 4-bit base's packed weights
-                        n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad
-                    },
-                }
-        history.append(row)
+            best = _keep_if_best(best, row, model)
+        session.history.append(row)
         if progress is not None:
             progress.step(loss=row["loss"], **({"eval_loss": row["eval_loss"]} if "eval_loss" in row else {}))
-        save_periodic_state(
-            state_dir,
-            step + 1,
-            args.steps,
-            args.save_every,
-            accelerator,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            history=history,
-            extra={"best": best, "grad_scaler": scaler.state_dict()},
-        )
+        session.save(step, {"best": best})
     if progress is not None:
         progress.close()
-    if args.gradient_checkpointing:
-        disable_gradient_checkpointing(model)  # the caller gets the model back as it came
+    session.close()
     if best["weights"] is not None:
         with torch.no_grad():
             params = dict(model.named_parameters())
             for name, value in best["weights"].items():
                 params[name].copy_(value)
     return SFTResult(
-        history=history,
+        history=session.history,
         best_step=best["step"],
         best_eval_loss=None if best["step"] is None else best["loss"],
-        args={**asdict(args), "world_size": world, "precision_used": precision.label},
+        args={**asdict(args), "world_size": session.world, "precision_used": precision.label},
         initial_eval=initial_eval,
     )
+
+
+def sft_step(session: Session, net, micro_batches: list[dict[str, torch.Tensor]], step: int, logprobs_fn=None):
+    """One SFT optimizer step over accumulated micro-batches: the mean response-token NLL, backward (scaled in
+    fp16), clip, step, schedule. Returns the history row."""
+    t0 = time.perf_counter()
+    optimizer, scaler, device = session.optimizer, session.scaler, session.device
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, n_tokens = 0.0, 0
+    for micro in micro_batches:
+        batch = {k: v.to(device) for k, v in micro.items()}
+        with session.precision.autocast():
+            loss = sft_loss(net, batch, logprobs_fn)  # mean NLL over response tokens (labels = -100 elsewhere)
+        scaler.scale(loss / len(micro_batches)).backward()  # fp16: scaled so small gradients survive
+        loss_sum += loss.detach().float().item()
+        n_tokens += int(batch["attention_mask"].sum())
+    check_finite(step, loss=loss_sum)
+    lr = session.scheduler.get_last_lr()[0]  # the rate THIS update uses
+    trainable = [p for p in session.model.parameters() if p.requires_grad]
+    grad_norm, stepped = optimizer_step(optimizer, trainable, session.args.max_grad_norm, scaler)
+    if stepped:
+        check_finite(step, grad_norm=grad_norm)
+    step_schedule(session.scheduler)
+    row = {
+        "step": step,
+        "loss": loss_sum / len(micro_batches),
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        "tokens_per_s": session.world * n_tokens / (time.perf_counter() - t0),
+        **({"grad_scale": scaler.get_scale(), "skipped_step": not stepped} if scaler.is_enabled() else {}),
+    }
+    return mean_across_processes(session.accelerator, row)
+
+
+def _keep_if_best(best: dict[str, Any], row: dict[str, Any], model) -> dict[str, Any]:
+    """The best held-out loss so far, with a copy of what training can change (LoRA: the adapters, not a 4-bit
+    base's packed weights)."""
+    if not row["eval_loss"] < best["loss"]:  # NaN is never the best
+        return best
+    weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {"loss": row["eval_loss"], "step": row["step"], "weights": weights}
