@@ -16,6 +16,7 @@ import torch
 
 from ..core.hh_format import with_hh_chat_template
 from ..core.losses import LOSSES
+from ..core.losses import dpo_loss as package_dpo_loss
 from ..core.tokenization import tokenize_pairs, tokenize_sft_example
 from ..fast.reference_cache import attach_reference_logps, cache_key, ensure_reference_logps
 from ..infra.atomic import remove_leftovers
@@ -245,20 +246,8 @@ def run_sft_stage(
             logprobs_fn=sequence_logprobs if source == "student" else None,
         )
         seconds = time.perf_counter() - t0
-        last_eval = [r for r in result.history if "eval_loss" in r]
-        metrics = {
-            "best_step": result.best_step,
-            "best_eval_loss": result.best_eval_loss,
-            "best_eval_perplexity": None
-            if result.best_eval_loss is None
-            else float(torch.tensor(result.best_eval_loss).exp()),
-            "first_eval_loss": last_eval[0]["eval_loss"] if last_eval else None,
-            "train_seconds": seconds,
-            "train_examples": len(train),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "implementations": {"sequence_logprobs": source},
-            "precision": precision.label,
-        }
+        metrics = _sft_metrics(result, model, train_examples=len(train), seconds=seconds, source=source)
+        metrics["precision"] = precision.label
         if base_source is not None:  # 03 starts from (and loads in 4-bit) full weights: merge the adapters
             model = model_to_save(
                 model, how="merged", base_source=base_source, dtype=precision.autocast_dtype or torch.float32
@@ -268,6 +257,23 @@ def run_sft_stage(
         manifest["train_args"] = result.args
         out = _save_on_main(run_dir / SFT_DIR, model, tok, manifest, result.history, run_dir, state)
         return out, result
+
+
+def _sft_metrics(result: SFTResult, model, *, train_examples: int, seconds: float, source: str) -> dict[str, Any]:
+    """What 02's manifest records of the run: the best held-out loss (and perplexity), time, size, who wrote the
+    loss."""
+    evaluated = [r for r in result.history if "eval_loss" in r]
+    best = result.best_eval_loss
+    return {
+        "best_step": result.best_step,
+        "best_eval_loss": best,
+        "best_eval_perplexity": None if best is None else float(torch.tensor(best).exp()),
+        "first_eval_loss": evaluated[0]["eval_loss"] if evaluated else None,
+        "train_seconds": seconds,
+        "train_examples": train_examples,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "implementations": {"sequence_logprobs": source},
+    }
 
 
 def _full_precision_source(config: LabConfig, built, state: Path) -> str | Path:
@@ -329,42 +335,27 @@ def run_dpo_stage(
     """DPO from ``02_sft/`` at one beta → ``03_dpo/beta_<b>/`` (a loss variant: ``03_dpo/<loss>_beta_<b>/``,
     see ``config.loss_type``). Other runs' folders are never touched.
 
-    With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first
-    run); a re-run with another beta then never loads or runs the reference model.
-
-    ``dpo_loss`` / ``dpo_step``: the student's functions from notebook 03 (None or the package's own =
-    the reference). A student's ``dpo_step`` does every optimizer step itself, so it gets a live
-    reference model (the cache cannot answer arbitrary code); a student's ``dpo_loss`` is the loss of
-    training and of the held-out evaluation. The manifest's ``implementations`` records who ran what.
+    With ``use_cache`` the reference log-probs come from ``02_sft/ref_cache/`` (computed on the first run); a re-run
+    with another beta then never loads or runs the reference model. ``dpo_loss`` / ``dpo_step``: the student's
+    functions from notebook 03 (None or the package's own = the reference). A student's ``dpo_step`` does every
+    optimizer step itself, so it gets a live reference model (the cache cannot answer arbitrary code); a student's
+    ``dpo_loss`` is the loss of training and of the held-out evaluation. The manifest's ``implementations`` records
+    who ran what.
 
     ``start_from`` + ``train_pairs``: a second, on-policy round (:mod:`dpo_lab.evaluation.onpolicy`).
     The policy starts from that finished ``03_dpo/<run>`` folder, which is also the frozen reference
     (live, no cache), trains on ``train_pairs`` and is saved to ``03_dpo/round2_<run>/``.
     """
-    from ..core import losses
-    from ..training.dpo import dpo_step as reference_dpo_step
-
-    sources = {
-        "dpo_loss": implementation_source(dpo_loss, losses.dpo_loss),
-        "dpo_step": implementation_source(dpo_step, reference_dpo_step),
-    }
     stage_start = time.perf_counter()
     run_dir = Path(run_dir)
     accelerator = distributed()
     device = accelerator.device if accelerator is not None else pick_device(device)
-    world = accelerator.num_processes if accelerator is not None else 1
     prepared = load_prepared_data(run_dir)
     if beta is not None:
         overrides["beta"] = beta
     config = with_overrides(config or prepared.config, **overrides)
-    if config.loss_type != "sigmoid" and "student" in sources.values():
-        print(
-            f"loss_type={config.loss_type}：這個變體用套件的 preference_loss 訓練；"
-            "你的 dpo_loss / dpo_step 實作的是 sigmoid（DPO）loss，這次不使用。"
-        )
-        sources = {name: f"reference (loss_type={config.loss_type})" for name in sources}
-        dpo_loss = dpo_step = None
-    args = dpo_args(config, progress)  # validates beta/lr before any heavy work
+    sources, dpo_loss, dpo_step = _dpo_implementations(config, dpo_loss, dpo_step)
+    dpo_args(config, progress)  # validates beta/lr before any heavy work
     out_dir = (
         run_dir / DPO_DIR / f"{ROUND2_PREFIX}{Path(start_from).name}"
         if start_from is not None
@@ -372,156 +363,237 @@ def run_dpo_stage(
     )
     with stage_lock(out_dir, enabled=is_main_process(accelerator)):  # a second run at this beta fails, not overwrites
         precision = choose_precision(device, config.precision)
-        if start_from is not None and (Path(start_from) / "adapter_config.json").exists():
-            raise ValueError(
-                f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
-                " weights. Re-run its first round with lora_save='merged'."
-            )
-        budget = device_budget(device)
-        if budget is not None and (run_dir / SFT_DIR / "config.json").is_file():
-            # a GPU: before any weights move, shrink the micro-batch (same effective batch), or stop with the plan
-            mode = reference_mode(config, use_cache, students_step=sources["dpo_step"] == "student")
-            shape = model_shape(_saved_config(run_dir / SFT_DIR))
-            config, plan = fit_config_to_memory(config, shape, budget, precision.name, mode)
-            card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-            print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
-            require_fit(plan, f"{card}（{config.model_name}，max_length {config.max_length}）")
-            args = dpo_args(config, progress)
-        if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
-            from .lora import load_quantized
-
-            sft_manifest = verify_checkpoint(
-                run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}
-            )
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(run_dir / SFT_DIR)
-            base = Path(start_from) if start_from else run_dir / SFT_DIR
-            policy = load_quantized(base.resolve(), device, precision)
-        else:
-            policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
-        sft_folder = run_dir / SFT_DIR
-        inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
-        if start_from is not None:  # round 2: start from (and stay close to) the first round's policy
-            sft_folder = Path(start_from)
-            first = verify_checkpoint(sft_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
-            if not config.load_in_4bit:
-                policy = load_reference_model(sft_folder, device)
-            inputs = {DATA_DIR: inputs[DATA_DIR], sft_folder.name: first["id"]}
-            use_cache = False
-        if train_pairs is not None:  # pairs made after 01 (on-policy): their content is an input like any stage's
-            pairs_json = json.dumps(train_pairs, sort_keys=True).encode("utf-8")
-            inputs["train_pairs"] = hashlib.sha256(pairs_json).hexdigest()[:16]
-        state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
-        _start_stage(
-            run_dir,
-            out_dir,
-            state,
-            _fingerprint(
-                DPO_DIR,
-                inputs,
-                args,
-                lora=[config.lora, config.lora_r, config.load_in_4bit, config.lora_save],
-                reference_cache=use_cache,
-                implementations=sources,
-            ),
+        run = _prepare_dpo_run(
+            run_dir, out_dir, config, prepared, device, precision, use_cache, start_from, train_pairs, sources, progress
         )
-        train = tokenize_pairs(
-            tok, prepared.splits["pairs_train"] if train_pairs is None else train_pairs, max_length=config.max_length
-        )
-        held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
-        if not train:
-            raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
-
-        reference, cache_status, lm_head, eval_hidden = None, "off", None, None
-        if config.lora and sources["dpo_step"] == "student":
+        config, args = run.config, run.args
+        if config.lora and dpo_step is not None:
             sources["dpo_step"] = (
                 "reference (LoRA: the reference is the policy with its adapters off, which dpo_step cannot be given)"
             )
-        if config.lora:
-            policy = add_lora(policy, config.lora_r)  # reference = the same weights with the adapters disabled
-        elif not use_cache or sources["dpo_step"] == "student":
-            reference = load_reference_model(sft_folder, device)
-            if use_cache:
-                cache_status = "off: your dpo_step runs the reference model itself"
-        else:
-            visited = args.visited(train, world)  # the loop's own plan: the batches it will train on
-            key = cache_key(
-                sft_manifest["id"],
-                average=args.average_logps,
-                max_length=args.max_length,
-                precision=choose_precision(device, config.precision).cache_tag,
-            )
-
-            def fill_cache():
-                return ensure_reference_logps(
-                    sft_folder,
-                    key,
-                    [train[i] for i in visited],
-                    held_out,
-                    lambda: load_reference_model(sft_folder, device),
-                    tokenizer=tok,
-                    batch_size=args.batch_size,
-                    device=device,
-                    average=args.average_logps,
-                    max_length=args.max_length,
-                    precision=config.precision,
-                )
-
-            cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read
-            if accelerator is not None:
-                accelerator.wait_for_everyone()
-                cached = cached or fill_cache()
-            cache_status = f"computed {cached['computed']} pairs" if cached["computed"] else "hit"
-            for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
-                train[i] = ex
-            held_out = attach_reference_logps(held_out, cached["held_out"])
-            lm_head, eval_hidden = cached["lm_head"], cached["held_out_hidden"]
-            if eval_hidden is None:  # this architecture's logits are not hidden @ W.T: the KL needs the live reference
-                reference = cached["reference"] or load_reference_model(sft_folder, device)
-
+            dpo_step = None
+        side = _reference_side(
+            config, args, run.sft_folder, run.inputs.get(SFT_DIR), run.train, run.held_out, run.tok, device,
+            run.use_cache, students_step=sources["dpo_step"],
+        )  # fmt: skip
         t0 = time.perf_counter()
         result = dpo_train(
-            policy,
-            reference,
-            tok,
-            train,
-            held_out,
-            args,
-            device=device,
-            state_dir=state,
-            ref_lm_head=lm_head,
-            eval_ref_hidden=eval_hidden,
-            loss_fn=dpo_loss if sources["dpo_loss"] == "student" else losses.dpo_loss,
-            step_fn=dpo_step if sources["dpo_step"] == "student" else None,
-        )
-        seconds = time.perf_counter() - t0
-        if config.lora:  # merged: a plain model again, which 04 loads like any other; or the adapters alone
-            policy = model_to_save(
-                policy,
-                how=config.lora_save,
-                base_source=sft_folder.resolve(),
-                dtype=(precision.autocast_dtype or torch.float32) if config.load_in_4bit else torch.float32,
-            )
+            run.policy, side.reference, run.tok, side.train, side.held_out, args, device=device, state_dir=run.state,
+            ref_lm_head=side.lm_head, eval_ref_hidden=side.eval_hidden, loss_fn=dpo_loss or package_dpo_loss,
+            step_fn=dpo_step,
+        )  # fmt: skip
+        timing = {"train_seconds": time.perf_counter() - t0, "stage_seconds": time.perf_counter() - stage_start}
         metrics = {
             "stop_reason": result.stop_reason,
             "steps_run": len(result.history),
-            "train_seconds": seconds,
-            "stage_seconds": time.perf_counter() - stage_start,
-            "reference_cache": cache_status,
+            **timing,
+            "reference_cache": side.cache_status,
             "initial_eval": result.initial_eval,
             "final_eval": result.final_eval,
             "implementations": sources,
             "precision": precision.label,
             **({"lora_save": config.lora_save, "load_in_4bit": config.load_in_4bit} if config.lora else {}),
+            **({"round": 2, "first_round": run.sft_folder.name} if start_from is not None else {}),
             **(extra_metrics or {}),
         }
-        if start_from is not None:
-            metrics.update(round=2, first_round=sft_folder.name)
-        manifest = build_manifest(DPO_DIR, config, inputs=inputs, metrics=metrics)
-        manifest["train_args"] = result.args
-        out = _save_on_main(out_dir, policy, tok, manifest, result.history, run_dir, state)
-        return out, result
+        return _save_dpo_run(run, out_dir, run_dir, run.policy, precision, result, metrics), result
+
+
+@dataclasses.dataclass
+class _DPORun:
+    """Stage 03's inputs once resolved: the fitted config and loop arguments, the starting policy and its folder,
+    the tokenized pairs, the stage's inputs (manifest ids) and its resumable-state folder."""
+
+    config: LabConfig
+    args: DPOArgs
+    policy: Any
+    tok: Any
+    sft_folder: Path
+    inputs: dict[str, str]
+    state: Path
+    use_cache: bool
+    train: list[dict[str, Any]]
+    held_out: list[dict[str, Any]]
+
+
+def _prepare_dpo_run(
+    run_dir, out_dir, config, prepared, device, precision, use_cache, start_from, train_pairs, sources, progress
+) -> _DPORun:
+    """Fit the micro-batch to the device, load the starting policy (LoRA adapters added), claim or discard a saved
+    training state by its fingerprint, and tokenize the pairs."""
+    config = _fit_to_device(run_dir, config, device, precision, use_cache, students_step=sources["dpo_step"])
+    args = dpo_args(config, progress)
+    policy, tok, sft_folder, inputs = _load_policy(run_dir, config, device, precision, start_from)
+    use_cache = use_cache and start_from is None  # round 2: the first round's policy is a live reference
+    if train_pairs is not None:  # pairs made after 01 (on-policy): their content is an input like any stage's
+        pairs_json = json.dumps(train_pairs, sort_keys=True).encode("utf-8")
+        inputs["train_pairs"] = hashlib.sha256(pairs_json).hexdigest()[:16]
+    state = state_dir(run_dir, f"{DPO_DIR}/{out_dir.name}")
+    lora = [config.lora, config.lora_r, config.load_in_4bit, config.lora_save]
+    fingerprint = _fingerprint(DPO_DIR, inputs, args, lora=lora, reference_cache=use_cache, implementations=sources)
+    _start_stage(run_dir, out_dir, state, fingerprint)
+    train = tokenize_pairs(
+        tok, prepared.splits["pairs_train"] if train_pairs is None else train_pairs, max_length=config.max_length
+    )
+    held_out = tokenize_pairs(tok, prepared.splits["pairs_test"][: config.eval_pairs], max_length=config.max_length)
+    if not train:
+        raise ValueError(f"{run_dir / DATA_DIR}: no training pairs")
+    if config.lora:
+        policy = add_lora(policy, config.lora_r)  # reference = the same weights with the adapters disabled
+    return _DPORun(config, args, policy, tok, sft_folder, inputs, state, use_cache, train, held_out)
+
+
+def _save_dpo_run(run: _DPORun, out_dir: Path, run_dir: Path, policy, precision, result, metrics) -> Path:
+    """Save the trained policy with its manifest (LoRA: merged into a plain model, or the adapters alone)."""
+    config = run.config
+    if config.lora:  # merged: a plain model again, which 04 loads like any other; or the adapters alone
+        policy = model_to_save(
+            policy,
+            how=config.lora_save,
+            base_source=run.sft_folder.resolve(),
+            dtype=(precision.autocast_dtype or torch.float32) if config.load_in_4bit else torch.float32,
+        )
+    manifest = build_manifest(DPO_DIR, config, inputs=run.inputs, metrics=metrics)
+    manifest["train_args"] = result.args
+    return _save_on_main(out_dir, policy, run.tok, manifest, result.history, run_dir, run.state)
+
+
+def _dpo_implementations(config: LabConfig, dpo_loss, dpo_step):
+    """Who wrote what trains: ``{"dpo_loss": ..., "dpo_step": ...}`` ("student" / "reference") for the manifest,
+    and the student's functions to train with (None: the package's). A loss variant trains with the package's
+    :func:`~dpo_lab.core.losses.preference_loss`, whatever a student wrote."""
+    from ..core import losses
+    from ..training.dpo import dpo_step as reference_dpo_step
+
+    sources = {
+        "dpo_loss": implementation_source(dpo_loss, losses.dpo_loss),
+        "dpo_step": implementation_source(dpo_step, reference_dpo_step),
+    }
+    if config.loss_type != "sigmoid" and "student" in sources.values():
+        print(
+            f"loss_type={config.loss_type}：這個變體用套件的 preference_loss 訓練；"
+            "你的 dpo_loss / dpo_step 實作的是 sigmoid（DPO）loss，這次不使用。"
+        )
+        return {name: f"reference (loss_type={config.loss_type})" for name in sources}, None, None
+    return (
+        sources,
+        dpo_loss if sources["dpo_loss"] == "student" else None,
+        dpo_step if sources["dpo_step"] == "student" else None,
+    )
+
+
+def _fit_to_device(run_dir: Path, config: LabConfig, device, precision, use_cache: bool, students_step: str):
+    """On a GPU, before any weights move: the config with the micro-batch the memory planner fits (same effective
+    batch), or a stop with the plan when not even one pair fits. Elsewhere: ``config`` unchanged."""
+    budget = device_budget(device)
+    if budget is None or not (run_dir / SFT_DIR / "config.json").is_file():
+        return config
+    mode = reference_mode(config, use_cache, students_step=students_step == "student")
+    shape = model_shape(_saved_config(run_dir / SFT_DIR))
+    config, plan = fit_config_to_memory(config, shape, budget, precision.name, mode)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"記憶體規劃（{card}，reference {mode}）：{plan.summary()}")
+    require_fit(plan, f"{card}（{config.model_name}，max_length {config.max_length}）")
+    return config
+
+
+def _load_policy(run_dir: Path, config: LabConfig, device, precision, start_from):
+    """The policy DPO starts from — the SFT model, or a first round's policy for round 2 — with its tokenizer, the
+    folder it came from (the reference's weights too) and the stage's inputs (their manifest ids)."""
+    if start_from is not None and (Path(start_from) / "adapter_config.json").exists():
+        raise ValueError(
+            f"{start_from} holds LoRA adapters only (lora_save='adapter'): a second round starts from full"
+            " weights. Re-run its first round with lora_save='merged'."
+        )
+    if config.load_in_4bit:  # the 7B path: never materialise the full-precision weights on the device
+        from transformers import AutoTokenizer
+
+        from .lora import load_quantized
+
+        sft_manifest = verify_checkpoint(
+            run_dir / SFT_DIR, produced_by=RUN_02, expected_inputs={DATA_DIR: data_id(run_dir)}
+        )
+        tok = AutoTokenizer.from_pretrained(run_dir / SFT_DIR)
+        base = Path(start_from) if start_from else run_dir / SFT_DIR
+        policy = load_quantized(base.resolve(), device, precision)
+    else:
+        policy, tok, sft_manifest = load_sft_checkpoint(run_dir, device)
+    inputs = {DATA_DIR: data_id(run_dir), SFT_DIR: sft_manifest["id"]}
+    if start_from is None:
+        return policy, tok, run_dir / SFT_DIR, inputs
+    first_folder = Path(start_from)  # round 2: start from (and stay close to) the first round's policy
+    first = verify_checkpoint(first_folder, produced_by=RUN_03, expected_inputs={DATA_DIR: inputs[DATA_DIR]})
+    if not config.load_in_4bit:
+        policy = load_reference_model(first_folder, device)
+    return policy, tok, first_folder, {DATA_DIR: inputs[DATA_DIR], first_folder.name: first["id"]}
+
+
+@dataclasses.dataclass
+class ReferenceSide:
+    """What the DPO loop gets for the reference: a live model, or cached log-probs attached to the pairs (with the
+    cached LM head and held-out hidden states for the KL), and how the cache was used."""
+
+    reference: Any
+    train: list[dict[str, Any]]
+    held_out: list[dict[str, Any]]
+    cache_status: str = "off"
+    lm_head: dict | None = None
+    eval_hidden: list | None = None
+
+
+def _reference_side(
+    config, args, sft_folder: Path, sft_id: str | None, train, held_out, tok, device, use_cache, students_step: str
+):
+    """The reference of this run: none (LoRA: the adapters-off policy), the live SFT model, or the cache in
+    ``02_sft/ref_cache/`` filled — once, over the batches the loop's own plan visits — and attached to the pairs."""
+    if config.lora:
+        return ReferenceSide(None, train, held_out)
+    if not use_cache or students_step == "student":
+        status = "off: your dpo_step runs the reference model itself" if use_cache else "off"
+        return ReferenceSide(load_reference_model(sft_folder, device), train, held_out, status)
+    accelerator = distributed()
+    world = accelerator.num_processes if accelerator is not None else 1
+    visited = args.visited(train, world)  # the loop's own plan: the batches it will train on
+    key = cache_key(
+        sft_id,
+        average=args.average_logps,
+        max_length=args.max_length,
+        precision=choose_precision(device, config.precision).cache_tag,
+    )
+
+    def fill_cache():
+        return ensure_reference_logps(
+            sft_folder,
+            key,
+            [train[i] for i in visited],
+            held_out,
+            lambda: load_reference_model(sft_folder, device),
+            tokenizer=tok,
+            batch_size=args.batch_size,
+            device=device,
+            average=args.average_logps,
+            max_length=args.max_length,
+            precision=config.precision,
+        )
+
+    cached = fill_cache() if is_main_process(accelerator) else None  # one process computes, the others read
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        cached = cached or fill_cache()
+    train = list(train)
+    for i, ex in zip(visited, attach_reference_logps([train[i] for i in visited], cached["train"])):
+        train[i] = ex
+    reference = None
+    if cached["held_out_hidden"] is None:  # this architecture's logits are not hidden @ W.T: the KL needs the model
+        reference = cached["reference"] or load_reference_model(sft_folder, device)
+    return ReferenceSide(
+        reference,
+        train,
+        attach_reference_logps(held_out, cached["held_out"]),
+        f"computed {cached['computed']} pairs" if cached["computed"] else "hit",
+        cached["lm_head"],
+        cached["held_out_hidden"],
+    )
 
 
 def _save_on_main(folder: Path, model, tok, manifest, history, run_dir: Path, state: Path) -> Path:
