@@ -41,31 +41,54 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
     run_dir = folder.parent if folder.name == SFT_DIR else folder.parent.parent
     config, metrics = manifest["config"], manifest.get("metrics", {})
     is_dpo = manifest.get("stage") == DPO_DIR
-    base = _base_model(config)
-    dataset = config.get("dataset")
+    lines = [f"# {folder.name}（Lab-1.7 DPO，run `{run_dir.name}`）", "", _what(config, metrics, is_dpo), ""]
+    lines += _training_section(config, metrics, is_dpo)
+    if win_rates:
+        lines += ["", "## 勝率（notebook 04，評審見 04_eval/report.md）", "", "| 對手 | 勝率 |", "|---|---|"]
+        lines += [
+            f"| {opponent} | {rate if isinstance(rate, str) else f'{rate:.1%}'} |"
+            for opponent, rate in win_rates.items()
+        ]
+    elif is_dpo:
+        lines += ["", "勝率：執行 notebook 04（或 `python -m dpo_lab evaluate`）後會寫進這一節。"]
+    lines += _usage_section(folder, run_dir, config.get("dataset"))
+    return "\n".join(_front_matter(config, is_dpo) + lines) + "\n"
+
+
+def _front_matter(config: dict[str, Any], is_dpo: bool) -> list[str]:
+    """The Hub's YAML header: library, task, base model, data set, tags."""
+    base, dataset = _base_model(config), config.get("dataset")
     header = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
     if base:
         header.append(f"base_model: {base}")
     if dataset == HUB_DATASET:
         header += ["datasets:", f"- {HUB_DATASET}"]
-    header += ["tags:", "- dpo-lab", "- trl-compatible", "- dpo" if is_dpo else "- sft", "---", ""]
+    return header + ["tags:", "- dpo-lab", "- trl-compatible", "- dpo" if is_dpo else "- sft", "---", ""]
 
-    loss = config.get("loss_type", "sigmoid")
+
+def _what(config: dict[str, Any], metrics: dict[str, Any], is_dpo: bool) -> str:
+    """One sentence: what this checkpoint is and where it started from."""
+    if not is_dpo:
+        return "本 lab 的 SFT 基準模型：在示範回答上做 supervised fine-tuning，也是 DPO 的 reference model 與起點。"
+    second = metrics.get("round") == 2
     origin = (
         f"由第一輪 DPO 模型（`{metrics.get('first_round')}`，同時是這一輪的 reference model）出發"
-        if metrics.get("round") == 2
+        if second
         else "由本 lab 的 SFT 模型（reference model）出發"
     )
-    what = (
+    return (
         origin
-        + f"，以 DPO（loss `{loss}`"
+        + f"，以 DPO（loss `{config.get('loss_type', 'sigmoid')}`"
         + (f"，label_smoothing ε={config.get('label_smoothing'):g}" if config.get("label_smoothing") else "")
         + f"，β={config['beta']:g}）在偏好資料上訓練"
-        + ("；這是第二輪：偏好對由第一輪模型自己生成、由評審標註（on-policy）" if metrics.get("round") == 2 else "")
+        + ("；這是第二輪：偏好對由第一輪模型自己生成、由評審標註（on-policy）" if second else "")
         + "。"
-        if is_dpo
-        else "本 lab 的 SFT 基準模型：在示範回答上做 supervised fine-tuning，也是 DPO 的 reference model 與起點。"
     )
+
+
+def _training_section(config: dict[str, Any], metrics: dict[str, Any], is_dpo: bool) -> list[str]:
+    """How it was trained (base, data, profile, seed, steps) and its held-out numbers."""
+    base, dataset = _base_model(config), config.get("dataset")
     data = (
         f"`{HUB_DATASET}`（helpful-base + harmless-base）"
         if dataset == HUB_DATASET
@@ -74,10 +97,6 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
         else f"`{dataset}`"
     )
     lines = [
-        f"# {folder.name}（Lab-1.7 DPO，run `{run_dir.name}`）",
-        "",
-        what,
-        "",
         "## 訓練",
         "",
         "| 項目 | 值 |",
@@ -87,42 +106,35 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
         f"| profile | {config.get('profile')} |",
         f"| seed | {config.get('seed')} |",
     ]
-    if is_dpo:
-        lines += [
-            f"| loss | `{loss}` |",
-            f"| β | {config['beta']:g} |",
-            f"| 步數 | {metrics.get('steps_run')}（{metrics.get('stop_reason')}） |",
-            f"| learning rate | {config.get('dpo_lr'):g} |",
-        ]
-        final = metrics.get("final_eval", {})
-        lines += [
-            "",
-            "## 評估（held-out 偏好對）",
-            "",
-            "| 指標 | 值 |",
-            "|---|---|",
-            f"| reward accuracy | {_fmt(final.get('eval_rewards/accuracies'))} |",
-            f"| log-ratio margin（nats） | {_fmt(final.get('eval_logratios/margins'))} |",
-            f"| KL(policy ‖ reference)（nats，teacher-forced） | {_fmt(final.get('eval_kl'))} |",
-            f"| loss（`{loss}`） | {_fmt(final.get('eval_loss'))} |",
-        ]
-    else:
-        lines += [
+    if not is_dpo:
+        return lines + [
             f"| 步數 | {config.get('sft_steps')} |",
             "",
             "## 評估",
             "",
             f"held-out perplexity（chosen 回答）：{_fmt(metrics.get('best_eval_perplexity'), 2)}",
         ]
-    if win_rates:
-        lines += ["", "## 勝率（notebook 04，評審見 04_eval/report.md）", "", "| 對手 | 勝率 |", "|---|---|"]
-        lines += [
-            f"| {opponent} | {rate if isinstance(rate, str) else f'{rate:.1%}'} |"
-            for opponent, rate in win_rates.items()
-        ]
-    elif is_dpo:
-        lines += ["", "勝率：執行 notebook 04（或 `python -m dpo_lab evaluate`）後會寫進這一節。"]
-    lines += [
+    loss, final = config.get("loss_type", "sigmoid"), metrics.get("final_eval", {})
+    return lines + [
+        f"| loss | `{loss}` |",
+        f"| β | {config['beta']:g} |",
+        f"| 步數 | {metrics.get('steps_run')}（{metrics.get('stop_reason')}） |",
+        f"| learning rate | {config.get('dpo_lr'):g} |",
+        "",
+        "## 評估（held-out 偏好對）",
+        "",
+        "| 指標 | 值 |",
+        "|---|---|",
+        f"| reward accuracy | {_fmt(final.get('eval_rewards/accuracies'))} |",
+        f"| log-ratio margin（nats） | {_fmt(final.get('eval_logratios/margins'))} |",
+        f"| KL(policy ‖ reference)（nats，teacher-forced） | {_fmt(final.get('eval_kl'))} |",
+        f"| loss（`{loss}`） | {_fmt(final.get('eval_loss'))} |",
+    ]
+
+
+def _usage_section(folder: Path, run_dir: Path, dataset: str | None) -> list[str]:
+    """How to load, serve and share it, and what it must not be used for."""
+    return [
         "",
         "## 使用方式",
         "",
@@ -148,7 +160,6 @@ def model_card(manifest: dict[str, Any], folder: str | Path, win_rates: dict[str
         else "- GPT-2 級的小模型：事實常出錯、會編造；HH-RLHF 的偏好也帶著標註者的偏誤。",
         "- 安全拒答只在 lab 的 red-team prompts 上量過，換一種問法就可能失效；上線前務必看 04 的安全數字與失敗案例。",
     ]
-    return "\n".join(header + lines) + "\n"
 
 
 def write_model_card(folder: str | Path, manifest: dict[str, Any], win_rates: dict[str, Any] | None = None) -> Path:
