@@ -170,3 +170,35 @@ class HumanABJudge:
         self._widget = w.VBox([status, question, w.HBox([left, right]), w.HBox(buttons)])
         self._buttons = dict(zip(CHOICES, buttons))
         return self._widget
+
+
+def human_win_rate_row(
+    human, model: str, judged, primary: str, judge_prompts, *, seed: int, log=print, win_rate_fn=None
+):
+    """Your A/B labels of ``model`` as one more win-rate row (None before any click), logged next to what the
+    primary judge (``judged``: its comparison of ``model`` with SFT) said on the very same pairs."""
+    from .headtohead import win_rate_row
+    from .trust import prompt_clusters
+    from .winrate import win_rate
+
+    result = human.comparison()
+    log(result.report())
+    flips, n_repeated = human.position_flips()
+    if n_repeated:
+        log(
+            f"position flips: your verdict followed the side, not the answer, in {flips:.0%} of {n_repeated}"
+            " swapped repeats"
+        )
+    if not result.judgments:
+        log("no human labels yet: use the buttons above, then run this cell again")
+        return None
+    win_rate_fn = win_rate_fn or win_rate
+    clusters = prompt_clusters(judge_prompts)  # the human's pairs are the first judged prompts
+    row = win_rate_row(model, result, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn)
+    labelled = {h.index for h in result.judgments}
+    same = win_rate_fn([j.winner for j in judged.judgments if j.index in labelled])
+    log(
+        f"you: {model} wins {row['win_rate']:.0%} [{row['win_ci_low']:.0%}, {row['win_ci_high']:.0%}]"
+        f" of {row['n_judged']} pairs; {primary} on the same pairs: {same:.0%}"
+    )
+    return row

@@ -228,41 +228,15 @@ class Evaluation:
 
     def add_human_labels(self, human, win_rate_fn=None) -> dict[str, Any] | None:
         """Your A/B labels as one more win-rate row (None before any click); logs them next to the primary judge."""
-        from .headtohead import win_rate_row
-        from .winrate import win_rate
+        from .human_ab import human_win_rate_row
 
-        result = human.comparison()
-        self.ctx.log(result.report())
-        flips, n_repeated = human.position_flips()
-        if n_repeated:
-            self.ctx.log(
-                f"position flips: your verdict followed the side, not the answer, in {flips:.0%} of {n_repeated}"
-                " swapped repeats"
-            )
-        if not result.judgments:
-            self.ctx.log("no human labels yet: use the buttons above, then run this cell again")
-            self.human_row = None
-            return None
-        win_rate_fn = win_rate_fn or win_rate
-        from .trust import prompt_clusters
-
-        clusters = prompt_clusters(self.judge_prompts)  # the human's pairs are the first judged prompts
-        row = win_rate_row(self.focus, result, clusters=clusters, seed=self.config.seed, win_rate_fn=win_rate_fn)
-        labelled = {h.index for h in result.judgments}
-        primary = self.results["judged"]["primary"]
-        same = win_rate_fn(
-            [
-                j.winner
-                for j in self.results["judged"]["comparisons"][primary][self.focus].judgments
-                if j.index in labelled
-            ]
-        )
-        self.ctx.log(
-            f"you: {self.focus} wins {row['win_rate']:.0%} [{row['win_ci_low']:.0%}, {row['win_ci_high']:.0%}]"
-            f" of {row['n_judged']} pairs; {primary} on the same pairs: {same:.0%}"
-        )
-        self.human_row = row
-        return row
+        judged = self.results["judged"]
+        self.human_row = human_win_rate_row(
+            human, self.focus, judged["comparisons"][judged["primary"]][self.focus], judged["primary"],
+            self.judge_prompts,
+            seed=self.config.seed, log=self.ctx.log, win_rate_fn=win_rate_fn,
+        )  # fmt: skip
+        return self.human_row
 
     # ------------------------------------------------------------------ the report
     def verdict_markdown(self):
@@ -319,7 +293,7 @@ class Evaluation:
         report = self.report(tables)
         helpful = (self.judge_prompts, self.results.get("answers") or {})
         redteam = (self.redteam_prompts, self.results.get("redteam_answers") or {})
-        self.update_model_cards()
+        update_model_cards(self.models, self.summary, self.results.get("judged"), self.results.get("methods"))
         judged = self.results.get("judged") or {}
         out = save_evaluation(
             self.ctx.run_dir,
@@ -342,27 +316,28 @@ class Evaluation:
         )
         return report, out
 
-    def update_model_cards(self) -> None:
-        """Rewrite each DPO checkpoint's model card (README.md) with the win rates measured here."""
-        from ..run.model_card import write_model_card
 
-        judged, methods = self.results.get("judged"), self.results.get("methods")
-        primary = judged["primary"] if judged else None
-        rows = self.summary.set_index("model")
-        for name, folder in self.models.items():
-            if name == "SFT" or primary is None:
-                continue
-            rates = {}
-            if "win_rate_vs_sft" in rows and rows.loc[name, "win_rate_vs_sft"] == rows.loc[name, "win_rate_vs_sft"]:
-                row = rows.loc[name]
-                rates[f"SFT（{primary}）"] = (
-                    f"{row['win_rate_vs_sft']:.1%}（95 % 區間 {row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}）"
-                )
-            if methods is not None and "win_rate_vs_round1" in methods:
-                vs = methods.set_index("model")["win_rate_vs_round1"].get(name)
-                if vs == vs and vs is not None:
-                    rates[f"第一輪（{primary}）"] = float(vs)
-            write_model_card(folder, read_manifest(folder, produced_by=RUN_03), rates or None)
+def update_model_cards(models: dict[str, Path], summary, judged: dict[str, Any] | None, methods) -> None:
+    """Rewrite each DPO checkpoint's model card (README.md) with the win rates measured here (the primary judge's
+    against SFT and, for a second round, against its first round)."""
+    from ..run.model_card import write_model_card
+
+    primary = judged["primary"] if judged else None
+    rows = summary.set_index("model")
+    for name, folder in models.items():
+        if name == "SFT" or primary is None:
+            continue
+        rates = {}
+        if "win_rate_vs_sft" in rows and rows.loc[name, "win_rate_vs_sft"] == rows.loc[name, "win_rate_vs_sft"]:
+            row = rows.loc[name]
+            rates[f"SFT（{primary}）"] = (
+                f"{row['win_rate_vs_sft']:.1%}（95 % 區間 {row['win_ci_low']:.1%}–{row['win_ci_high']:.1%}）"
+            )
+        if methods is not None and "win_rate_vs_round1" in methods:
+            vs = methods.set_index("model")["win_rate_vs_round1"].get(name)
+            if vs == vs and vs is not None:
+                rates[f"第一輪（{primary}）"] = float(vs)
+        write_model_card(folder, read_manifest(folder, produced_by=RUN_03), rates or None)
 
 
 def _empty_win_rates():

@@ -175,6 +175,47 @@ def parity_trl_trainer(
     return trainer
 
 
+def _train_with_trl(policy, reference, tokenizer, pairs, **settings) -> tuple[list[dict[str, Any]], float]:
+    """TRL's DPOTrainer on ``pairs`` (:func:`parity_trl_trainer`): its logged steps and its wall time."""
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    with tempfile.TemporaryDirectory() as out_dir, quiet_trl():
+        trainer = parity_trl_trainer(policy, reference, tokenizer, rows, out_dir, **settings)
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+    return [entry for entry in trainer.state.log_history if "rewards/margins" in entry], seconds
+
+
+def parity_dpo_args(*, beta: float, lr: float, steps: int, batch_size: int, max_length, precision) -> DPOArgs:
+    """Our loop set up as :func:`parity_trl_trainer` sets up TRL: one plain DPO run, nothing TRL does not do."""
+    return DPOArgs(
+        beta=beta,
+        lr=lr,
+        steps=steps,
+        batch_size=batch_size,
+        grad_accum=1,
+        warmup_steps=0,
+        schedule="linear",
+        betas=(0.9, 0.999),
+        max_grad_norm=1.0,
+        average_logps=False,
+        loss_type="sigmoid",
+        label_smoothing=0.0,
+        patience=0,
+        save_every=0,
+        seed=0,
+        gradient_checkpointing=False,
+        shuffle=False,
+        bucket=False,
+        eval_every=10**9,
+        kl_limit=None,
+        train_accuracy_limit=None,
+        max_length=max_length,
+        progress=False,
+        precision=precision.name,
+    )
+
+
 def compare_with_trl(
     make_policy: Callable[[], Any],
     make_reference: Callable[[], Any],
@@ -201,52 +242,12 @@ def compare_with_trl(
     pairs = list(pairs[: steps * batch_size])
     if len(pairs) < steps * batch_size:
         raise ValueError(f"{steps} steps of {batch_size} pairs need {steps * batch_size} pairs, got {len(pairs)}")
-    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
-    with tempfile.TemporaryDirectory() as out_dir, quiet_trl():
-        trainer = parity_trl_trainer(
-            make_policy(),
-            make_reference(),
-            tokenizer,
-            rows,
-            out_dir,
-            beta=beta,
-            lr=lr,
-            batch_size=batch_size,
-            steps=steps,
-            max_length=max_length,
-            cuda=device.type == "cuda",
-            precision=chosen,
-        )
-        t0 = time.perf_counter()
-        trainer.train()
-        trl_seconds = time.perf_counter() - t0
-    trl_log = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
-
-    args = DPOArgs(  # every setting as TRL's DPOConfig above: one plain DPO run, nothing that TRL does not do
-        beta=beta,
-        lr=lr,
-        steps=steps,
-        batch_size=batch_size,
-        grad_accum=1,
-        warmup_steps=0,
-        schedule="linear",
-        betas=(0.9, 0.999),
-        max_grad_norm=1.0,
-        average_logps=False,
-        loss_type="sigmoid",
-        label_smoothing=0.0,
-        patience=0,
-        save_every=0,
-        seed=0,
-        gradient_checkpointing=False,
-        shuffle=False,
-        bucket=False,
-        eval_every=10**9,
-        kl_limit=None,
-        train_accuracy_limit=None,
-        max_length=max_length,
-        progress=False,
-        precision=chosen.name,
+    trl_log, trl_seconds = _train_with_trl(
+        make_policy(), make_reference(), tokenizer, pairs, beta=beta, lr=lr, batch_size=batch_size, steps=steps,
+        max_length=max_length, cuda=device.type == "cuda", precision=chosen,
+    )  # fmt: skip
+    args = parity_dpo_args(
+        beta=beta, lr=lr, steps=steps, batch_size=batch_size, max_length=max_length, precision=chosen
     )
     t0 = time.perf_counter()
     result = dpo_train(
