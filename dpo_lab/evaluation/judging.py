@@ -103,21 +103,16 @@ def judge_answers(
     * each judge's agreement with the oracle on the generated pairs, its bias checks, the oracle's win
       rates on seen vs held-out topics, and per-model scores (oracle and judge).
     """
-    import pandas as pd
 
-    from .headtohead import win_rates_vs
     from .judges import GoldJudge
     from .oracle import OracleJudge
     from .trust import (
         ORACLE,
-        agreement_table,
-        answer_key_row,
         judge_checks_table,
         judged_win_rates,
         oracle_applies,
         oracle_quality_table,
         prompt_clusters,
-        split_win_rates,
     )
     from .winrate import win_rate
 
@@ -152,20 +147,36 @@ def judge_answers(
     out["checks"] = judge_checks_table(checks, prompts, answers["SFT"], topics, seed=seed)
     if use_oracle:
         scores = scores.merge(oracle_quality_table(prompts, answers, refuse_prompts, refuse_answers), on="model")
-        _, before_comparisons = win_rates_vs(
-            before, prompts, trained, sanity=sanity, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
-        )
-        out["agreement"] = agreement_table({**comparisons, before.name: before_comparisons})
-        out["splits"] = split_win_rates(
-            comparisons[ORACLE],
-            [bool(r.get("held_out_topic")) for r in eval_rows],
-            clusters=clusters,
-            seed=seed,
-            win_rate_fn=win_rate_fn,
-        )
-        out["ceiling"] = pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)])
+        out.update(
+            _against_the_oracle(
+                before, comparisons, prompts, eval_rows, answers, sanity=sanity, clusters=clusters, seed=seed,
+                win_rate_fn=win_rate_fn,
+            )
+        )  # fmt: skip
     out["scores"] = scores
     return out
+
+
+def _against_the_oracle(before, comparisons, prompts, eval_rows, answers, *, sanity, clusters, seed, win_rate_fn):
+    """Where the oracle judges: each judge's agreement with it (the gold judge before its fix too), its win rates on
+    seen vs held-out topics, and the answer key's ceiling."""
+    import pandas as pd
+
+    from .headtohead import win_rates_vs
+    from .trust import ORACLE, agreement_table, answer_key_row, split_win_rates
+
+    trained = {name: texts for name, texts in answers.items() if name != "base"}
+    _, before_comparisons = win_rates_vs(
+        before, prompts, trained, sanity=sanity, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
+    )
+    held_out_topic = [bool(r.get("held_out_topic")) for r in eval_rows]
+    return {
+        "agreement": agreement_table({**comparisons, before.name: before_comparisons}),
+        "splits": split_win_rates(
+            comparisons[ORACLE], held_out_topic, clusters=clusters, seed=seed, win_rate_fn=win_rate_fn
+        ),
+        "ceiling": pd.DataFrame([answer_key_row(eval_rows, prompts, answers["SFT"], seed=seed)]),
+    }
 
 
 def case_comparisons(judged: dict[str, Any]) -> dict[str, Any]:
