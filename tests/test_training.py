@@ -338,7 +338,9 @@ def test_the_reference_cache_is_filled_from_the_plan_the_loop_trains_with(tokeni
             streamed += [i for _ in range(a.steps * a.grad_accum) for i in next(batches)]
         assert set(a.visited(tokenized_pairs, world)) == set(streamed), world
     assert len(args.visited(tokenized_pairs)) == len(tokenized_pairs)  # a full run meets every pair
-    assert len(dataclasses.replace(args, steps=1, grad_accum=1).visited(tokenized_pairs)) == 3
+    one_batch = dataclasses.replace(args, steps=1, grad_accum=1)
+    assert len(one_batch.visited(tokenized_pairs)) == 3
+    assert len(one_batch.visited(tokenized_pairs, world=2)) == 6  # each process trains on its own batch
     plans = []
     original = session_module.batch_stream
     spy = lambda ex, plan, *a, **k: plans.append(plan) or original(ex, plan, *a, **k)  # noqa: E731

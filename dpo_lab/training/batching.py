@@ -62,24 +62,27 @@ class BatchPlan:
     def batches(self, examples: list[dict[str, Any]], *, start_batch: int = 0, rank: int = 0) -> Iterator[list[int]]:
         """Endless index lists for process ``rank``; ``start_batch`` skips that many batches of the global order
         (resume)."""
+        for produced, idx in enumerate(self._global_order(examples)):
+            if produced >= start_batch and produced % self.world == rank:
+                yield idx
+
+    def _global_order(self, examples: list[dict[str, Any]]) -> Iterator[list[int]]:
+        """Every process's batches, in the one order they are dealt out from."""
         if not examples:
             raise ValueError("no training examples: check the data stage's output (01_data) and max_pairs")
-        epoch, produced = 0, 0
+        epoch = 0
         while True:
-            for idx in batch_indices(
+            yield from batch_indices(
                 examples, self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle, bucket=self.bucket
-            ):
-                if produced >= start_batch and produced % self.world == rank:
-                    yield idx
-                produced += 1
+            )
             epoch += 1
 
     def first_visits(self, examples: list[dict[str, Any]], n_batches: int) -> list[int]:
-        """The example indices the first ``n_batches`` global batches contain, in the order they are first met (a
-        cache computed in this order sees the same batches as training)."""
+        """The example indices the first ``n_batches`` global batches (all processes') contain, in the order they are
+        first met (a cache computed in this order sees the same batches as training)."""
         seen: dict[int, None] = {}
         if examples and n_batches > 0:
-            for produced, idx in enumerate(self.batches(examples)):
+            for produced, idx in enumerate(self._global_order(examples)):
                 if produced >= n_batches:
                     break
                 seen.update(dict.fromkeys(idx))
