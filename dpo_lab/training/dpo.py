@@ -148,7 +148,7 @@ class DPOLoop:
         self.loss_fn = loss_fn
         self.step_fn = step_fn
         self.precision = precision
-        self.scaler = scaler or (precision.grad_scaler() if precision is not None else None)
+        self.scaler = scaler if scaler is not None else (precision.grad_scaler() if precision is not None else None)
         if step_fn is not None and self.reference is None:
             raise ValueError("a dpo_step function needs a live reference model (not cached log-probs or LoRA adapters)")
 
